@@ -1,0 +1,183 @@
+"""Configuration: Hydra composes ``conf/``; pydantic validates the result before any work starts.
+
+Two ways in, one schema:
+- ``compose(overrides)``: Hydra 1.3 composes ``conf/config.yaml`` with command-line overrides
+  (``trainer=gpu model.translator.d_model=256 +experiment=multi30k_de_en``).
+- ``load_params(path)``: reads ``params.yaml``, the composed config that ``dvc repro`` tracks
+  (``triad pipeline`` and ``dvc exp run`` both write it; see the README).
+
+Either way the result is a ``TriadConfig``; a bad key or value raises ``ConfigError`` naming the key
+and, for choices, the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from triad.errors import ConfigError
+from triad.heads.diffusion.config import DiffusionData, DiffusionModel
+from triad.heads.transfer.config import TransferData, TransferModel
+from triad.heads.translator.config import TranslatorData, TranslatorModel
+from triad.schema import StrictModel
+
+HeadName = Literal["translator", "diffusion", "transfer"]
+HEAD_NAMES: tuple[str, ...] = ("translator", "diffusion", "transfer")
+
+
+class PathsConfig(StrictModel):
+    """Where things are written, relative to the project root (the folder holding ``conf/``)."""
+
+    data_dir: str = "data"
+    artifacts_dir: str = "artifacts"
+    reports_dir: str = "reports"
+    state_dir: str = ".triad"  # resumable checkpoints, outside DVC's outputs
+    mirror_dir: str | None = None  # else $TRIAD_DATA_MIRROR, else download
+
+
+class TrainerConfig(StrictModel):
+    """Switches for the one Lightning Trainer in ``triad.train``."""
+
+    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
+    devices: int | Literal["auto"] = Field(1)
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    compile: bool = False
+    deterministic: bool = True
+    num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None = torch's default
+    num_workers: int = Field(0, ge=0)  # DataLoader workers
+    gradient_clip_val: float | None = Field(1.0, gt=0)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    limit_train_batches: float | int | None = None
+    limit_val_batches: float | int | None = None
+    fast_dev_run: bool = False
+    enable_progress_bar: bool = True
+    log_every_n_steps: int = Field(10, ge=1)
+
+
+class LoggerConfig(StrictModel):
+    """MLflow tracking. ``tracking_uri`` null means $MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``."""
+
+    tracking_uri: str | None = None
+    experiment_prefix: str = "triad"
+    artifact_dir: str = "mlartifacts"  # artifact root for experiments created on a local backend
+
+
+class ScheduleConfig(StrictModel):
+    name: str = "nightly"
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+
+class PipelineConfig(StrictModel):
+    heads: list[HeadName] = Field(default_factory=lambda: list(HEAD_NAMES), min_length=1)
+    max_parallel: int = Field(1, ge=1)  # stages run at once (heads are independent)
+    retries: int = Field(1, ge=0)  # retries of a stage that failed transiently or was killed
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+class DataSection(StrictModel):
+    translator: TranslatorData = Field(default_factory=TranslatorData)
+    diffusion: DiffusionData = Field(default_factory=DiffusionData)
+    transfer: TransferData = Field(default_factory=TransferData)
+
+
+class ModelSection(StrictModel):
+    translator: TranslatorModel = Field(default_factory=TranslatorModel)
+    diffusion: DiffusionModel = Field(default_factory=DiffusionModel)
+    transfer: TransferModel = Field(default_factory=TransferModel)
+
+
+class TriadConfig(StrictModel):
+    seed: int = 42
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    logger: LoggerConfig = Field(default_factory=LoggerConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    experiment: str | None = None  # name of the experiment config applied, for the record
+
+
+def project_root() -> Path:
+    """The folder holding ``conf/config.yaml``: $TRIAD_ROOT, else the nearest one above the cwd."""
+    if env := os.environ.get("TRIAD_ROOT"):
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf" / "config.yaml").is_file():
+            return folder
+    raise ConfigError(
+        f"no conf/config.yaml in {here} or above it. Run triad from the project folder or set TRIAD_ROOT."
+    )
+
+
+def _format_validation(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see conf/ for the valid keys)")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def validate(raw: dict) -> TriadConfig:
+    try:
+        return TriadConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def compose_dict(overrides: list[str] | tuple[str, ...] = (), root: Path | None = None) -> dict:
+    """Compose ``conf/`` with Hydra and return a plain, resolved dict (not yet validated)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf_dir = (root or project_root()) / "conf"
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"cannot compose the config: {exc}") from None
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), root: Path | None = None) -> TriadConfig:
+    return validate(compose_dict(overrides, root))
+
+
+def load_params(path: Path) -> TriadConfig:
+    """Validate a ``params.yaml`` written by ``write_params`` (or by ``dvc exp run``)."""
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist. Write it with `triad config --write-params`.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return validate(raw or {})
+
+
+def to_yaml(cfg: TriadConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def write_params(cfg: TriadConfig, path: Path) -> bool:
+    """Write ``params.yaml`` atomically; returns whether its content changed."""
+    text = "# Composed from conf/ by triad (or by `dvc exp run`). Edit conf/, or this file for `dvc repro`.\n"
+    text += to_yaml(cfg)
+    if path.is_file() and path.read_text() == text:
+        return False
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,1 @@
+"""Shared data-step helpers: fetching with checksums, and validation that names what is wrong."""

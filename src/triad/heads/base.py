@@ -1,0 +1,138 @@
+"""The contract every head fulfils, so that one spine can prepare, train, evaluate and register it.
+
+A head is a family of models (translator, diffusion, transfer, ...). It owns its data step, its
+LightningDataModule and LightningModule, its evaluation and its MLflow pyfunc wrapper. The spine
+(``triad.prepare``, ``triad.train``, ``triad.evaluate``) owns everything shared: atomic outputs,
+seeding, the Lightning Trainer, checkpoints and resume, MLflow runs, registration and the gate.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+if TYPE_CHECKING:  # keep `triad --help` fast: heavy imports only where used
+    import lightning as L
+    import mlflow.pyfunc
+
+    from triad.config import TriadConfig
+
+
+@dataclass
+class Evaluation:
+    """What a head's evaluation produced.
+
+    metrics: flat name -> float; must contain the head's ``gate_metric``.
+    images:  paths of PNG files written under the report dir (logged to MLflow as images).
+    tables:  name -> pandas DataFrame (logged to MLflow as tables, written as CSV for DVC plots).
+    """
+
+    metrics: dict[str, float]
+    images: list[Path] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PyfuncBundle:
+    """Everything ``mlflow.pyfunc.log_model`` needs for this head's servable model.
+
+    python_model:  a ``mlflow.pyfunc.PythonModel`` whose ``load_context`` rebuilds the network from
+                   ``artifacts`` (no pickled torch module) and whose ``predict`` takes the head's
+                   natural input.
+    artifacts:     name -> local file path (checkpoint, tokenizer, config json, ...).
+    input_example: a small natural input (list, dict or DataFrame) used for the signature.
+    """
+
+    python_model: "mlflow.pyfunc.PythonModel"
+    artifacts: dict[str, str]
+    input_example: Any
+
+
+class Head(abc.ABC):
+    """One model family plugged into the spine.
+
+    Subclasses set ``name``, ``gate_metric`` and ``gate_mode`` and implement the five methods.
+    ``self.cfg`` is the whole validated config; ``self.data_cfg`` and ``self.model_cfg`` are this
+    head's sections (``cfg.data.<name>`` and ``cfg.model.<name>``).
+    """
+
+    name: ClassVar[str]
+    gate_metric: ClassVar[str]
+    gate_mode: ClassVar[Literal["max", "min"]] = "max"
+
+    def __init__(self, cfg: "TriadConfig"):
+        from triad.config import project_root
+
+        self.cfg = cfg
+        self.data_cfg = getattr(cfg.data, self.name)
+        self.model_cfg = getattr(cfg.model, self.name)
+        self.root = project_root()
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"triad-{self.name}"
+
+    def dir(self, kind: Literal["data", "artifacts", "reports", "state"]) -> Path:
+        """``<project root>/<paths.{kind}_dir>/<head name>`` (absolute config paths are kept)."""
+        return self.root / getattr(self.cfg.paths, f"{kind}_dir") / self.name
+
+    def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
+        """Extra pipeline steps this head needs besides prepare/train/evaluate, by name.
+
+        Each takes an empty temporary output directory (renamed by the spine to
+        ``artifacts/<head>/<step>/`` on success) and returns a JSON-able summary. Examples: the
+        diffusion head's ``judge`` classifier, the transfer head's label-fraction ``evidence``.
+        The step's DVC stage is ``<step>_<head>`` in ``dvc.yaml``.
+        """
+        return {}
+
+    # --- data step -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def prepare(self, out_dir: Path) -> dict[str, Any]:
+        """Fetch, verify checksums, validate, split and write this head's dataset into ``out_dir``.
+
+        Deterministic for a given config. ``out_dir`` is an empty temporary directory that the spine
+        renames into place only if this returns, so a failure never leaves half-written data. Raise
+        ``triad.errors.DataError`` with a message that says what is wrong and how to fix it.
+        Returns a JSON-able summary (split sizes, ...) that the spine writes to ``summary.json``.
+        """
+
+    # --- training --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def datamodule(self, data_dir: Path) -> "L.LightningDataModule":
+        """The LightningDataModule over a prepared ``data_dir``."""
+
+    @abc.abstractmethod
+    def module(self, datamodule: "L.LightningDataModule") -> "L.LightningModule":
+        """A freshly initialised LightningModule sized for ``datamodule`` (vocab, classes, ...).
+
+        It logs ``train_loss`` and ``val_loss`` (the spine monitors ``val_loss``) and configures
+        its own optimiser from ``self.model_cfg``. Its ``state_dict`` is all the spine saves.
+        """
+
+    # --- evaluation and serving -------------------------------------------------------------------
+    @abc.abstractmethod
+    def evaluate(
+        self, module: "L.LightningModule", datamodule: "L.LightningDataModule", report_dir: Path
+    ) -> Evaluation:
+        """Score ``module`` on the held-out test split; write pictures and tables to ``report_dir``."""
+
+    @abc.abstractmethod
+    def pyfunc(
+        self, module: "L.LightningModule", datamodule: "L.LightningDataModule", work_dir: Path
+    ) -> PyfuncBundle:
+        """The servable model; artifact files are written under ``work_dir``."""
+
+    def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
+        """An absolute bar a new version must clear before it may even compete for champion.
+
+        The default only requires a finite gate metric; heads add their own (e.g. beat a baseline).
+        """
+        import math
+
+        value = metrics.get(self.gate_metric)
+        if value is None or not math.isfinite(value):
+            return False, f"{self.gate_metric} is {value!r}, not a finite number"
+        return True, "finite gate metric"
