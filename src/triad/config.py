@@ -53,6 +53,7 @@ class TrainerConfig(StrictModel):
     num_workers: int = Field(0, ge=0)  # DataLoader workers
     gradient_clip_val: float | None = Field(1.0, gt=0)
     early_stopping_patience: int | None = Field(None, ge=1)
+    checkpoint_every_n_steps: int = Field(50, ge=1)  # resume points within an epoch
     limit_train_batches: float | int | None = None
     limit_val_batches: float | int | None = None
     fast_dev_run: bool = False

@@ -37,13 +37,13 @@ def mirror_root(mirror_dir: str | os.PathLike | None = None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _verify(path: Path, sha256: str | None, origin: str) -> None:
+def _verify(path: Path, sha256: str | None, origin: str, name: str | None = None) -> None:
     if sha256 is None:
         return
     actual = sha256sum(path)
     if actual != sha256:
         raise DataError(
-            f"checksum mismatch for {path.name} from {origin}: expected sha256 {sha256}, got {actual}. "
+            f"checksum mismatch for {name or path.name} from {origin}: expected sha256 {sha256}, got {actual}. "
             "The file is corrupt or a different version; delete it (or fix the mirror) and run again."
         )
 
@@ -103,7 +103,7 @@ def fetch(
         tmp = Path(tmp_name)
         try:
             _download(url, tmp)
-            _verify(tmp, sha256, url)
+            _verify(tmp, sha256, url, name=filename)
             tmp.replace(cached)
             return cached
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:

@@ -1,0 +1,97 @@
+"""The triad pipeline as a Prefect flow.
+
+The DAG is not written here: it is ``dvc.yaml``, read by ``triad.dag.load_stages``. Each DVC stage
+becomes one Prefect task that runs only if DVC says the stage changed, so an unchanged stage is
+skipped (DVC's lock file is the cache), a killed or transiently failing stage is retried (training
+resumes from its last checkpoint), and independent heads run side by side up to
+``pipeline.max_parallel``. The run ends with a Prefect artifact summarising metrics and registry
+decisions, with links to the MLflow runs.
+
+Run it with ``triad pipeline [overrides]``; serve it on a schedule with ``triad schedule``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from triad import dag, tracking
+from triad.config import compose, project_root, write_params
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, dag.StageFailed) and error.transient
+
+
+@task(task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_retry_if_transient)
+def run_stage(stage: dag.Stage, root: Path) -> dict[str, Any]:
+    """Run one DVC stage if DVC says it changed; record it in dvc.lock afterwards."""
+    logger = get_run_logger()
+    changed = dag.changes(root, stage.name)
+    if not changed:
+        logger.info("%s is unchanged: skipped", stage.name)
+        return {"stage": stage.name, "head": stage.head, "status": "skipped"}
+    logger.info("%s changed (%s): running `%s`", stage.name, json.dumps(changed)[:300], stage.cmd)
+    started = time.perf_counter()
+    dag.run(root, stage, env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
+    dag.commit(root, stage.name)
+    seconds = time.perf_counter() - started
+    logger.info("%s done in %.1fs", stage.name, seconds)
+    return {"stage": stage.name, "head": stage.head, "status": "ran", "seconds": round(seconds, 1)}
+
+
+def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]]) -> str:
+    lines = ["# triad pipeline", "", "| head | gate metric | value | version | decision | MLflow run |",
+             "|---|---|---|---|---|---|"]
+    for head in heads:
+        registry_file = root / "reports" / head / "registry.json"
+        if registry_file.is_file():
+            reg = json.loads(registry_file.read_text())
+            link = f"[run]({tracking.run_url(reg)})"
+            decision = "champion" if reg["promoted"] else f"kept v{(reg.get('champion_before') or {}).get('version')}"
+            lines.append(f"| {head} | {reg['metric']} | {reg['value']:.4f} | v{reg['version']} | {decision} | {link} |")
+        else:
+            lines.append(f"| {head} | - | - | - | not evaluated | - |")
+    ran = [r["stage"] for r in results if r["status"] == "ran"]
+    skipped = [r["stage"] for r in results if r["status"] == "skipped"]
+    lines += ["", f"Stages run: {', '.join(ran) or 'none'}.", f"Stages unchanged (skipped): {', '.join(skipped) or 'none'}."]
+    return "\n".join(lines)
+
+
+@flow(name="triad-pipeline", log_prints=True)
+def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose the config (``overrides`` as on the command line), write params.yaml, run the DAG."""
+    logger = get_run_logger()
+    root = project_root()
+    cfg = compose(overrides or [])
+    if write_params(cfg, root / "params.yaml"):
+        logger.info("params.yaml updated from conf/ and overrides %s", overrides or [])
+    stages = dag.load_stages(root, heads=cfg.pipeline.heads)
+    stage_task = run_stage.with_options(retries=cfg.pipeline.retries, retry_delay_seconds=2)
+
+    futures: dict[str, Any] = {}
+    for stage in stages:
+        upstream = [futures[name] for name in stage.upstream if name in futures]
+        futures[stage.name] = stage_task.submit(stage, root, wait_for=upstream)
+    results = [futures[stage.name].result() for stage in stages]
+
+    ran = [r for r in results if r["status"] == "ran"]
+    if not ran:
+        logger.info("nothing changed since the last run: no stage ran, nothing was trained")
+    markdown = summary_markdown(root, cfg.pipeline.heads, results)
+    create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
+    return {"stages": results, "heads": cfg.pipeline.heads}
+
+
+def pipeline_with_parallelism(max_parallel: int):
+    """The flow with a thread pool as wide as ``pipeline.max_parallel``."""
+    return pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max_parallel))

@@ -1,0 +1,261 @@
+"""The ``triad`` command line. ``triad --help`` and ``triad COMMAND --help`` describe every command.
+
+Overrides are Hydra's: ``key=value`` to change, ``group=option`` to swap a config group,
+``experiment=NAME`` to apply an experiment config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from triad.errors import TriadError
+
+HEADS = ("translator", "diffusion", "transfer")
+STEPS = ("prepare", "train", "evaluate")
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                        help="Hydra overrides, e.g. model.translator.max_epochs=2 trainer=gpu experiment=multi30k_de_en")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="triad",
+        description="Train transformers, diffusion models and transfer learners reproducibly "
+        "(Prefect + DVC + Lightning + MLflow, configured by Hydra).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('triad').__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pipeline", help="run the whole pipeline (Prefect flow over dvc.yaml)",
+                       description="Compose the config, write params.yaml and run every changed DVC stage "
+                       "as a Prefect flow; unchanged stages are skipped. Ends with where the results are.")
+    _overrides(p)
+
+    p = sub.add_parser("train", help="prepare (if needed), train, evaluate and register one head",
+                       description="Run one head outside DVC with a config composed from conf/ and overrides.")
+    p.add_argument("head", choices=HEADS)
+    p.add_argument("--no-register", action="store_true", help="evaluate without registering in MLflow")
+    _overrides(p)
+
+    p = sub.add_parser("stage", help="run one DVC stage's work (what dvc.yaml calls)",
+                       description="Run one step of one head with the config in params.yaml. "
+                       "`prepare`, `train` and `evaluate` exist for every head; other steps are the head's own "
+                       "(diffusion: judge; transfer: evidence).")
+    p.add_argument("step", help="prepare, train, evaluate, or a head's own step")
+    p.add_argument("head", choices=HEADS)
+    p.add_argument("--params", type=Path, default=None, help="params file (default: <project>/params.yaml)")
+
+    p = sub.add_parser("config", help="print the composed config, or write params.yaml",
+                       description="Compose conf/ with overrides, validate it and print it as YAML.")
+    p.add_argument("--write-params", action="store_true", help="write it to params.yaml for `dvc repro`")
+    _overrides(p)
+
+    p = sub.add_parser("dag", help="list the pipeline's stages in order with their upstream stages",
+                       description="Read dvc.yaml (the one definition of the DAG) and print it.")
+
+    p = sub.add_parser("schedule", help="serve the pipeline as a Prefect deployment on a cron schedule",
+                       description="Serve the flow with the cron in pipeline.schedule (a long-running process; "
+                       "Ctrl-C stops it). Uses PREFECT_API_URL when set.")
+    p.add_argument("--cron", help="override pipeline.schedule.cron")
+    _overrides(p)
+
+    p = sub.add_parser("ui", help="open the MLflow dashboard on localhost",
+                       description="Start `mlflow ui` on the project's tracking backend.")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1")
+
+    p = sub.add_parser("predict", help="predict with a head's champion model from the registry",
+                       description="Load models:/triad-<head>@champion and predict.")
+    p.add_argument("--model-uri", help="another model URI (default: models:/triad-<head>@champion)")
+    predict = p.add_subparsers(dest="head", required=True, metavar="HEAD")
+    t = predict.add_parser("translator", help="translate sentences", description="Translate sentences.")
+    t.add_argument("sentences", nargs="+", help="source sentences")
+    d = predict.add_parser("diffusion", help="generate images of a class into a PNG grid",
+                           description="Generate images of one class and write them as a PNG grid.")
+    d.add_argument("--label", type=int, required=True, help="class to generate")
+    d.add_argument("--n", type=int, default=16, help="number of images")
+    d.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    d.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG")
+    x = predict.add_parser("transfer", help="classify images (PNG files) or texts",
+                           description="Classify PNG images, or texts with --text.")
+    x.add_argument("inputs", nargs="+", help="PNG paths (or texts with --text)")
+    x.add_argument("--text", action="store_true", help="inputs are texts, not image paths")
+    return parser
+
+
+def _params(path: Path | None):
+    from triad.config import load_params, project_root
+
+    return load_params(path or project_root() / "params.yaml")
+
+
+def cmd_pipeline(args) -> int:
+    from triad.config import compose, project_root
+
+    root = project_root()
+    sys.path.insert(0, str(root))
+    from flows.pipeline import pipeline_with_parallelism
+
+    cfg = compose(args.overrides)  # fail on a bad config before Prefect starts
+    result = pipeline_with_parallelism(cfg.pipeline.max_parallel)(overrides=args.overrides)
+    ran = [s["stage"] for s in result["stages"] if s["status"] == "ran"]
+    print()
+    print(f"stages run: {', '.join(ran) if ran else 'none: everything was up to date, nothing was trained'}")
+    _print_where(cfg)
+    return 0
+
+
+def _print_where(cfg) -> None:
+    from triad import tracking
+
+    uri = tracking.tracking_uri(cfg)
+    print(f"MLflow tracking URI: {uri}")
+    for row in tracking.registry_summary(cfg, list(cfg.pipeline.heads)):
+        champion = (f"@champion -> v{row['champion']} ({row['metric']}={float(row['champion_value']):.4f})"
+                    if row["champion"] else "no champion")
+        print(f"  {row['model']}: {row['versions']} version(s), latest v{row['latest']}, {champion}")
+    print(f"Dashboard: triad ui   (or: mlflow ui --backend-store-uri {uri})")
+
+
+def cmd_train(args) -> int:
+    from triad.config import compose
+    from triad.evaluate import evaluate
+    from triad.heads import get_head
+    from triad.prepare import prepare
+    from triad.train import train
+
+    cfg = compose(args.overrides)
+    if not (get_head(args.head, cfg).dir("data") / "summary.json").is_file():
+        prepare(cfg, args.head)
+    for step in get_head(args.head, cfg).steps():
+        from triad.prepare import run_step
+
+        run_step(cfg, args.head, step)
+    train(cfg, args.head)
+    result = evaluate(cfg, args.head, register=not args.no_register)
+    for key, value in sorted(result["metrics"].items()):
+        print(f"{key}: {value:.4f}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    cfg = _params(args.params)
+    if args.step == "prepare":
+        from triad.prepare import prepare
+
+        prepare(cfg, args.head)
+    elif args.step == "train":
+        from triad.train import train
+
+        train(cfg, args.head)
+    elif args.step == "evaluate":
+        from triad.evaluate import evaluate
+
+        evaluate(cfg, args.head)
+    else:
+        from triad.prepare import run_step
+
+        run_step(cfg, args.head, args.step)
+    return 0
+
+
+def cmd_config(args) -> int:
+    from triad.config import compose, project_root, to_yaml, write_params
+
+    cfg = compose(args.overrides)
+    if args.write_params:
+        changed = write_params(cfg, project_root() / "params.yaml")
+        print("params.yaml " + ("written" if changed else "already up to date"))
+    else:
+        print(to_yaml(cfg), end="")
+    return 0
+
+
+def cmd_dag(args) -> int:
+    from triad.config import project_root
+    from triad.dag import load_stages
+
+    for stage in load_stages(project_root()):
+        after = f"  <- {', '.join(stage.upstream)}" if stage.upstream else ""
+        print(f"{stage.name:24s} {stage.cmd}{after}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from triad.config import compose, project_root
+
+    cfg = compose(args.overrides)
+    sys.path.insert(0, str(project_root()))
+    from flows.pipeline import pipeline_with_parallelism
+
+    schedule = cfg.pipeline.schedule
+    flow = pipeline_with_parallelism(cfg.pipeline.max_parallel)
+    print(f"serving deployment {schedule.name!r} on cron {args.cron or schedule.cron!r} ({schedule.timezone})")
+    flow.serve(name=schedule.name, cron=args.cron or schedule.cron, parameters={"overrides": args.overrides})
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from triad import tracking
+    from triad.config import compose, project_root
+
+    cfg = compose([])
+    uri = tracking.tracking_uri(cfg)
+    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port)]
+    if uri.startswith("sqlite:"):
+        command += ["--default-artifact-root", (project_root() / cfg.logger.artifact_dir).as_uri()]
+    print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    os.execv(command[0], command)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import mlflow
+
+    from triad import tracking
+    from triad.config import compose
+
+    cfg = compose([])
+    mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
+    uri = args.model_uri or f"models:/triad-{args.head}@{tracking.CHAMPION}"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TriadError(f"cannot load {uri}: {exc}. Run `triad pipeline` (or `triad train {args.head}`) first.") from None
+    from triad.predict import show
+
+    show(args, model)
+    return 0
+
+
+COMMANDS = {
+    "pipeline": cmd_pipeline, "train": cmd_train, "stage": cmd_stage, "config": cmd_config, "dag": cmd_dag,
+    "schedule": cmd_schedule, "ui": cmd_ui, "predict": cmd_predict,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except TriadError as exc:
+        print(f"triad: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

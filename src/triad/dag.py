@@ -1,0 +1,133 @@
+"""The pipeline's DAG, read from ``dvc.yaml``: the one definition that DVC and Prefect both run.
+
+``dvc repro`` runs ``dvc.yaml`` itself. The Prefect flow (``flows/pipeline.py``) reads the same
+stages here, orders them by their ``deps`` and ``outs``, and for each stage asks DVC whether it is
+up to date (``dvc status``), runs the stage's own ``cmd`` if not, and records the result with
+``dvc commit`` so that the next ``dvc repro`` or flow run sees it as done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from triad.errors import ConfigError
+
+# DVC takes a repository lock; the flow's threads share it through this lock instead of failing.
+_DVC_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    head: str | None
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    upstream: tuple[str, ...] = field(default=())
+
+
+def _paths(entries) -> list[str]:
+    """Paths of a dvc.yaml ``deps``/``outs``/``metrics``/``plots`` list (strings or one-key dicts)."""
+    paths = []
+    for entry in entries or []:
+        paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return [str(PurePosixPath(p)) for p in paths]
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def load_stages(root: Path, heads: list[str] | None = None) -> list[Stage]:
+    """Stages of ``<root>/dvc.yaml`` in a topological order, optionally only those of ``heads``.
+
+    A stage's head is its ``meta.head``; stages without one belong to every selection.
+    """
+    dvc_file = root / "dvc.yaml"
+    if not dvc_file.is_file():
+        raise ConfigError(f"no dvc.yaml in {root}")
+    raw = yaml.safe_load(dvc_file.read_text()).get("stages", {})
+    produced: dict[str, str] = {}
+    parsed = {}
+    for name, spec in raw.items():
+        outs = _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots"))
+        for out in outs:
+            produced[out] = name
+        cmd = spec["cmd"] if isinstance(spec["cmd"], str) else " && ".join(spec["cmd"])
+        parsed[name] = (cmd, (spec.get("meta") or {}).get("head"), tuple(_paths(spec.get("deps"))), tuple(outs))
+    stages: dict[str, Stage] = {}
+    for name, (cmd, head, deps, outs) in parsed.items():
+        upstream = sorted({producer for dep in deps for out, producer in produced.items()
+                           if (_under(dep, out) or _under(out, dep)) and producer != name})
+        stages[name] = Stage(name, cmd, head, deps, outs, tuple(upstream))
+
+    order: list[Stage] = []
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in trail:
+            raise ConfigError(f"dvc.yaml has a cycle: {' -> '.join(trail + (name,))}")
+        for up in stages[name].upstream:
+            visit(up, trail + (name,))
+        done.add(name)
+        order.append(stages[name])
+
+    for name in stages:
+        visit(name, ())
+    if heads is not None:
+        order = [s for s in order if s.head is None or s.head in heads]
+    return order
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    dvc = Path(sys.executable).with_name("dvc")
+    command = [str(dvc) if dvc.exists() else "dvc", *args]
+    with _DVC_LOCK:
+        return subprocess.run(command, cwd=root, capture_output=True, text=True)
+
+
+def changes(root: Path, stage: str) -> list:
+    """What DVC says changed for ``stage`` (empty when it is up to date)."""
+    result = _dvc(root, "status", "--json", stage)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc status {stage} failed:\n{result.stderr.strip()}")
+    return json.loads(result.stdout or "{}").get(stage, [])
+
+
+def commit(root: Path, stage: str) -> None:
+    """Record ``stage``'s deps and outs in dvc.lock and its outs in the DVC cache."""
+    result = _dvc(root, "commit", "--force", stage)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc commit {stage} failed:\n{result.stderr.strip()}")
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, returncode: int):
+        super().__init__(f"stage {stage} failed with exit code {returncode}")
+        self.stage, self.returncode = stage, returncode
+
+    @property
+    def transient(self) -> bool:
+        """Worth a retry: killed by a signal (a resumable crash) or a transient error (exit 75)."""
+        return self.returncode < 0 or self.returncode == 75
+
+
+def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
+    """Run the stage's ``cmd`` from ``dvc.yaml`` with the project's virtualenv on the PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    process = subprocess.run(shlex.split(stage.cmd) if "&&" not in stage.cmd else ["bash", "-c", stage.cmd],
+                             cwd=root, env=full_env)
+    if process.returncode != 0:
+        raise StageFailed(stage.name, process.returncode)

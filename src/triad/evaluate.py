@@ -1,0 +1,113 @@
+"""Evaluate a trained head, log everything to its MLflow run, register the model, apply the gate.
+
+Writes ``reports/<head>/``: ``metrics.json`` (DVC metrics), ``plots/`` (the head's pictures and CSV
+tables; DVC plots) and ``registry.json`` (the version registered and the gate's decision).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from triad import tracking
+from triad.atomic import atomic_dir
+from triad.config import TriadConfig
+from triad.errors import DataError, TrainingError
+from triad.heads import get_head
+from triad.prepare import require_prepared
+
+log = logging.getLogger(__name__)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def load_trained(cfg: TriadConfig, head_name: str):
+    """(head, datamodule, module in eval mode, training summary) from ``artifacts/<head>/train``."""
+    import torch
+
+    head = get_head(head_name, cfg)
+    require_prepared(head.dir("data"), head_name)
+    model_file = head.dir("artifacts") / "train" / "model.pt"
+    if not model_file.is_file():
+        raise DataError(f"no trained {head_name} model at {model_file}; run `triad stage train {head_name}` first.")
+    saved = torch.load(model_file, map_location="cpu", weights_only=False)
+    datamodule = head.datamodule(head.dir("data"))
+    module = head.module(datamodule)
+    try:
+        module.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise TrainingError(
+            f"{model_file} does not fit the configured {head_name} model ({exc}). "
+            f"The config changed since training: rerun `triad stage train {head_name}`."
+        ) from None
+    module.eval()
+    summary = {k: v for k, v in saved.items() if k != "state_dict"}
+    return head, datamodule, module, summary
+
+
+def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[str, Any]:
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    head, datamodule, module, trained = load_trained(cfg, head_name)
+    with atomic_dir(head.dir("reports")) as report_dir:
+        plots_dir = report_dir / "plots"  # DVC plots: the head's pictures and CSV tables
+        plots_dir.mkdir()
+        with torch.no_grad():
+            evaluation = head.evaluate(module, datamodule, plots_dir)
+        metrics = {k: float(v) for k, v in evaluation.metrics.items()}
+        if head.gate_metric not in metrics:
+            raise TrainingError(f"the {head_name} evaluation did not report its gate metric {head.gate_metric!r}")
+        (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        for name, table in evaluation.tables.items():
+            table.to_csv(plots_dir / f"{name}.csv", index=False)
+
+        result: dict[str, Any] = {"head": head_name, "metrics": metrics}
+        if register and "run_id" in trained:
+            result["registry"] = _log_and_register(head, module, datamodule, trained, metrics, evaluation, report_dir)
+            tracking.write_json(report_dir / "registry.json", result["registry"])
+    return result
+
+
+def _log_and_register(head, module, datamodule, trained, metrics, evaluation, report_dir) -> dict[str, Any]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(trained["tracking_uri"])
+    client = MlflowClient()
+    finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    with mlflow.start_run(run_id=trained["run_id"]):
+        mlflow.log_metrics(finite)
+        for image in evaluation.images:
+            mlflow.log_artifact(str(image), artifact_path="plots")
+        for name, table in evaluation.tables.items():
+            mlflow.log_table(table, artifact_file=f"tables/{name}.json")
+        with tempfile.TemporaryDirectory() as work:
+            bundle = head.pyfunc(module, datamodule, Path(work))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=bundle.python_model,
+                artifacts=bundle.artifacts,
+                input_example=bundle.input_example,
+                code_paths=[str(PACKAGE_DIR)],
+            )
+    version = mlflow.register_model(info.model_uri, head.registered_model_name, tags={"triad.run_id": trained["run_id"]})
+    decision = tracking.gate(
+        client,
+        head.registered_model_name,
+        version.version,
+        head.gate_metric,
+        metrics[head.gate_metric],
+        head.gate_mode,
+        head.gate_passes(metrics),
+        data_version_tag=trained.get("data_version"),
+    )
+    decision.update({"run_id": trained["run_id"], "experiment_id": trained["experiment_id"],
+                     "model_uri": info.model_uri})
+    print(f"[triad] {head.registered_model_name} v{version.version}: "
+          f"{'champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})", flush=True)
+    return decision

@@ -1,0 +1,200 @@
+"""Turning a trained model into text: greedy and beam search for translation, sampling for the
+decoder-only model, and ``Translator``, which wraps model + tokenizer into ``translate(sentences)``.
+
+All algorithms are batched and decode incrementally with a key/value cache (``DecoderCache``):
+each step feeds only the newest token through the decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer
+
+
+def _strip(tokens: list[int], eos_id: int) -> list[int]:
+    """Hypothesis ids without the leading BOS, cut before the first EOS."""
+    tokens = tokens[1:]
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
+def _max_steps(model: Seq2SeqTransformer, src: Tensor, max_len_a: float, max_len_b: int) -> int:
+    """Target length budget: a * (longest source) + b, within the model's positional table."""
+    src_len = int((src != model.pad_id).sum(1).max())
+    return min(int(max_len_a * src_len + max_len_b), model.tgt_position.max_len - 1)
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: Seq2SeqTransformer, src: Tensor, bos_id: int, eos_id: int, max_len_a: float = 1.5, max_len_b: int = 10
+) -> list[list[int]]:
+    """The most likely next token at every step. src (B, S) -> B lists of target ids (no BOS/EOS)."""
+    memory, src_mask, _ = model.encode(src)
+    cache = model.new_cache()
+    tokens = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)
+    finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    for _ in range(_max_steps(model, src, max_len_a, max_len_b)):
+        logits = model.decode(tokens[:, -1:], memory, src_mask, cache)[:, -1]
+        next_token = logits.argmax(-1).masked_fill(finished, model.pad_id)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        finished |= next_token == eos_id
+        if finished.all():
+            break
+    return [_strip(row, eos_id) for row in tokens.tolist()]
+
+
+def length_penalty(length: Tensor, alpha: float) -> Tensor:
+    """GNMT length penalty lp(Y) = ((5 + |Y|) / 6) ^ alpha (Wu et al., 2016); scores are log P / lp."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2SeqTransformer,
+    src: Tensor,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+) -> list[list[int]]:
+    """Keep the ``beam_size`` best partial translations of every sentence. src (B, S) -> B id lists.
+
+    Hypotheses are ranked by log P(Y | X) / lp(|Y|). A finished hypothesis (it emitted EOS) stays
+    in its beam with a frozen score and competes with the unfinished ones until every beam of
+    every sentence has finished or the length budget is spent; the best-ranked beam is returned.
+    With ``beam_size=1`` this is exactly ``greedy_decode``.
+    """
+    batch, k = src.size(0), beam_size
+    memory, src_mask, _ = model.encode(src)
+    memory = memory.repeat_interleave(k, dim=0)  # (B*K, S, D): beam j of sentence b is row b*K + j
+    src_mask = src_mask.repeat_interleave(k, dim=0)
+    cache = model.new_cache()
+    device = src.device
+
+    tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
+    log_probs = torch.zeros(batch, k, device=device)
+    log_probs[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    lengths = torch.zeros(batch, k, device=device)
+    finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+    for _ in range(_max_steps(model, src, max_len_a, max_len_b)):
+        logits = model.decode(tokens[:, -1:], memory, src_mask, cache)[:, -1]  # (B*K, V)
+        step = logits.float().log_softmax(-1).view(batch, k, -1)
+        vocab = step.size(-1)
+        # A finished beam may only continue with padding, at no cost.
+        step[finished] = float("-inf")
+        step[..., model.pad_id] = torch.where(finished, 0.0, step[..., model.pad_id])
+
+        candidates = (log_probs.unsqueeze(-1) + step).view(batch, k * vocab)
+        candidate_lengths = (lengths + (~finished).float()).unsqueeze(-1).expand(-1, -1, vocab).reshape(batch, -1)
+        ranking = candidates / length_penalty(candidate_lengths, alpha)
+        _, best = ranking.topk(k, dim=-1)  # (B, K) indices into K * V
+        beam, next_token = best // vocab, best % vocab
+
+        rows = (beam + torch.arange(batch, device=device).unsqueeze(1) * k).view(-1)
+        log_probs = candidates.gather(1, best)
+        lengths = candidate_lengths.gather(1, best)
+        finished = finished.gather(1, beam) | (next_token == eos_id)
+        tokens = torch.cat([tokens[rows], next_token.view(-1, 1)], dim=1)
+        cache.reorder(rows)
+        if finished.all():
+            break
+    final = (log_probs / length_penalty(lengths, alpha)).argmax(-1)  # (B,)
+    chosen = tokens.view(batch, k, -1)[torch.arange(batch, device=device), final]
+    return [_strip(row, eos_id) for row in chosen.tolist()]
+
+
+@torch.no_grad()
+def sample(
+    model: DecoderOnlyTransformer,
+    prompt: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Continue ``prompt`` (B, T) by sampling from a decoder-only model; returns (B, T + new).
+
+    ``temperature`` divides the logits; ``top_k`` keeps the k likeliest tokens; ``top_p`` keeps the
+    smallest set whose probability reaches p (nucleus sampling, Holtzman et al., 2020).
+    """
+    if temperature <= 0:
+        raise ValueError("temperature must be positive (use top_k=1 for greedy)")
+    cache = model.new_cache()
+    tokens, new = prompt, prompt
+    for _ in range(max_new_tokens):
+        logits = model(new, cache)[:, -1].float() / temperature  # (B, V)
+        if top_k is not None:
+            kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p is not None:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this token
+            logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+        new = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+        tokens = torch.cat([tokens, new], dim=1)
+    return tokens
+
+
+@dataclass
+class DecodingConfig:
+    """How ``Translator`` decodes: ``greedy`` or ``beam`` with its width and length penalty."""
+
+    method: str = "beam"
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    batch_size: int = 64
+
+
+class Translator:
+    """Sentences in, sentences out: tokenizer + ``Seq2SeqTransformer`` + a decoding algorithm.
+
+    The tokenizer is a HF ``tokenizers.Tokenizer`` with ``[PAD]``, ``[BOS]``, ``[EOS]`` specials.
+    A source is encoded as its subword ids followed by EOS, as in training.
+    """
+
+    def __init__(self, model: Seq2SeqTransformer, tokenizer, decoding: DecodingConfig | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.decoding = decoding or DecodingConfig()
+        self.bos_id = tokenizer.token_to_id("[BOS]")
+        self.eos_id = tokenizer.token_to_id("[EOS]")
+
+    def encode_sources(self, sentences: list[str]) -> Tensor:
+        """(B, S) padded source ids, each row ending in EOS, truncated to the model's max_len."""
+        limit = self.model.src_position.max_len - 1
+        rows = [enc.ids[:limit] + [self.eos_id] for enc in self.tokenizer.encode_batch(sentences)]
+        width = max(len(row) for row in rows)
+        batch = torch.full((len(rows), width), self.model.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            batch[i, : len(row)] = torch.tensor(row)
+        return batch
+
+    def translate(self, sentences: list[str], progress: bool = False) -> list[str]:
+        from tqdm.auto import tqdm
+
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        cfg = self.decoding
+        # Decode in order of length so that each batch pads little; return in the input order.
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        out: list[str] = [""] * len(sentences)
+        starts = range(0, len(order), cfg.batch_size)
+        for start in tqdm(starts, desc="translate", disable=not progress):
+            index = order[start : start + cfg.batch_size]
+            src = self.encode_sources([sentences[i] for i in index]).to(device)
+            if cfg.method == "greedy":
+                hyps = greedy_decode(self.model, src, self.bos_id, self.eos_id, cfg.max_len_a, cfg.max_len_b)
+            else:
+                hyps = beam_search(self.model, src, self.bos_id, self.eos_id, cfg.beam_size, cfg.length_penalty, cfg.max_len_a, cfg.max_len_b)
+            for i, text in zip(index, self.tokenizer.decode_batch(hyps)):
+                out[i] = text
+        return out

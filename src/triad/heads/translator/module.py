@@ -1,0 +1,94 @@
+"""The LightningModule that trains a ``Seq2SeqTransformer`` with teacher forcing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from triad.heads.translator.config import TranslatorModel
+from triad.heads.translator.model import Seq2SeqTransformer
+
+ARCHITECTURE_FIELDS = (
+    "d_model",
+    "n_heads",
+    "n_encoder_layers",
+    "n_decoder_layers",
+    "d_ff",
+    "dropout",
+    "norm_first",
+    "positional",
+    "max_len",
+    "tie_embeddings",
+)
+
+
+def architecture(cfg: TranslatorModel, vocab_size: int, pad_id: int) -> dict[str, Any]:
+    """The keyword arguments of ``Seq2SeqTransformer`` (also written as JSON for serving)."""
+    return {"vocab_size": vocab_size, "pad_id": pad_id} | {name: getattr(cfg, name) for name in ARCHITECTURE_FIELDS}
+
+
+class TranslatorModule(L.LightningModule):
+    """Label-smoothed cross-entropy on next-token prediction, AdamW, linear warmup then cosine decay.
+
+    A batch is ``{"src": (B, S), "tgt": (B, T)}`` with ``tgt`` = BOS y_1 .. y_n EOS; the model
+    reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``. Logs ``train_loss`` per step, and
+    ``val_loss`` and ``val_ppl`` (perplexity without label smoothing) per epoch.
+    """
+
+    def __init__(self, cfg: TranslatorModel, vocab_size: int, pad_id: int):
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.architecture = architecture(cfg, vocab_size, pad_id)
+        self.save_hyperparameters({"architecture": self.architecture, "model": cfg.model_dump()})
+        self.model = Seq2SeqTransformer(**self.architecture)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.model(src, tgt_in)
+
+    def _loss(self, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
+        logits = self.model(batch["src"], batch["tgt"][:, :-1])
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch["tgt"][:, 1:].flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=label_smoothing,
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch, self.cfg.label_smoothing)
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["src"].size(0))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        size = batch["src"].size(0)
+        loss = self._loss(batch, self.cfg.label_smoothing)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        nll = self._loss(batch, 0.0)
+        self.log("val_ppl", torch.exp(nll), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+
+    def configure_optimizers(self):
+        # Weight decay on matrices only, not on biases and LayerNorm gains (as in nanoGPT).
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.cfg.lr,
+            betas=(0.9, 0.98),
+            eps=1e-9,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.cfg.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

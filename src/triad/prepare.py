@@ -1,0 +1,51 @@
+"""The data step: one entry for every head's dataset and for the heads' extra steps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from triad.atomic import atomic_dir
+from triad.config import TriadConfig
+from triad.errors import DataError
+from triad.heads import get_head
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: TriadConfig, head_name: str) -> dict:
+    """Fetch, verify, validate, split and write ``data/<head>/`` (all or nothing)."""
+    head = get_head(head_name, cfg)
+    target = head.dir("data")
+    started = time.perf_counter()
+    with atomic_dir(target) as tmp:
+        summary = head.prepare(tmp)
+        summary = {"head": head_name, **summary, "seconds": round(time.perf_counter() - started, 2)}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    log.info("prepared %s in %.1fs: %s", target, summary["seconds"], summary)
+    return summary
+
+
+def require_prepared(data_dir: Path, head_name: str) -> None:
+    if not (data_dir / "summary.json").is_file():
+        raise DataError(
+            f"{data_dir} holds no prepared data (no summary.json). "
+            f"Run `triad stage prepare {head_name}` or `dvc repro prepare_{head_name}` first."
+        )
+
+
+def run_step(cfg: TriadConfig, head_name: str, step: str) -> dict:
+    """Run one of the head's extra steps (``Head.steps()``) into ``artifacts/<head>/<step>/``."""
+    head = get_head(head_name, cfg)
+    steps = head.steps()
+    if step not in steps:
+        raise DataError(f"the {head_name} head has no step {step!r}; its steps are {sorted(steps) or 'none'}")
+    require_prepared(head.dir("data"), head_name)
+    started = time.perf_counter()
+    with atomic_dir(head.dir("artifacts") / step) as tmp:
+        summary = steps[step](tmp)
+        summary = {"head": head_name, "step": step, **summary, "seconds": round(time.perf_counter() - started, 2)}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

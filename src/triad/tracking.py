@@ -1,0 +1,246 @@
+"""MLflow: where runs go, what every run is tagged with, and the registry gate.
+
+Default backend: a SQLite file ``mlflow.db`` in the project root (MLflow's own default location
+when run from the root), artifacts under ``mlartifacts/``. ``MLFLOW_TRACKING_URI`` or
+``logger.tracking_uri`` point it at a server instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from triad.config import project_root
+
+if TYPE_CHECKING:
+    from triad.config import TriadConfig
+    from triad.heads.base import Head
+
+CHAMPION = "champion"
+
+
+def tracking_uri(cfg: "TriadConfig") -> str:
+    if cfg.logger.tracking_uri:
+        return cfg.logger.tracking_uri
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def experiment_name(cfg: "TriadConfig", head: str) -> str:
+    return f"{cfg.logger.experiment_prefix}-{head}"
+
+
+def ensure_experiment(cfg: "TriadConfig", head: str) -> str:
+    """The experiment id for ``head``, created on first use (safe if two processes race)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    name = experiment_name(cfg, head)
+    if (found := mlflow.get_experiment_by_name(name)) is not None:
+        return found.experiment_id
+    location = (project_root() / cfg.logger.artifact_dir / name).as_uri() if _is_local(uri) else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str:
+    """The commit the code ran at, with ``-dirty`` if tracked files had uncommitted changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root(), capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over the relative paths and bytes of every file in ``folder`` (order-independent)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def data_version(data_dir: Path) -> str:
+    """DVC's hash of a prepared data folder, from ``dvc.lock``; else our own content hash.
+
+    Returns ``md5:<dvc hash>`` when DVC recorded the folder, ``sha256:<hash>`` otherwise (for data
+    prepared outside DVC, e.g. by ``triad train`` directly).
+    """
+    root = project_root()
+    lock = root / "dvc.lock"
+    try:
+        relative = data_dir.resolve().relative_to(root).as_posix()
+    except ValueError:
+        relative = None
+    if relative and lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if out.get("path") == relative and "md5" in out:
+                    return f"md5:{out['md5']}"
+    return f"sha256:{content_hash(data_dir)}"
+
+
+def run_tags(cfg: "TriadConfig", head: "Head", data_dir: Path) -> dict[str, str]:
+    """Tags on every training run: code, data and orchestration provenance."""
+    from triad import __version__
+
+    tags = {
+        "triad.head": head.name,
+        "triad.version": __version__,
+        "mlflow.source.git.commit": git_commit(),
+        "triad.data_version": data_version(data_dir),
+        "triad.experiment": cfg.experiment or "default",
+    }
+    if flow_run := os.environ.get("TRIAD_FLOW_RUN_ID"):
+        tags["prefect.flow_run_id"] = flow_run
+    return tags
+
+
+def flat_params(cfg: "TriadConfig", head: str) -> dict[str, Any]:
+    """The params that shape ``head``'s model, flattened to dotted keys for MLflow."""
+    sections = {
+        "seed": cfg.seed,
+        "trainer": cfg.trainer.model_dump(mode="json"),
+        f"data.{head}": getattr(cfg.data, head).model_dump(mode="json"),
+        f"model.{head}": getattr(cfg.model, head).model_dump(mode="json"),
+    }
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            flat[prefix] = value
+
+    walk("", sections)
+    return flat
+
+
+def run_url(run: dict[str, str], ui: str = "http://127.0.0.1:5000") -> str:
+    return f"{ui}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+
+
+# --- registry and gate ----------------------------------------------------------------------------
+def current_champion(client, name: str):
+    """The model version holding the ``champion`` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def is_better(new: float, old: float, mode: str) -> bool:
+    if not math.isfinite(new):
+        return False
+    if not math.isfinite(old):
+        return True
+    return new > old if mode == "max" else new < old
+
+
+def gate(
+    client,
+    name: str,
+    version: str,
+    metric: str,
+    value: float,
+    mode: str,
+    passes: tuple[bool, str],
+    data_version_tag: str | None = None,
+) -> dict[str, Any]:
+    """Move ``champion`` to ``version`` only if it clears the bar and beats the champion.
+
+    The decision, the compared values and the reason are recorded on the new version as tags and
+    in its description, whichever way it goes.
+    """
+    champion = current_champion(client, name)
+    ok, bar_reason = passes
+    before = None
+    if champion is not None:
+        before = {"version": str(champion.version), "value": float(champion.tags.get("gate.value", "nan"))}
+    if not ok:
+        promoted, reason = False, f"did not clear the bar: {bar_reason}"
+    elif champion is None:
+        promoted, reason = True, "first version to clear the bar"
+    elif is_better(value, before["value"], mode):
+        promoted, reason = True, f"{metric} {value:.4f} beats champion v{before['version']} ({before['value']:.4f})"
+    else:
+        promoted = False
+        reason = f"{metric} {value:.4f} does not beat champion v{before['version']} ({before['value']:.4f})"
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    tags = {
+        "gate.metric": metric,
+        "gate.mode": mode,
+        "gate.value": repr(float(value)),
+        "gate.decision": "promoted" if promoted else "rejected",
+        "gate.reason": reason,
+        "gate.champion_before": before["version"] if before else "none",
+        "gate.champion_before_value": repr(before["value"]) if before else "none",
+    }
+    if data_version_tag:
+        tags["triad.data_version"] = data_version_tag
+    for key, tag_value in tags.items():
+        client.set_model_version_tag(name, version, key, tag_value)
+    client.update_model_version(name, version, description=f"{'PROMOTED' if promoted else 'REJECTED'}: {reason}")
+    return {"model": name, "version": str(version), "promoted": promoted, "reason": reason,
+            "champion_before": before, "metric": metric, "value": float(value)}
+
+
+def registry_summary(cfg: "TriadConfig", heads: list[str]) -> list[dict[str, Any]]:
+    """Latest version and champion of each head's registered model (for the end-of-run printout)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    client = MlflowClient()
+    rows = []
+    for head in heads:
+        name = f"triad-{head}"
+        try:
+            versions = client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            versions = []
+        champion = current_champion(client, name)
+        latest = max((int(v.version) for v in versions), default=None)
+        rows.append({
+            "model": name,
+            "versions": len(versions),
+            "latest": latest,
+            "champion": champion.version if champion else None,
+            "champion_value": champion.tags.get("gate.value") if champion else None,
+            "metric": champion.tags.get("gate.metric") if champion else None,
+        })
+    return rows
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

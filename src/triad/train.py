@@ -1,0 +1,157 @@
+"""The one training entry for every head: seeding, the Lightning Trainer, checkpoints and resume.
+
+``train(cfg, head)`` builds the head's DataModule and LightningModule, trains them with a Trainer
+configured from ``cfg.trainer`` and the head's optimisation settings, logs to MLflow, and writes
+``artifacts/<head>/train/`` (``model.pt``: the state_dict; ``run.json``: the MLflow run).
+
+Resume: checkpoints go to ``.triad/<head>/<fingerprint>/`` where the fingerprint hashes everything
+that shapes the model (seed, trainer, the head's data and model config, the data version). A run
+killed part-way resumes from its ``last.ckpt`` and continues the same MLflow run; a changed config
+gets a new fingerprint and starts fresh, so a stale checkpoint is never resumed by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from triad import tracking
+from triad.atomic import atomic_dir
+from triad.config import TriadConfig, to_yaml
+from triad.heads import get_head
+from triad.prepare import require_prepared
+
+log = logging.getLogger(__name__)
+
+# Trainer switches that change how fast, not what is learned; they stay out of the fingerprint.
+_NOT_FINGERPRINTED = {"enable_progress_bar", "num_workers", "log_every_n_steps", "num_threads"}
+
+
+def fingerprint(cfg: TriadConfig, head: str, data_version: str) -> str:
+    trainer = {k: v for k, v in cfg.trainer.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    payload = {
+        "seed": cfg.seed,
+        "trainer": trainer,
+        "data": getattr(cfg.data, head).model_dump(mode="json"),
+        "model": getattr(cfg.model, head).model_dump(mode="json"),
+        "data_version": data_version,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger: Any) -> "L.Trainer":
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    from triad.callbacks import FiniteLossGuard
+
+    t = cfg.trainer
+    optim = getattr(cfg.model, head_name)
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="step{step}",
+            save_last=True,
+            save_top_k=1,
+            every_n_train_steps=t.checkpoint_every_n_steps,
+        ),
+        FiniteLossGuard(head_name),
+    ]
+    if logger is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience, mode="min"))
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        max_epochs=optim.max_epochs,
+        max_steps=optim.max_steps,
+        gradient_clip_val=t.gradient_clip_val,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        fast_dev_run=t.fast_dev_run,
+        enable_progress_bar=t.enable_progress_bar,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        default_root_dir=checkpoint_dir,
+    )
+
+
+def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
+    """Train ``head_name`` and write ``artifacts/<head>/train/``. Returns the run summary."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    head = get_head(head_name, cfg)
+    data_dir = head.dir("data")
+    require_prepared(data_dir, head_name)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    data_version = tracking.data_version(data_dir)
+    fp = fingerprint(cfg, head_name, data_version)
+    state = head.dir("state") / fp
+    state.mkdir(parents=True, exist_ok=True)
+    last = state / "last.ckpt"
+    resume = last if last.is_file() else None
+    run_file = state / "run.json"
+    previous_run = json.loads(run_file.read_text()) if resume and run_file.is_file() else None
+
+    logger = None
+    if not cfg.trainer.fast_dev_run:
+        experiment_id = tracking.ensure_experiment(cfg, head_name)
+        logger = MLFlowLogger(
+            experiment_name=tracking.experiment_name(cfg, head_name),
+            tracking_uri=tracking.tracking_uri(cfg),
+            run_id=previous_run["run_id"] if previous_run else None,
+            run_name=f"{head_name}-{fp[:8]}",
+            tags=None if previous_run else tracking.run_tags(cfg, head, data_dir),
+        )
+        run = {"run_id": logger.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(cfg)}
+        tracking.write_json(run_file, run)
+        if not previous_run:
+            logger.log_hyperparams(tracking.flat_params(cfg, head_name))
+            logger.experiment.log_text(logger.run_id, to_yaml(cfg), "config/config.yaml")
+    if resume:
+        log.warning("resuming %s from %s", head_name, resume)
+        print(f"[triad] resuming {head_name} training from {resume}", flush=True)
+
+    datamodule = head.datamodule(data_dir)
+    module = head.module(datamodule)
+    trainer = build_trainer(cfg, head_name, state, logger)
+    fit_module = torch.compile(module) if cfg.trainer.compile else module
+    started = time.perf_counter()
+    trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+
+    summary: dict[str, Any] = {
+        "head": head_name,
+        "fingerprint": fp,
+        "data_version": data_version,
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "fit_seconds": round(seconds, 2),
+        "resumed_from": str(resume) if resume else None,
+    }
+    if not trainer.is_global_zero:
+        return summary
+    if logger is not None:
+        summary.update(run)
+        logger.log_metrics({"fit_seconds": seconds}, step=trainer.global_step)
+    with atomic_dir(head.dir("artifacts") / "train") as tmp:
+        torch.save({"head": head_name, "state_dict": module.state_dict(), **summary}, tmp / "model.pt")
+        tracking.write_json(tmp / "run.json", summary)
+    shutil.rmtree(state, ignore_errors=True)  # trained to the end: nothing left to resume
+    return summary

@@ -1,0 +1,67 @@
+"""The registry gate on a real SQLite MLflow backend: a worse model never takes `champion`."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from triad.tracking import CHAMPION, current_champion, gate
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    """A real (tiny) pyfunc model: returns the length of each input string."""
+
+    def predict(self, context, model_input, params=None):
+        return [len(s) for s in model_input["text"]]
+
+
+def _register(name: str) -> str:
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(),
+                                       input_example=pd.DataFrame({"text": ["a b"]}))
+    return str(mlflow.register_model(info.model_uri, name).version)
+
+
+@pytest.fixture
+def client(sqlite_uri, tmp_path):
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("gate-test")
+    yield MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def test_gate_promotes_only_improvements(client):
+    name = "triad-test"
+    ok = (True, "fine")
+    v1 = _register(name)
+    first = gate(client, name, v1, "test_bleu", 10.0, "max", ok)
+    assert first["promoted"] and str(current_champion(client, name).version) == v1
+
+    v2 = _register(name)
+    worse = gate(client, name, v2, "test_bleu", 9.0, "max", ok)
+    assert not worse["promoted"] and str(current_champion(client, name).version) == v1
+    tags = client.get_model_version(name, v2).tags
+    assert tags["gate.decision"] == "rejected" and tags["gate.champion_before"] == v1
+    assert "does not beat champion" in client.get_model_version(name, v2).description
+
+    v3 = _register(name)
+    assert gate(client, name, v3, "test_bleu", 12.5, "max", ok)["promoted"]
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == v3
+
+
+def test_gate_never_promotes_nan_or_a_failed_bar(client):
+    name = "triad-test-min"
+    v1 = _register(name)
+    assert gate(client, name, v1, "fid", 50.0, "min", (True, "fine"))["promoted"]
+    v2 = _register(name)
+    assert not gate(client, name, v2, "fid", math.nan, "min", (True, "fine"))["promoted"]
+    v3 = _register(name)
+    rejected = gate(client, name, v3, "fid", 1.0, "min", (False, "did not beat the copy baseline"))
+    assert not rejected["promoted"] and "copy baseline" in rejected["reason"]
+    assert str(current_champion(client, name).version) == v1
+    v4 = _register(name)
+    assert gate(client, name, v4, "fid", 40.0, "min", (True, "fine"))["promoted"]
