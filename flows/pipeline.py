@@ -95,3 +95,16 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
 def pipeline_with_parallelism(max_parallel: int):
     """The flow with a thread pool as wide as ``pipeline.max_parallel``."""
     return pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max_parallel))
+
+
+def scheduled_deployment(overrides: list[str] | None = None, cron: str | None = None):
+    """The deployment ``triad schedule`` serves: the flow on the cron of ``pipeline.schedule``."""
+    cfg = compose(overrides or [])
+    schedule = cfg.pipeline.schedule
+    flow = pipeline_with_parallelism(cfg.pipeline.max_parallel)
+    return flow.to_deployment(
+        name=schedule.name,
+        cron=cron or schedule.cron,
+        parameters={"overrides": list(overrides or [])},
+        description="The triad pipeline on a schedule (conf/pipeline/*.yaml: schedule).",
+    )

@@ -193,14 +193,15 @@ def cmd_dag(args) -> int:
 def cmd_schedule(args) -> int:
     from triad.config import compose, project_root
 
-    cfg = compose(args.overrides)
-    sys.path.insert(0, str(project_root()))
-    from flows.pipeline import pipeline_with_parallelism
+    from prefect import serve
 
-    schedule = cfg.pipeline.schedule
-    flow = pipeline_with_parallelism(cfg.pipeline.max_parallel)
-    print(f"serving deployment {schedule.name!r} on cron {args.cron or schedule.cron!r} ({schedule.timezone})")
-    flow.serve(name=schedule.name, cron=args.cron or schedule.cron, parameters={"overrides": args.overrides})
+    compose(args.overrides)  # a bad config fails here, not at 3 a.m.
+    sys.path.insert(0, str(project_root()))
+    from flows.pipeline import scheduled_deployment
+
+    deployment = scheduled_deployment(args.overrides, args.cron)
+    print(f"serving deployment {deployment.name!r} on {deployment.schedules[0].schedule.cron!r}; Ctrl-C stops it")
+    serve(deployment)
     return 0
 
 

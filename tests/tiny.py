@@ -1,0 +1,27 @@
+"""Overrides that shrink each head to seconds: tiny data, tiny models, one short epoch."""
+
+TINY = {
+    "translator": [
+        "data.translator.max_train_pairs=300",
+        "data.translator.max_eval_pairs=16",
+        "data.translator.vocab_size=300",
+        "model.translator.max_epochs=1",
+        "model.translator.batch_size=32",
+        "model.translator.d_model=32",
+        "model.translator.n_heads=2",
+        "model.translator.d_ff=64",
+        "model.translator.n_encoder_layers=1",
+        "model.translator.n_decoder_layers=1",
+        "model.translator.decoding=greedy",
+        "model.translator.n_sample_translations=3",
+        "model.translator.n_attention_examples=1",
+    ],
+}
+
+
+def tiny(*heads: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Overrides for a pipeline of ``heads`` only, each shrunk, without progress bars."""
+    overrides = [f"pipeline.heads=[{','.join(heads)}]", "trainer.enable_progress_bar=false"]
+    for head in heads:
+        overrides += TINY[head]
+    return overrides + list(extra)
