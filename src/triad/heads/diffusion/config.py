@@ -45,6 +45,8 @@ class DiffusionModel(OptimConfig):
     warmup_steps: int = Field(100, ge=0)
 
     # UNet: one level per entry of channel_mults; each level but the last halves the resolution.
+    # patch_size 2 folds 2x2 pixel patches into channels first: 4x cheaper, what makes the CPU profile fit.
+    patch_size: Literal[1, 2, 4] = 2
     channels: int = Field(32, ge=8, multiple_of=8)  # GroupNorm uses 8 groups
     channel_mults: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)
     num_res_blocks: int = Field(1, ge=1)

@@ -1,11 +1,105 @@
-"""Config schema of the transfer head (stub: the head's author extends it)."""
+"""Config schema of the transfer head: ``cfg.data.transfer`` and ``cfg.model.transfer``.
+
+The defaults equal the default profile (``conf/data/transfer/mnist5k_fewlabel.yaml`` and
+``conf/model/transfer/small.yaml``): an ImageNet EfficientNet-lite0 fine-tuned by gradual unfreezing
+on ten labelled MNIST digits per class, at 32x32 so that it runs in seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from triad.schema import OptimConfig, StrictModel
 
+Task = Literal["mnist5k_fewlabel", "pneumoniamnist", "bible_sections"]
+Backbone = Literal["efficientnet_lite0", "minilm", "registry", "timm", "hf"]
+Strategy = Literal["linear_probe", "full", "gradual", "lora"]
+
 
 class TransferData(StrictModel):
-    source: str = "mnist5k"
+    """Which task, and how much of it is labelled.
+
+    The training *pool* is every training example the task has (capped at ``pool_per_class``);
+    the model trains on a stratified, seeded subset of ``labels_per_class`` of them (``null``: all),
+    which is the few-label setting. Tasks with official splits (PneumoniaMNIST) keep them; the
+    others are split here, stratified, with ``val_per_class`` and ``test_per_class`` examples.
+    """
+
+    task: Task = "mnist5k_fewlabel"
+    labels_per_class: int | None = Field(10, ge=1)
+    pool_per_class: int | None = Field(None, ge=1)
+    val_per_class: int = Field(20, ge=1)
+    test_per_class: int = Field(100, ge=1)
+    split_seed: int = 0
+
+
+class EvidenceConfig(StrictModel):
+    """The ``evidence`` step: pretrained-and-fine-tuned against from-scratch, by label fraction.
+
+    Both arms are EfficientNet-lite networks at ``image_size``. The fine-tuned arm starts from the
+    ImageNet weights, keeps its lowest ``frozen_groups`` layer groups frozen (their outputs are
+    computed once and cached) and fine-tunes the rest; the scratch arm trains every layer of a
+    randomly initialised copy whose channels are scaled by ``scratch_width`` (1.0 = the same
+    network; narrower is cheaper on CPU and, with few labels, no handicap for the scratch arm).
+    """
+
+    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    pool_per_class: int | None = Field(100, ge=1)
+    frozen_groups: int = Field(4, ge=0, le=9)
+    scratch_width: float = Field(0.25, gt=0, le=1.0)
+    max_epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    target_accuracy: float = Field(0.8, gt=0, le=1.0)
+
+    @model_validator(mode="after")
+    def _fractions_in_range(self) -> "EvidenceConfig":
+        bad = [f for f in self.fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"evidence fractions must lie in (0, 1], got {bad}")
+        return self
 
 
 class TransferModel(OptimConfig):
-    d_model: int = 64
+    """The backbone, the fine-tuning strategy and the input adaptation.
+
+    backbone:       ``efficientnet_lite0`` (ImageNet weights from the installed package), ``minilm``
+                    (all-MiniLM-L6-v2 sentence encoder), ``registry`` (a triad model by MLflow URI,
+                    ``backbone_name: models:/triad-translator@champion``), or the optional ``timm`` /
+                    ``hf`` hub names given in ``backbone_name`` (need those packages and internet).
+    strategy:       ``linear_probe`` (backbone frozen), ``full`` (everything trains from the start),
+                    ``gradual`` (layer groups open one by one in ``unfreeze_order``, every
+                    ``unfreeze_every`` epochs), ``lora`` (low-rank adapters through peft; text).
+    layer_lr_decay: discriminative learning rates: the k-th layer group below the classifier
+                    trains at ``lr * layer_lr_decay**k`` (1.0 = one rate for all).
+    image_size:     images are resized to this square size and given three channels.
+    """
+
+    backbone: Backbone = "efficientnet_lite0"
+    backbone_name: str | None = None
+    pretrained: bool = True
+    strategy: Strategy = "gradual"
+    unfreeze_order: list[str] | None = None  # default: from the top (output side) down
+    unfreeze_every: int = Field(1, ge=1)
+    layer_lr_decay: float = Field(0.5, gt=0, le=1.0)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    image_size: int = Field(32, ge=16, le=512)
+    max_length: int = Field(64, ge=8, le=512)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+
+    @model_validator(mode="after")
+    def _backbone_name_given(self) -> "TransferModel":
+        if self.backbone in ("registry", "timm", "hf") and not self.backbone_name:
+            raise ValueError(f"backbone {self.backbone!r} needs backbone_name (a model URI or hub name)")
+        return self

@@ -94,10 +94,11 @@ class EfficientNetLite(nn.Module):
     ``features`` gives the pooled (B, 1280) vector before the classifier. The layer groups, from
     the input up, are ``stem``, ``stages.0`` .. ``stages.6`` and ``head``; gradual unfreezing opens
     them in a configured order. ``width`` scales every channel count (1.0 = the published lite0);
-    the transfer evidence trains narrower copies from scratch.
+    the transfer evidence trains narrower copies from scratch. ``n_classes=None`` leaves out the
+    classifier (``forward`` then returns the features), as a backbone needs.
     """
 
-    def __init__(self, n_classes: int = 1000, stages: tuple[StageSpec, ...] = LITE0_STAGES,
+    def __init__(self, n_classes: int | None = 1000, stages: tuple[StageSpec, ...] = LITE0_STAGES,
                  width: float = 1.0, head_channels: int = 1280, dropout: float = 0.2):
         super().__init__()
 
@@ -114,7 +115,7 @@ class EfficientNetLite(nn.Module):
         self.head = conv_bn(w(stages[-1].c_out), w(head_channels))
         self.n_features = self.head[0].out_channels
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(self.n_features, n_classes)
+        self.classifier = nn.Linear(self.n_features, n_classes) if n_classes else nn.Identity()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, n_features), global-average pooled."""

@@ -1,0 +1,174 @@
+"""Evaluation of the diffusion head in the judge's feature space.
+
+- FID (Heusel et al., 2017): Frechet distance between Gaussians fitted to the judge features of
+  generated and of held-out real (test) images.
+- Precision / recall (Kynkaanniemi et al., 2019): the share of generated images inside the real
+  images' k-NN manifold, and of real images inside the generated images' manifold.
+- Conditional accuracy: the share of samples the judge assigns to the class they were asked for.
+
+Every figure is measured for each DDIM step count in ``eval_steps`` (a table and a plot); the
+headline metrics are those at ``sample_steps``. ``fid_real`` (val vs test images) is the floor an
+ideal generator would reach with this many images.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from scipy import linalg  # noqa: E402
+
+from triad.heads.base import Evaluation  # noqa: E402
+from triad.heads.diffusion.data import DiffusionDataModule, load_split, to_model_space  # noqa: E402
+from triad.heads.diffusion.judge import load_judge, predict  # noqa: E402
+from triad.heads.diffusion.module import DiffusionModule, image_grid  # noqa: E402
+from triad.heads.diffusion.process import GaussianDiffusion  # noqa: E402
+
+
+def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """FID between two feature sets (N, F) and (M, F): |mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2)."""
+    mu_r, mu_f = real.mean(0), fake.mean(0)
+    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    root, _ = linalg.sqrtm(cov_r @ cov_f, disp=False)
+    root = root.real  # numerical noise can leave a tiny imaginary part
+    return float(((mu_r - mu_f) ** 2).sum() + np.trace(cov_r + cov_f - 2 * root))
+
+
+def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance of each point (N, F) to its k-th nearest other point: the radius of its manifold ball."""
+    distances = torch.cdist(features, features)
+    return distances.kthvalue(k + 1, dim=1).values  # +1 skips the point itself (distance 0)
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Kynkaanniemi et al.'s improved precision and recall of ``fake`` (M, F) against ``real`` (N, F)."""
+    real_t, fake_t = torch.from_numpy(real), torch.from_numpy(fake)
+    real_radii, fake_radii = knn_radii(real_t, k), knn_radii(fake_t, k)
+    distances = torch.cdist(fake_t, real_t)  # (M, N)
+    precision = (distances <= real_radii[None, :]).any(dim=1).float().mean()
+    recall = (distances <= fake_radii[:, None]).any(dim=0).float().mean()
+    return float(precision), float(recall)
+
+
+def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
+    """n labels cycling through the classes: 0, 1, ..., n_classes - 1, 0, 1, ..."""
+    return torch.arange(n) % n_classes
+
+
+@torch.no_grad()
+def generate_many(module: DiffusionModule, labels: torch.Tensor, steps: int, batch_size: int, seed: int) -> torch.Tensor:
+    """EMA samples for ``labels`` (N,) in batches; batch i is seeded ``seed + i``. -> (N, C, H, W) on CPU."""
+    out = []
+    for i, start in enumerate(range(0, len(labels), batch_size)):
+        batch = labels[start:start + batch_size].to(module.device)
+        out.append(module.generate(batch, steps=steps, seed=seed + i, progress=True).cpu())
+    return torch.cat(out)
+
+
+def forward_process_strip(images: torch.Tensor, timesteps: int, path: Path, seed: int = 0, columns: int = 10) -> Path:
+    """One image (C, H, W) in [-1, 1] noised by q(x_t | x_0) at evenly spaced t, one row per schedule."""
+    ts = torch.linspace(0, timesteps - 1, columns).round().long()
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((columns, *images.shape), generator=generator)
+    rows = []
+    for schedule in ("linear", "cosine"):
+        process = GaussianDiffusion(timesteps, schedule)
+        rows.append(process.q_sample(images.expand(columns, *images.shape), ts, noise))
+    strip = image_grid(torch.cat(rows), rows=2)
+    fig, ax = plt.subplots(figsize=(columns * 1.1, 2.8))
+    ax.imshow(strip, cmap="gray" if strip.ndim == 2 else None)
+    size = images.shape[-1]
+    ax.set_xticks([(i + 0.5) * size for i in range(columns)], [f"t={int(t)}" for t in ts], fontsize=8)
+    ax.set_yticks([size / 2, 1.5 * size], ["linear", "cosine"])
+    ax.set_title("forward process q(x_t | x_0): an image dissolving into noise")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_grid(images: torch.Tensor, rows: int, class_names: list[str], path: Path, title: str) -> Path:
+    grid = image_grid(images, rows=rows)
+    size = images.shape[-1]
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / size * 0.8 + 1.5, grid.shape[0] / size * 0.8 + 0.6))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None)
+    ax.set_xticks([])
+    ax.set_yticks([(i + 0.5) * size for i in range(rows)], class_names, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_steps(table: pd.DataFrame, path: Path) -> Path:
+    fig, (ax_fid, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax_fid.plot(table["steps"], table["fid"], "o-")
+    ax_fid.set(xscale="log", xlabel="DDIM steps", ylabel="FID (judge features)", title="quality against steps")
+    ax_acc.plot(table["steps"], table["conditional_accuracy"], "o-", label="conditional accuracy")
+    ax_acc.plot(table["steps"], table["precision"], "s--", label="precision")
+    ax_acc.plot(table["steps"], table["recall"], "^--", label="recall")
+    ax_acc.set(xscale="log", xlabel="DDIM steps", ylim=(0, 1.02), title="judge agreement")
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def evaluate(module: DiffusionModule, datamodule: DiffusionDataModule, judge_dir: Path, report_dir: Path,
+             seed: int = 0) -> Evaluation:
+    cfg = module.cfg
+    judge, _ = load_judge(judge_dir)
+    judge.to(module.device)
+    test_images, test_labels = load_split(datamodule.data_dir, "test")
+    val_images, _ = load_split(datamodule.data_dir, "val")
+    real_features, real_predicted = predict(judge, to_model_space(torch.from_numpy(test_images)))
+    val_features, _ = predict(judge, to_model_space(torch.from_numpy(val_images)))
+
+    labels = balanced_labels(cfg.eval_samples, datamodule.n_classes)
+    rows, headline_samples = [], None
+    for steps in sorted(cfg.eval_steps):
+        started = time.perf_counter()
+        samples = generate_many(module, labels, steps, cfg.eval_batch_size, seed)
+        seconds = time.perf_counter() - started
+        features, predicted = predict(judge, samples)
+        precision, recall = precision_recall(real_features, features, cfg.pr_neighbours)
+        rows.append({
+            "steps": steps, "fid": frechet_distance(real_features, features), "precision": precision,
+            "recall": recall, "conditional_accuracy": float((predicted == labels.numpy()).mean()),
+            "images_per_second": len(labels) / seconds,
+        })
+        if steps == cfg.sample_steps:
+            headline_samples = samples
+    table = pd.DataFrame(rows)
+    headline = table.set_index("steps").loc[cfg.sample_steps]
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    per_class = min(10, cfg.eval_samples // datamodule.n_classes)
+    # labels cycle through the classes, so sample i * n_classes + c is the i-th sample of class c
+    order = torch.arange(per_class * datamodule.n_classes).reshape(per_class, datamodule.n_classes).T.reshape(-1)
+    images = [
+        save_grid(headline_samples[order], datamodule.n_classes, datamodule.class_names, report_dir / "samples.png",
+                  f"EMA samples: DDIM {cfg.sample_steps} steps, guidance {cfg.guidance}"),
+        forward_process_strip(to_model_space(torch.from_numpy(test_images[0])), cfg.timesteps,
+                              report_dir / "forward_process.png"),
+        plot_steps(table, report_dir / "quality_vs_steps.png"),
+    ]
+    metrics = {
+        "fid": float(headline["fid"]),
+        "precision": float(headline["precision"]),
+        "recall": float(headline["recall"]),
+        "conditional_accuracy": float(headline["conditional_accuracy"]),
+        "sample_images_per_second": float(headline["images_per_second"]),
+        "fid_real": frechet_distance(real_features, val_features),
+        "judge_test_accuracy": float((real_predicted == test_labels).mean()),
+    }
+    return Evaluation(metrics=metrics, images=images, tables={"quality_vs_steps": table})

@@ -1,0 +1,70 @@
+"""The diffusion head: a class-conditional DDPM/DDIM image generator, judged by a classifier.
+
+Stages: prepare (data.py) -> judge (judge.py, an extra step) -> train (module.py) -> evaluate
+(evaluate.py) -> pyfunc (pyfunc.py). The gate metric is the FID of EMA samples in the judge's
+feature space (lower is better); a version must also reach ``min_conditional_accuracy``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from triad.errors import ConfigError
+from triad.heads.base import Evaluation, Head, PyfuncBundle
+
+
+class DiffusionHead(Head):
+    name = "diffusion"
+    gate_metric = "fid"
+    gate_mode = "min"
+
+    def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
+        return {"judge": self.train_judge}
+
+    def train_judge(self, out_dir: Path) -> dict[str, Any]:
+        from triad.heads.diffusion.judge import train_judge
+
+        return train_judge(self.model_cfg, self.dir("data"), out_dir, seed=self.cfg.seed)
+
+    def prepare(self, out_dir: Path) -> dict[str, Any]:
+        from triad.heads.diffusion.data import prepare
+
+        return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)
+
+    def datamodule(self, data_dir: Path):
+        from triad.heads.diffusion.data import DiffusionDataModule
+
+        return DiffusionDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers, self.cfg.seed)
+
+    def module(self, datamodule):
+        from triad.heads.diffusion.module import DiffusionModule
+
+        try:
+            return DiffusionModule(self.model_cfg, datamodule.channels, datamodule.image_size, datamodule.n_classes,
+                                   hflip=self.data_cfg.hflip)
+        except ValueError as exc:  # the UNet's shape checks name the offending model.diffusion key
+            raise ConfigError(f"model.diffusion does not fit {datamodule.image_size}px images: {exc}") from None
+
+    def evaluate(self, module, datamodule, report_dir: Path) -> Evaluation:
+        from triad.heads.diffusion.evaluate import evaluate
+
+        return evaluate(module, datamodule, self.dir("artifacts") / "judge", report_dir, seed=self.cfg.seed)
+
+    def pyfunc(self, module, datamodule, work_dir: Path) -> PyfuncBundle:
+        import pandas as pd
+
+        from triad.heads.diffusion.pyfunc import DiffusionPyfunc, write_artifacts
+
+        artifacts = write_artifacts(module, datamodule.class_names, work_dir)
+        example = [{"label": 3, "n": 2, "steps": 10, "guidance": self.model_cfg.guidance, "seed": 0, "png": False}]
+        return PyfuncBundle(python_model=DiffusionPyfunc(), artifacts=artifacts, input_example=pd.DataFrame(example))
+
+    def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
+        finite, reason = super().gate_passes(metrics)
+        if not finite:
+            return finite, reason
+        accuracy, bar = metrics.get("conditional_accuracy", 0.0), self.model_cfg.min_conditional_accuracy
+        if accuracy < bar:
+            return False, f"conditional accuracy {accuracy:.3f} is below the bar {bar:.3f}"
+        return True, f"finite FID and conditional accuracy {accuracy:.3f} >= {bar:.3f}"

@@ -1,0 +1,90 @@
+"""The judge: a small CNN classifier trained on the same data, whose features stand in for Inception's.
+
+FID proper needs Inception-v3 weights, which cannot be downloaded here; a classifier trained on the
+dataset itself gives a feature space that knows these images (and a label for conditional accuracy).
+Its numbers are comparable between runs that share the judge, not with published FIDs.
+
+The pipeline runs ``train_judge`` as the DVC stage ``judge_diffusion`` into ``artifacts/diffusion/judge``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from triad.errors import DataError
+from triad.heads.diffusion.config import DiffusionModel
+from triad.heads.diffusion.data import load_split, to_model_space
+from triad.heads.diffusion.model import JudgeNet
+
+WEIGHTS = "judge.pt"
+CONFIG = "judge.json"
+
+
+@torch.no_grad()
+def predict(judge: JudgeNet, images: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, C, H, W) in [-1, 1] -> (features (N, F), predicted labels (N,)) as numpy."""
+    judge.eval()
+    features, labels = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(next(judge.parameters()).device)
+        hidden = judge.features(batch)
+        features.append(hidden.double().cpu())
+        labels.append(judge.classifier(hidden).argmax(1).cpu())
+    return torch.cat(features).numpy(), torch.cat(labels).numpy()
+
+
+def accuracy(judge: JudgeNet, images: np.ndarray, labels: np.ndarray) -> float:
+    _, predicted = predict(judge, to_model_space(torch.from_numpy(images)))
+    return float((predicted == labels).mean())
+
+
+def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -> dict:
+    """Train the judge on the train split, report val/test accuracy, save weights + config to ``out_dir``."""
+    meta = json.loads((data_dir / "meta.json").read_text()) if (data_dir / "meta.json").is_file() else None
+    if meta is None:
+        raise DataError(f"{data_dir}/meta.json is missing. Run the prepare stage before the judge.")
+    images, labels = load_split(data_dir, "train")
+    n_classes = len(meta["class_names"])
+    torch.manual_seed(seed)
+    judge = JudgeNet(meta["channels"], n_classes, cfg.judge_channels)
+    optimizer = torch.optim.Adam(judge.parameters(), lr=cfg.judge_lr)
+    generator = torch.Generator().manual_seed(seed)
+    x_all, y_all = to_model_space(torch.from_numpy(images)), torch.from_numpy(labels)
+    started = time.perf_counter()
+    judge.train()
+    for epoch in range(cfg.judge_epochs):
+        order = torch.randperm(len(x_all), generator=generator)
+        batches = range(0, len(order), cfg.judge_batch_size)
+        for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.judge_epochs}", leave=False):
+            idx = order[start:start + cfg.judge_batch_size]
+            loss = F.cross_entropy(judge(x_all[idx]), y_all[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    summary = {
+        "val_accuracy": accuracy(judge, *load_split(data_dir, "val")),
+        "test_accuracy": accuracy(judge, *load_split(data_dir, "test")),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "epochs": cfg.judge_epochs,
+    }
+    torch.save(judge.state_dict(), out_dir / WEIGHTS)
+    config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.judge_channels, **summary}
+    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return summary
+
+
+def load_judge(judge_dir: Path) -> tuple[JudgeNet, dict]:
+    """The trained judge (eval mode, CPU) and its config/metrics."""
+    if not (judge_dir / WEIGHTS).is_file():
+        raise DataError(f"no trained judge in {judge_dir}. Run the judge step first (stage judge_diffusion).")
+    config = json.loads((judge_dir / CONFIG).read_text())
+    judge = JudgeNet(config["image_channels"], config["n_classes"], config["width"])
+    judge.load_state_dict(torch.load(judge_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    return judge.eval(), config

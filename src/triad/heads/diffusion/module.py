@@ -1,0 +1,126 @@
+"""The LightningModule: trains the UNet on the diffusion loss and keeps an EMA copy for sampling.
+
+State (``state_dict``): ``net.*`` (the trained weights) and ``ema.*`` (their exponential moving
+average, which sampling, evaluation and the pyfunc use). The noise schedule is rebuilt from config.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+import numpy as np
+import torch
+
+from triad.heads.diffusion.config import DiffusionModel
+from triad.heads.diffusion.data import to_model_space, to_pixels
+from triad.heads.diffusion.model import UNet
+from triad.heads.diffusion.process import GaussianDiffusion
+from triad.heads.diffusion.sampling import ddim_sample
+
+
+def build_unet(cfg: DiffusionModel, image_channels: int, image_size: int, n_classes: int) -> UNet:
+    return UNet(
+        image_channels=image_channels, image_size=image_size, n_classes=n_classes, channels=cfg.channels,
+        channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks,
+        attention_resolutions=cfg.attention_resolutions, attention_heads=cfg.attention_heads, dropout=cfg.dropout,
+        patch_size=cfg.patch_size,
+    )
+
+
+def image_grid(images: torch.Tensor, rows: int) -> np.ndarray:
+    """(rows * cols, C, H, W) in [-1, 1] -> one uint8 picture (rows * H, cols * W[, C]) for saving."""
+    n, c, h, w = images.shape
+    cols = n // rows
+    pixels = to_pixels(images[: rows * cols]).reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2)
+    grid = pixels.reshape(rows * h, cols * w, c).cpu().numpy()
+    return grid[..., 0] if c == 1 else grid
+
+
+class DiffusionModule(L.LightningModule):
+    """Class-conditional DDPM training with classifier-free label dropout and EMA weights.
+
+    Batches are (uint8 images (B, C, H, W), labels (B,)).
+    """
+
+    def __init__(self, cfg: DiffusionModel, image_channels: int, image_size: int, n_classes: int,
+                 hflip: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.image_shape = (image_channels, image_size, image_size)
+        self.n_classes = n_classes
+        self.hflip = hflip
+        self.net = build_unet(cfg, image_channels, image_size, n_classes)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.diffusion = GaussianDiffusion(cfg.timesteps, cfg.schedule, cfg.prediction)
+
+    # --- training ---------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        x0 = to_model_space(images)
+        if self.hflip:
+            flip = torch.rand(x0.shape[0], device=x0.device) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        # classifier-free guidance: sometimes train on the null label instead of the true one
+        dropped = torch.rand(labels.shape, device=labels.device) < self.cfg.label_drop_prob
+        labels = torch.where(dropped, torch.full_like(labels, self.n_classes), labels)
+        loss = self.diffusion.loss(self.net, x0, labels)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """EMA update, with the usual warm-up so the average is not dominated by the random init."""
+        step = self.global_step
+        decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema_param, param in zip(self.ema.parameters(), self.net.parameters()):
+                ema_param.lerp_(param, 1 - decay)
+
+    def validation_step(self, batch, batch_idx):
+        """The EMA network's loss on held-out images, at timesteps and noise fixed per batch."""
+        images, labels = batch
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        loss = self.diffusion.loss(self.ema, to_model_space(images), labels, generator=generator)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """Log a grid of EMA samples (one row per class) to MLflow every ``grid_every_n_epochs``."""
+        every = self.cfg.grid_every_n_epochs
+        if self.trainer.sanity_checking or not every or (self.current_epoch + 1) % every:
+            return
+        experiment = getattr(self.logger, "experiment", None)
+        if not self.trainer.is_global_zero or not hasattr(experiment, "log_image"):
+            return
+        per_class = 8
+        labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
+        images = self.generate(labels, steps=min(20, self.cfg.timesteps), seed=0)
+        grid = image_grid(images, rows=self.n_classes)
+        experiment.log_image(self.logger.run_id, grid, f"samples/epoch_{self.current_epoch:03d}.png")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.cfg.warmup_steps, total // 2)
+
+        def warmup_then_cosine(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # down to a tenth of lr
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- sampling ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, steps: int | None = None, guidance: float | None = None,
+                 seed: int = 0, eta: float | None = None, progress: bool = False) -> torch.Tensor:
+        """DDIM samples of the EMA network: labels (B,) -> images (B, C, H, W) in [-1, 1]."""
+        generator = torch.Generator(device=labels.device).manual_seed(seed)
+        return ddim_sample(
+            self.ema, self.diffusion, labels, self.image_shape,
+            steps=steps or self.cfg.sample_steps, eta=self.cfg.ddim_eta if eta is None else eta,
+            guidance=self.cfg.guidance if guidance is None else guidance, generator=generator, progress=progress,
+        )

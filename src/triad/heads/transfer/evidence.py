@@ -1,0 +1,205 @@
+"""Does pretraining pay? Fine-tuned against from-scratch EfficientNet-lite, by label fraction.
+
+For each label fraction (of the labelled pool, stratified) and seed, two arms train on the same
+labelled examples and are scored on the same test split:
+
+- fine-tuned: ImageNet EfficientNet-lite0. Its lowest ``frozen_groups`` layer groups stay frozen,
+  so their outputs are computed once for all images and cached ("frozen trunk"); the upper groups
+  and a new classifier are fine-tuned on those cached activations.
+- scratch:    a randomly initialised EfficientNet-lite (channels scaled by ``scratch_width``),
+  every layer trained on the images.
+
+Both see images through the same input adaptation (grey -> 3 channels, resize, [-1, 1] scaling),
+train with AdamW for ``max_epochs`` epochs, and are scored on test with the weights of their last
+epoch. Compute is measured as wall seconds (for the fine-tuned arm including the cached trunk's
+forward pass over its own training and validation images) and as the first epoch whose validation
+accuracy reaches ``target_accuracy``. Outputs: ``runs.csv`` (one row per run), ``summary.csv``
+(mean and std per arm and fraction) and ``evidence.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from triad.heads.transfer.backbones import EfficientNetLite0Backbone, adapt_images, imagenet_lite0
+from triad.heads.transfer.config import EvidenceConfig
+from triad.heads.transfer.data import Split, load_split, stratified_subset
+from triad.heads.transfer.evaluate import classification_metrics
+from triad.heads.transfer.model import EfficientNetLite
+
+
+class UpperLayers(nn.Module):
+    """The trainable top of a pretrained EfficientNet-lite: cached trunk activations -> logits.
+
+    (B, C, h, w) activations of the frozen groups -> remaining groups -> global average pool ->
+    dropout -> a new linear classifier -> (B, n_classes). The groups are copied, so every run
+    starts from the ImageNet weights.
+    """
+
+    def __init__(self, net: EfficientNetLite, frozen_groups: int, n_classes: int, dropout: float = 0.2):
+        super().__init__()
+        self.groups = copy.deepcopy(nn.Sequential(*list(net.layer_groups().values())[frozen_groups:]))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(net.n_features, n_classes)
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.groups(activations).mean(dim=(2, 3))))
+
+
+class ScratchNet(nn.Module):
+    """A randomly initialised EfficientNet-lite on uint8 images: (B, H, W) -> (B, n_classes)."""
+
+    def __init__(self, n_classes: int, width: float, image_size: int):
+        super().__init__()
+        self.net = EfficientNetLite(n_classes=n_classes, width=width)
+        self.image_size = image_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(adapt_images(images, self.image_size, EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD))
+
+
+@torch.no_grad()
+def trunk_activations(net: EfficientNetLite, frozen_groups: int, images: np.ndarray, image_size: int,
+                      batch_size: int = 256) -> torch.Tensor:
+    """The frozen lower groups' output for uint8 images (N, H, W): (N, C, h, w), computed in eval mode."""
+    net.eval()
+    trunk = nn.Sequential(*list(net.layer_groups().values())[:frozen_groups])
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="cache frozen trunk", leave=False):
+        x = adapt_images(torch.from_numpy(images[start:start + batch_size]), image_size,
+                         EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)
+        out.append(trunk(x))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    return torch.cat([torch.softmax(model(x[i:i + batch_size]), -1) for i in range(0, len(x), batch_size)]).numpy()
+
+
+def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+              y_val: np.ndarray, cfg: EvidenceConfig, seed: int) -> dict[str, Any]:
+    """AdamW for cfg.max_epochs epochs; returns wall seconds and the epoch/second the target was hit."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    start, hit_epoch, hit_seconds, val_accuracy = time.perf_counter(), math.nan, math.nan, []
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        for idx in torch.randperm(len(y_train), generator=generator).split(cfg.batch_size):
+            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        accuracy = float((_probabilities(model, x_val).argmax(1) == y_val).mean())
+        val_accuracy.append(accuracy)
+        if math.isnan(hit_epoch) and accuracy >= cfg.target_accuracy:
+            hit_epoch, hit_seconds = epoch, time.perf_counter() - start
+    return {"train_seconds": time.perf_counter() - start, "epochs_to_target": hit_epoch,
+            "seconds_to_target": hit_seconds, "val_accuracy": val_accuracy[-1]}
+
+
+def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path) -> dict[str, Any]:
+    """Train both arms for every fraction and seed; write runs.csv, summary.csv and evidence.png."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    if meta["modality"] != "image":
+        note = f"the evidence compares EfficientNet-lite arms on images; task {meta['task']} is {meta['modality']}"
+        (out_dir / "SKIPPED.txt").write_text(note + "\n")
+        return {"skipped": note}
+    pool = load_split(data_dir, "pool")
+    if cfg.pool_per_class is not None:
+        pool = pool.subset(stratified_subset(pool.y, seed=0, per_class=cfg.pool_per_class))
+    val, test = load_split(data_dir, "val"), load_split(data_dir, "test")
+    n_classes = len(meta["class_names"])
+
+    torch.manual_seed(0)
+    pretrained = imagenet_lite0(n_classes=None)
+    started = time.perf_counter()
+    cached = {name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
+              for name, split in (("pool", pool), ("val", val), ("test", test))}
+    cache_seconds = time.perf_counter() - started
+    seconds_per_image = cache_seconds / (len(pool) + len(val) + len(test))
+
+    rows = []
+    runs = [(f, s) for f in cfg.fractions for s in cfg.seeds]
+    for fraction, seed in tqdm(runs, desc="evidence runs"):
+        idx = stratified_subset(pool.y, seed=seed, fraction=fraction)
+        y_train = torch.from_numpy(pool.y[idx])
+        arms = {
+            "fine-tuned": (lambda: UpperLayers(pretrained, cfg.frozen_groups, n_classes),
+                           cached["pool"][idx], cached["val"], cached["test"]),
+            "scratch": (lambda: ScratchNet(n_classes, cfg.scratch_width, image_size),
+                        torch.from_numpy(pool.x[idx]), torch.from_numpy(val.x), torch.from_numpy(test.x)),
+        }
+        for arm, (make, x_train, x_val, x_test) in arms.items():
+            torch.manual_seed(seed)
+            model = make()
+            result = train_arm(model, x_train, y_train, x_val, val.y, cfg, seed)
+            overhead = seconds_per_image * (len(idx) + len(val)) if arm == "fine-tuned" else 0.0
+            scores = classification_metrics(_probabilities(model, x_test), test.y)
+            rows.append({"arm": arm, "fraction": fraction, "seed": seed, "n_labels": len(idx),
+                         "test_score": scores["score"], "test_accuracy": scores["accuracy"], "test_auc": scores["auc"],
+                         "wall_seconds": result["train_seconds"] + overhead,
+                         "epochs_to_target": result["epochs_to_target"],
+                         "seconds_to_target": result["seconds_to_target"] + overhead,
+                         "val_accuracy": result["val_accuracy"]})
+    runs_table = pd.DataFrame(rows)
+    summary = (runs_table.groupby(["arm", "fraction"])
+               .agg(n_labels=("n_labels", "mean"), test_score_mean=("test_score", "mean"),
+                    test_score_std=("test_score", "std"), wall_seconds_mean=("wall_seconds", "mean"),
+                    epochs_to_target_mean=("epochs_to_target", "mean"))
+               .reset_index())
+    runs_table.to_csv(out_dir / "runs.csv", index=False)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    plot_evidence(runs_table, summary, cfg, out_dir / "evidence.png")
+    return {"cache_seconds": cache_seconds, "runs": len(rows),
+            "summary": summary.round(4).to_dict(orient="records"), "verdicts": verdicts(summary)}
+
+
+def verdicts(summary: pd.DataFrame) -> dict[str, bool]:
+    """For each fraction f < 1: does the fine-tuned arm at f match or beat the scratch arm at 100%?"""
+    scratch_full = summary[(summary.arm == "scratch") & (summary.fraction == summary.fraction.max())]
+    if scratch_full.empty:
+        return {}
+    bar = float(scratch_full.test_score_mean.iloc[0])
+    tuned = summary[summary.arm == "fine-tuned"]
+    return {f"fine_tuned_{row.fraction:g}_ge_scratch_full": bool(row.test_score_mean >= bar) for row in tuned.itertuples()}
+
+
+def plot_evidence(runs: pd.DataFrame, summary: pd.DataFrame, cfg: EvidenceConfig, path: Path) -> Path:
+    """Three panels: test score vs labels, test score vs wall seconds, epochs to the target vs labels."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    colours = {"fine-tuned": "tab:blue", "scratch": "tab:orange"}
+    for arm, colour in colours.items():
+        s, r = summary[summary.arm == arm], runs[runs.arm == arm]
+        axes[0].errorbar(s.n_labels, s.test_score_mean, yerr=s.test_score_std.fillna(0), marker="o", capsize=3,
+                         color=colour, label=arm)
+        axes[1].scatter(r.wall_seconds, r.test_score, color=colour, label=arm, alpha=0.8)
+        axes[2].plot(s.n_labels, s.epochs_to_target_mean, "o-", color=colour, label=arm)
+    axes[0].set(xscale="log", xlabel="labelled training examples", ylabel="test score", title="score vs labels")
+    axes[1].set(xscale="log", xlabel="training wall seconds (per run)", ylabel="test score", title="score vs compute")
+    axes[2].set(xscale="log", xlabel="labelled training examples", ylabel=f"epochs to val acc >= {cfg.target_accuracy}",
+                title="epochs to target (missing: not reached)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,108 @@
+"""The transfer head: fine-tune a pretrained backbone on a small labelled task.
+
+Gate metric ``test_score``: ROC AUC on a binary task, accuracy otherwise (``gate_metric`` is one
+name for every task, so the score it names changes meaning with the task; both are logged under
+their own names too). A new version must also beat chance: AUC 0.5, or the majority-class rate.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from triad.errors import ConfigError
+from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.transfer.data import TransferDataModule, prepare
+from triad.heads.transfer.evaluate import (classification_metrics, per_class_table, plot_confusion,
+                                           plot_reliability, predict_proba, youden_threshold)
+from triad.heads.transfer.evidence import run_evidence
+from triad.heads.transfer.module import TransferModule
+from triad.heads.transfer.pyfunc import TransferPyfunc, save_artifacts
+
+
+class TransferHead(Head):
+    name = "transfer"
+    gate_metric = "test_score"
+    gate_mode = "max"
+
+    def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
+        def evidence(out_dir: Path) -> dict[str, Any]:
+            return run_evidence(self.dir("data"), self.model_cfg.evidence, self.model_cfg.image_size, out_dir)
+
+        return {"evidence": evidence}
+
+    def prepare(self, out_dir: Path) -> dict[str, Any]:
+        return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)
+
+    def datamodule(self, data_dir: Path) -> TransferDataModule:
+        return TransferDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers)
+
+    def module(self, datamodule: TransferDataModule) -> TransferModule:
+        module = TransferModule(self.model_cfg, datamodule.n_classes)
+        if module.model.backbone.modality != datamodule.modality:
+            raise ConfigError(
+                f"backbone {self.model_cfg.backbone!r} reads {module.model.backbone.modality} but task "
+                f"{datamodule.task!r} is {datamodule.modality}; pick a matching model/transfer option"
+            )
+        return module
+
+    def _threshold(self, val_probs: np.ndarray, datamodule: TransferDataModule) -> float | None:
+        """Binary tasks: the decision threshold chosen on validation (never on test)."""
+        return youden_threshold(val_probs[:, 1], datamodule.val.y) if datamodule.n_classes == 2 else None
+
+    def evaluate(self, module: TransferModule, datamodule: TransferDataModule, report_dir: Path) -> Evaluation:
+        classifier, names = module.model, datamodule.class_names
+        val_probs = predict_proba(classifier, datamodule.val, desc="evaluate val")
+        test_probs = predict_proba(classifier, datamodule.test, desc="evaluate test")
+        threshold = self._threshold(val_probs, datamodule)
+        metrics = {f"val_{k}": v for k, v in classification_metrics(val_probs, datamodule.val.y, threshold).items()}
+        metrics |= {f"test_{k}": v for k, v in classification_metrics(test_probs, datamodule.test.y, threshold).items()}
+        if threshold is not None:
+            metrics["threshold"] = threshold
+            metrics["chance_score"] = 0.5
+        else:
+            metrics["chance_score"] = float(np.bincount(datamodule.test.y).max() / len(datamodule.test))
+        images = [
+            plot_confusion(test_probs, datamodule.test.y, names, threshold, report_dir / "confusion_matrix.png",
+                           f"{datamodule.task} test, accuracy {metrics['test_accuracy']:.3f}"),
+            plot_reliability(test_probs, datamodule.test.y, report_dir / "reliability.png"),
+        ]
+        tables = {"per_class": per_class_table(test_probs, datamodule.test.y, names, threshold)}
+        return Evaluation(metrics=metrics, images=images, tables=tables)
+
+    def pyfunc(self, module: TransferModule, datamodule: TransferDataModule, work_dir: Path) -> PyfuncBundle:
+        classifier = module.model
+        threshold = self._threshold(predict_proba(classifier, datamodule.val, desc="threshold"), datamodule)
+        image_mode = None
+        if datamodule.modality == "image":
+            image_mode = "L" if datamodule.test.x.ndim == 3 else "RGB"
+        artifacts = save_artifacts(classifier, self.model_cfg, datamodule.class_names, threshold, image_mode, work_dir)
+        return PyfuncBundle(TransferPyfunc(), artifacts, input_example(datamodule))
+
+    def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
+        ok, why = super().gate_passes(metrics)
+        if not ok:
+            return ok, why
+        score, chance = metrics[self.gate_metric], metrics["chance_score"]
+        if score <= chance:
+            return False, f"{self.gate_metric} {score:.4f} does not beat chance ({chance:.4f})"
+        return True, f"{self.gate_metric} {score:.4f} beats chance ({chance:.4f})"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def input_example(datamodule: TransferDataModule) -> pd.DataFrame:
+    """Two test inputs in their natural form: PNG bytes in an ``image`` column, or ``text``."""
+    if datamodule.modality == "text":
+        return pd.DataFrame({"text": list(datamodule.test.x[:2])})
+    return pd.DataFrame({"image": [png_bytes(image) for image in datamodule.test.x[:2]]})

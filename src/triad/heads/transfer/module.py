@@ -1,0 +1,192 @@
+"""The transfer model, its fine-tuning strategies, and the LightningModule that trains it.
+
+``TransferClassifier`` = a pretrained ``Backbone`` (features out) + a new linear head (in). The
+strategy decides which layer groups train and at which rate (Howard & Ruder, 2018, ULMFiT):
+
+- linear probe:  the backbone is frozen (weights *and* batch-norm statistics); only the head trains.
+- full:          every layer trains from the first step.
+- gradual:       the head trains first; ``GradualUnfreezing`` opens one more backbone group every
+                 ``unfreeze_every`` epochs, in ``unfreeze_order`` (default: from the output side down).
+- lora:          the backbone is frozen and low-rank adapters (Hu et al., 2021) are injected into
+                 its ``lora_targets`` layers with peft; the adapters and the head train.
+
+Discriminative learning rates apply to all of them: the k-th group below the head trains at
+``lr * layer_lr_decay**k``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from triad.errors import ConfigError
+from triad.heads.transfer.backbones import Backbone, build_backbone
+from triad.heads.transfer.config import TransferModel
+
+HEAD_GROUP = "classifier"
+
+
+class TransferClassifier(nn.Module):
+    """Backbone + dropout + linear head: raw inputs -> (B, n_classes) logits.
+
+    ``groups`` are the trainable units, input side first, ending with ``classifier``; a frozen
+    group has ``requires_grad=False`` and stays in eval mode (batch norm keeps its statistics) even
+    while the rest of the model trains.
+    """
+
+    def __init__(self, backbone: Backbone, n_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(backbone.n_features, n_classes)
+        self.frozen: set[str] = set()
+
+    @property
+    def groups(self) -> dict[str, nn.Module]:
+        return {**self.backbone.layer_groups(), HEAD_GROUP: self.classifier}
+
+    def group_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by group; any backbone parameter outside every group joins the lowest one."""
+        owner = {}
+        for name, group in self.groups.items():
+            for p in group.parameters():
+                owner.setdefault(id(p), name)
+        lowest = next(iter(self.groups))
+        params: dict[str, list[nn.Parameter]] = {name: [] for name in self.groups}
+        for p in self.parameters():
+            params[owner.get(id(p), lowest)].append(p)
+        return params
+
+    def set_frozen(self, names: set[str]) -> None:
+        """Freeze exactly the groups in ``names`` (the others become trainable)."""
+        unknown = names - set(self.groups)
+        if unknown:
+            raise ConfigError(f"unknown layer group(s) {sorted(unknown)}; the groups are {list(self.groups)}")
+        self.frozen = set(names)
+        for name, params in self.group_parameters().items():
+            for p in params:
+                p.requires_grad_(name not in self.frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "TransferClassifier":
+        super().train(mode)
+        for name, group in self.groups.items():
+            if name in self.frozen:
+                group.eval()
+        return self
+
+    def features(self, raw) -> torch.Tensor:
+        return self.backbone(raw)
+
+    def forward(self, raw) -> torch.Tensor:
+        return self.classifier(self.dropout(self.backbone(raw)))
+
+
+def inject_lora(classifier: TransferClassifier, cfg: TransferModel) -> None:
+    """Add peft LoRA adapters to the backbone's ``cfg.lora_targets`` layers; freeze the rest of it."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets))
+    try:
+        inject_adapter_in_model(lora, classifier.backbone)
+    except ValueError as exc:  # peft: "Target modules ... not found in the base model"
+        raise ConfigError(f"LoRA: {exc}. Set model.transfer.lora_targets to layer names of the backbone.") from exc
+    for name, p in classifier.backbone.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def build_classifier(cfg: TransferModel, n_classes: int, pretrained: bool | None = None) -> TransferClassifier:
+    """The model for ``cfg``, with the strategy's initial frozen groups (LoRA adapters injected)."""
+    classifier = TransferClassifier(build_backbone(cfg, pretrained), n_classes, cfg.dropout)
+    backbone_groups = set(classifier.groups) - {HEAD_GROUP}
+    if cfg.strategy == "lora":
+        inject_lora(classifier, cfg)
+    elif cfg.strategy in ("linear_probe", "gradual"):
+        classifier.set_frozen(backbone_groups)
+    return classifier
+
+
+def unfreeze_order(classifier: TransferClassifier, cfg: TransferModel) -> list[str]:
+    """The backbone groups in the order gradual unfreezing opens them (default: output side first)."""
+    backbone_groups = [name for name in classifier.groups if name != HEAD_GROUP]
+    order = cfg.unfreeze_order or backbone_groups[::-1]
+    unknown = [name for name in order if name not in backbone_groups]
+    if unknown:
+        raise ConfigError(f"unfreeze_order names unknown group(s) {unknown}; the groups are {backbone_groups}")
+    return list(order)
+
+
+class GradualUnfreezing(L.Callback):
+    """At the start of epoch e, opens the first ``e // every`` groups of ``order`` (the head is open).
+
+    Stateless: the open groups follow from the epoch number, so a resumed run opens the same ones.
+    ``history`` records (epoch, group) as groups open.
+    """
+
+    def __init__(self, order: list[str], every: int = 1):
+        self.order, self.every = order, every
+        self.history: list[tuple[int, str]] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: "TransferModule") -> None:
+        model = pl_module.model
+        n_open = min(trainer.current_epoch // self.every, len(self.order))
+        still_frozen = set(self.order[n_open:])
+        for name in self.order[:n_open]:
+            if name in model.frozen:
+                self.history.append((trainer.current_epoch, name))
+        if still_frozen != model.frozen:
+            model.set_frozen(still_frozen)
+        pl_module.log("open_groups", float(n_open))
+
+
+def discriminative_param_groups(classifier: TransferClassifier, lr: float, decay: float,
+                                weight_decay: float) -> list[dict]:
+    """Optimiser parameter groups: the k-th layer group below the head gets ``lr * decay**k``.
+
+    Frozen parameters are included too (they get no gradient, so AdamW skips them) so that
+    gradual unfreezing needs no new optimiser.
+    """
+    groups = []
+    for depth, (name, params) in enumerate(reversed(classifier.group_parameters().items())):
+        if params:
+            groups.append({"params": params, "lr": lr * decay**depth, "name": name, "weight_decay": weight_decay})
+    return groups
+
+
+class TransferModule(L.LightningModule):
+    """Trains a ``TransferClassifier`` with cross-entropy; logs train_loss, val_loss, val_accuracy."""
+
+    def __init__(self, cfg: TransferModel, n_classes: int, pretrained: bool | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.model = build_classifier(cfg, n_classes, pretrained)
+
+    def forward(self, raw) -> torch.Tensor:
+        return self.model(raw)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        if self.cfg.strategy == "gradual":
+            return [GradualUnfreezing(unfreeze_order(self.model, self.cfg), self.cfg.unfreeze_every)]
+        return []
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self.model(x), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val_accuracy", (logits.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+
+    def configure_optimizers(self):
+        groups = discriminative_param_groups(self.model, self.cfg.lr, self.cfg.layer_lr_decay, self.cfg.weight_decay)
+        optimizer = torch.optim.AdamW(groups)
+        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.cfg.max_epochs
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,59 @@
+"""The translator head: a Transformer that translates sentences, plugged into the spine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
+from triad.heads.translator.decoding import DecodingConfig, Translator
+from triad.heads.translator.module import TranslatorModule
+
+
+class TranslatorHead(Head):
+    """Bible verses (default) or Multi30k, BPE, an encoder-decoder Transformer, beam search, BLEU."""
+
+    name: ClassVar[str] = "translator"
+    gate_metric: ClassVar[str] = "test_bleu"
+    gate_mode: ClassVar[Literal["max", "min"]] = "max"
+
+    def prepare(self, out_dir: Path) -> dict[str, Any]:
+        return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)
+
+    def datamodule(self, data_dir: Path) -> TranslationDataModule:
+        return TranslationDataModule(
+            data_dir, self.model_cfg.batch_size, self.model_cfg.max_len, self.cfg.trainer.num_workers
+        )
+
+    def module(self, datamodule: TranslationDataModule) -> TranslatorModule:
+        return TranslatorModule(self.model_cfg, datamodule.vocab_size, PAD_ID)
+
+    def decoding(self) -> DecodingConfig:
+        cfg = self.model_cfg
+        return DecodingConfig(cfg.decoding, cfg.beam_size, cfg.length_penalty, cfg.max_len_a, cfg.max_len_b, cfg.eval_batch_size)
+
+    def evaluate(self, module: TranslatorModule, datamodule: TranslationDataModule, report_dir: Path) -> Evaluation:
+        from triad.heads.translator.evaluate import evaluate
+
+        datamodule.setup("test")
+        translator = Translator(module.model, datamodule.tokenizer, self.decoding())
+        cfg = self.model_cfg
+        return evaluate(translator, datamodule.pairs["test"], report_dir, cfg.n_sample_translations, cfg.n_attention_examples)
+
+    def pyfunc(self, module: TranslatorModule, datamodule: TranslationDataModule, work_dir: Path) -> PyfuncBundle:
+        from triad.heads.translator.pyfunc import bundle
+
+        datamodule.setup("test")
+        example = [p["src"] for p in datamodule.pairs["test"][:2]]
+        return bundle(module.model, module.architecture, self.decoding(), datamodule.data_dir / "tokenizer.json", work_dir, example)
+
+    def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
+        """Besides a finite BLEU, the model must beat copying the source unchanged."""
+        passes, reason = super().gate_passes(metrics)
+        if not passes:
+            return passes, reason
+        bleu, floor = metrics["test_bleu"], metrics.get("copy_baseline_bleu", float("nan"))
+        if not bleu > floor:
+            return False, f"test_bleu {bleu:.2f} does not beat the copy-the-source baseline {floor:.2f}"
+        return True, f"test_bleu {bleu:.2f} beats the copy-the-source baseline {floor:.2f}"

@@ -1,0 +1,104 @@
+"""Samplers: DDIM(eta=1, all steps) is DDPM; both sample the right distribution; seeds reproduce."""
+
+import pytest
+import torch
+from torch import nn
+
+from triad.heads.diffusion.model import UNet
+from triad.heads.diffusion.process import GaussianDiffusion
+from triad.heads.diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample, guided_output
+
+MEAN, STD = 0.3, 0.5  # per-pixel data distribution N(MEAN, STD^2) for the exact denoiser
+
+
+class GaussianDataDenoiser(nn.Module):
+    """The exact epsilon-predictor for data x_0 ~ N(MEAN, STD^2) per pixel: E[eps | x_t].
+
+    x_t = sqrt(a) x_0 + sqrt(1 - a) eps is jointly Gaussian with eps, so
+    E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) MEAN) / (a STD^2 + 1 - a). A perfect sampler driven
+    by it must return samples distributed as N(MEAN, STD^2).
+    """
+
+    n_classes = 1
+
+    def __init__(self, process: GaussianDiffusion):
+        super().__init__()
+        self.process = process
+
+    def forward(self, x, t, y):
+        a = self.process.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * MEAN) / (a * STD**2 + 1 - a)
+
+
+@pytest.fixture
+def gaussian_setup():
+    process = GaussianDiffusion(100, "linear", "epsilon")
+    return process, GaussianDataDenoiser(process), torch.zeros(4000, dtype=torch.long)
+
+
+def test_ddim_with_eta_one_on_all_steps_matches_ddpm(gaussian_setup):
+    process, denoiser, labels = gaussian_setup
+    shape = (1, 2, 2)
+    ddpm = ddpm_sample(denoiser, process, labels, shape, generator=torch.Generator().manual_seed(1), clip=False)
+    ddim = ddim_sample(denoiser, process, labels, shape, steps=100, eta=1.0,
+                       generator=torch.Generator().manual_seed(2), clip=False)
+    for samples in (ddpm, ddim):  # both are N(MEAN, STD^2), as the data
+        assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
+        assert samples.std().item() == pytest.approx(STD, abs=0.02)
+    assert ddim.mean().item() == pytest.approx(ddpm.mean().item(), abs=0.03)
+    assert ddim.std().item() == pytest.approx(ddpm.std().item(), abs=0.03)
+    # with the same seed the two chains draw the same noise and take the same steps
+    same = ddim_sample(denoiser, process, labels[:16], shape, steps=100, eta=1.0,
+                       generator=torch.Generator().manual_seed(1), clip=False)
+    torch.testing.assert_close(same, ddpm[:16], atol=1e-4, rtol=1e-4)
+
+
+def test_deterministic_ddim_with_few_steps_still_samples_the_data_distribution(gaussian_setup):
+    process, denoiser, labels = gaussian_setup
+    samples = ddim_sample(denoiser, process, labels, (1, 2, 2), steps=10, eta=0.0,
+                          generator=torch.Generator().manual_seed(0), clip=False)
+    assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
+    assert samples.std().item() == pytest.approx(STD, abs=0.03)
+
+
+def test_ddim_timesteps_are_distinct_and_descending():
+    assert ddim_timesteps(1000, 1000) == list(range(999, -1, -1))
+    for steps in (1, 2, 7, 50, 999):
+        sequence = ddim_timesteps(1000, steps)
+        assert len(sequence) == steps and sequence[0] == 999
+        assert all(a > b for a, b in zip(sequence, sequence[1:]))
+
+
+@pytest.fixture
+def tiny_unet():
+    torch.manual_seed(0)
+    net = UNet(1, 8, n_classes=3, channels=8, channel_mults=[1, 2], attention_resolutions=[4], attention_heads=2)
+    for p in net.parameters():  # a random, non-zero network (the real one starts at zero output)
+        nn.init.normal_(p, std=0.1)
+    return net.eval()
+
+
+def test_same_seed_same_images_and_other_seed_other_images(tiny_unet):
+    process = GaussianDiffusion(50, "cosine", "epsilon")
+    labels = torch.tensor([0, 1, 2, 1])
+
+    def draw(seed, eta):
+        return ddim_sample(tiny_unet, process, labels, (1, 8, 8), steps=10, eta=eta, guidance=2.0,
+                           generator=torch.Generator().manual_seed(seed))
+
+    for eta in (0.0, 1.0):
+        torch.testing.assert_close(draw(3, eta), draw(3, eta), atol=0, rtol=0)
+        assert (draw(3, eta) - draw(4, eta)).abs().mean() > 0.05
+    ancestral = [ddpm_sample(tiny_unet, process, labels, (1, 8, 8), guidance=2.0,
+                             generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    torch.testing.assert_close(ancestral[0], ancestral[1], atol=0, rtol=0)
+
+
+def test_guidance_combines_conditional_and_unconditional_outputs(tiny_unet):
+    x, t, y = torch.randn(3, 1, 8, 8), torch.tensor([5, 10, 20]), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        cond, uncond = tiny_unet(x, t, y), tiny_unet(x, t, torch.full_like(y, 3))
+        torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 1.0, 3), cond)
+        torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 0.0, 3), uncond, atol=1e-5, rtol=0)
+        torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 3.0, 3), uncond + 3 * (cond - uncond),
+                                   atol=1e-5, rtol=0)

@@ -1,0 +1,70 @@
+"""The command line: --help everywhere, and bad input that fails clearly without writing anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from triad.cli import build_parser, main
+
+COMMANDS = [[], ["pipeline"], ["train"], ["stage"], ["config"], ["dag"], ["schedule"], ["ui"], ["predict"],
+            ["predict", "translator"], ["predict", "diffusion"], ["predict", "transfer"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "triad")
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: triad" in capsys.readouterr().out
+
+
+def test_every_subcommand_has_help_text():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {c.dest for c in sub._choices_actions} == set(sub.choices)
+    assert all(c.help for c in sub._choices_actions)
+
+
+def test_bad_config_value_exits_2_with_the_key(capsys):
+    assert main(["config", "trainer.precision=fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "triad: error: invalid config" in err and "trainer.precision" in err
+
+
+def test_unknown_head_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "gpt5"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'gpt5'" in capsys.readouterr().err
+
+
+def test_training_without_prepared_data_says_what_to_run(project, capsys):
+    assert main(["config", "--write-params"]) == 0
+    assert main(["stage", "train", "translator"]) == 3
+    assert "triad stage prepare translator" in capsys.readouterr().err
+    assert not (project / "artifacts").exists()
+
+
+def test_schedule_serves_the_configured_cron():
+    import sys
+
+    from triad.config import project_root
+
+    sys.path.insert(0, str(project_root()))
+    from flows.pipeline import scheduled_deployment
+
+    deployment = scheduled_deployment(["pipeline.schedule.cron=*/30 * * * *"])
+    assert deployment.name == "nightly"
+    assert deployment.schedules[0].schedule.cron == "*/30 * * * *"
+    assert deployment.parameters == {"overrides": ["pipeline.schedule.cron=*/30 * * * *"]}
+
+
+def test_prefect_yaml_uses_the_configured_cron():
+    import yaml
+
+    from triad.config import compose, project_root
+
+    deployments = yaml.safe_load((project_root() / "prefect.yaml").read_text())["deployments"]
+    cron = compose([]).pipeline.schedule.cron
+    assert {d["schedules"][0]["cron"] for d in deployments} == {cron}
+    assert all(d["entrypoint"] == "flows/pipeline.py:pipeline" for d in deployments)

@@ -1,0 +1,42 @@
+"""Every head through the spine's own entries: prepare -> train (fast_dev_run) -> evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.tiny import TINY, tiny
+from triad.config import compose
+from triad.evaluate import evaluate
+from triad.heads import get_head
+from triad.prepare import prepare
+from triad.train import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("head", sorted(TINY))
+def test_fast_dev_run(project, head):
+    cfg = compose(tiny(head, extra=("trainer=fast_dev_run",)))
+    summary = prepare(cfg, head)
+    assert summary["head"] == head
+    for step in get_head(head, cfg).steps():
+        from triad.prepare import run_step
+
+        run_step(cfg, head, step)
+    trained = train(cfg, head)
+    assert trained["global_step"] == 1
+    assert (project / "artifacts" / head / "train" / "model.pt").is_file()
+    result = evaluate(cfg, head, register=False)
+    metrics = json.loads((project / "reports" / head / "metrics.json").read_text())
+    assert get_head(head, cfg).gate_metric in metrics and metrics == result["metrics"]
+
+
+def test_ddp_on_cpu_with_two_processes(project):
+    """DDP simulated on CPU (gloo): two processes train and rank zero writes the model."""
+    cfg = compose(tiny("translator", extra=("trainer=ddp_cpu", "model.translator.max_epochs=1")))
+    prepare(cfg, "translator")
+    trained = train(cfg, "translator")
+    assert trained["global_step"] > 0
+    assert (project / "artifacts" / "translator" / "train" / "model.pt").is_file()
