@@ -15,6 +15,7 @@ BIN = Path(sys.executable).parent
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
 os.environ.setdefault("TRIAD_ROOT", str(REPO))
 
 

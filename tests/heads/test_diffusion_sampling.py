@@ -32,33 +32,40 @@ class GaussianDataDenoiser(nn.Module):
 
 @pytest.fixture
 def gaussian_setup():
-    process = GaussianDiffusion(100, "linear", "epsilon")
-    return process, GaussianDataDenoiser(process), torch.zeros(4000, dtype=torch.long)
+    process = GaussianDiffusion(1000, "cosine", "epsilon")
+    return process, GaussianDataDenoiser(process), torch.zeros(2000, dtype=torch.long)
 
 
 def test_ddim_with_eta_one_on_all_steps_matches_ddpm(gaussian_setup):
     process, denoiser, labels = gaussian_setup
     shape = (1, 2, 2)
     ddpm = ddpm_sample(denoiser, process, labels, shape, generator=torch.Generator().manual_seed(1), clip=False)
-    ddim = ddim_sample(denoiser, process, labels, shape, steps=100, eta=1.0,
+    ddim = ddim_sample(denoiser, process, labels, shape, steps=1000, eta=1.0,
                        generator=torch.Generator().manual_seed(2), clip=False)
     for samples in (ddpm, ddim):  # both are N(MEAN, STD^2), as the data
         assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
         assert samples.std().item() == pytest.approx(STD, abs=0.02)
     assert ddim.mean().item() == pytest.approx(ddpm.mean().item(), abs=0.03)
-    assert ddim.std().item() == pytest.approx(ddpm.std().item(), abs=0.03)
+    assert ddim.std().item() == pytest.approx(ddpm.std().item(), abs=0.02)
     # with the same seed the two chains draw the same noise and take the same steps
-    same = ddim_sample(denoiser, process, labels[:16], shape, steps=100, eta=1.0,
-                       generator=torch.Generator().manual_seed(1), clip=False)
-    torch.testing.assert_close(same, ddpm[:16], atol=1e-4, rtol=1e-4)
+    few = labels[:16]
+    same_ddpm = ddpm_sample(denoiser, process, few, shape, generator=torch.Generator().manual_seed(3), clip=False)
+    same_ddim = ddim_sample(denoiser, process, few, shape, steps=1000, eta=1.0,
+                            generator=torch.Generator().manual_seed(3), clip=False)
+    torch.testing.assert_close(same_ddim, same_ddpm, atol=1e-4, rtol=1e-4)
 
 
-def test_deterministic_ddim_with_few_steps_still_samples_the_data_distribution(gaussian_setup):
+def test_deterministic_ddim_approaches_the_data_distribution_as_steps_grow(gaussian_setup):
+    """eta = 0 follows the probability-flow ODE; its discretisation error shrinks with more steps."""
     process, denoiser, labels = gaussian_setup
-    samples = ddim_sample(denoiser, process, labels, (1, 2, 2), steps=10, eta=0.0,
-                          generator=torch.Generator().manual_seed(0), clip=False)
-    assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
-    assert samples.std().item() == pytest.approx(STD, abs=0.03)
+    stds = {}
+    for steps in (10, 200):
+        samples = ddim_sample(denoiser, process, labels, (1, 2, 2), steps=steps, eta=0.0,
+                              generator=torch.Generator().manual_seed(0), clip=False)
+        assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
+        stds[steps] = samples.std().item()
+    assert stds[200] == pytest.approx(STD, abs=0.02)
+    assert abs(stds[10] - STD) > abs(stds[200] - STD)
 
 
 def test_ddim_timesteps_are_distinct_and_descending():
@@ -78,12 +85,13 @@ def tiny_unet():
     return net.eval()
 
 
+@pytest.mark.slow
 def test_same_seed_same_images_and_other_seed_other_images(tiny_unet):
-    process = GaussianDiffusion(50, "cosine", "epsilon")
+    process = GaussianDiffusion(20, "cosine", "epsilon")
     labels = torch.tensor([0, 1, 2, 1])
 
     def draw(seed, eta):
-        return ddim_sample(tiny_unet, process, labels, (1, 8, 8), steps=10, eta=eta, guidance=2.0,
+        return ddim_sample(tiny_unet, process, labels, (1, 8, 8), steps=5, eta=eta, guidance=2.0,
                            generator=torch.Generator().manual_seed(seed))
 
     for eta in (0.0, 1.0):

@@ -48,7 +48,7 @@ class DiffusionModel(OptimConfig):
     # patch_size 2 folds 2x2 pixel patches into channels first: 4x cheaper, what makes the CPU profile fit.
     patch_size: Literal[1, 2, 4] = 2
     channels: int = Field(32, ge=8, multiple_of=8)  # GroupNorm uses 8 groups
-    channel_mults: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)
+    channel_mults: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
     num_res_blocks: int = Field(1, ge=1)
     attention_resolutions: list[int] = Field(default_factory=lambda: [7])  # self-attention at these sizes
     attention_heads: int = Field(4, ge=1)
@@ -77,7 +77,7 @@ class DiffusionModel(OptimConfig):
     min_conditional_accuracy: float = Field(0.5, ge=0, le=1)  # the gate's absolute bar
 
     # the judge: a small CNN classifier trained on the same data (Inception cannot be fetched here)
-    judge_channels: int = Field(32, ge=4)
+    judge_channels: int = Field(16, ge=4)
     judge_epochs: int = Field(3, ge=1)
     judge_batch_size: int = Field(128, ge=1)
     judge_lr: float = Field(2e-3, gt=0)

@@ -47,10 +47,10 @@ class EvidenceConfig(StrictModel):
 
     fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    pool_per_class: int | None = Field(100, ge=1)
-    frozen_groups: int = Field(4, ge=0, le=9)
+    pool_per_class: int | None = Field(50, ge=1)
+    frozen_groups: int = Field(7, ge=0, le=9)
     scratch_width: float = Field(0.25, gt=0, le=1.0)
-    max_epochs: int = Field(8, ge=1)
+    max_epochs: int = Field(6, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
     target_accuracy: float = Field(0.8, gt=0, le=1.0)
@@ -75,6 +75,7 @@ class TransferModel(OptimConfig):
                     ``unfreeze_every`` epochs), ``lora`` (low-rank adapters through peft; text).
     layer_lr_decay: discriminative learning rates: the k-th layer group below the classifier
                     trains at ``lr * layer_lr_decay**k`` (1.0 = one rate for all).
+    freeze_batchnorm: batch norm keeps its pretrained statistics in every group (few labels).
     image_size:     images are resized to this square size and given three channels.
     """
 
@@ -83,8 +84,9 @@ class TransferModel(OptimConfig):
     pretrained: bool = True
     strategy: Strategy = "gradual"
     unfreeze_order: list[str] | None = None  # default: from the top (output side) down
-    unfreeze_every: int = Field(1, ge=1)
-    layer_lr_decay: float = Field(0.5, gt=0, le=1.0)
+    unfreeze_every: int = Field(2, ge=1)
+    layer_lr_decay: float = Field(0.3, gt=0, le=1.0)
+    freeze_batchnorm: bool = True
     lora_r: int = Field(8, ge=1)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -92,9 +94,9 @@ class TransferModel(OptimConfig):
     image_size: int = Field(32, ge=16, le=512)
     max_length: int = Field(64, ge=8, le=512)
     dropout: float = Field(0.2, ge=0, lt=1)
-    max_epochs: int = Field(8, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    max_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
 

@@ -33,12 +33,15 @@ class TransferClassifier(nn.Module):
 
     ``groups`` are the trainable units, input side first, ending with ``classifier``; a frozen
     group has ``requires_grad=False`` and stays in eval mode (batch norm keeps its statistics) even
-    while the rest of the model trains.
+    while the rest of the model trains. With ``freeze_batchnorm`` every batch norm of the backbone
+    normalises with its pretrained statistics, also in open groups: with few labels and small
+    batches, batch statistics are noise (the usual advice for fine-tuning convolutional networks).
     """
 
-    def __init__(self, backbone: Backbone, n_classes: int, dropout: float = 0.0):
+    def __init__(self, backbone: Backbone, n_classes: int, dropout: float = 0.0, freeze_batchnorm: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.freeze_batchnorm = freeze_batchnorm
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(backbone.n_features, n_classes)
         self.frozen: set[str] = set()
@@ -75,6 +78,10 @@ class TransferClassifier(nn.Module):
         for name, group in self.groups.items():
             if name in self.frozen:
                 group.eval()
+        if self.freeze_batchnorm:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def features(self, raw) -> torch.Tensor:
@@ -100,7 +107,7 @@ def inject_lora(classifier: TransferClassifier, cfg: TransferModel) -> None:
 
 def build_classifier(cfg: TransferModel, n_classes: int, pretrained: bool | None = None) -> TransferClassifier:
     """The model for ``cfg``, with the strategy's initial frozen groups (LoRA adapters injected)."""
-    classifier = TransferClassifier(build_backbone(cfg, pretrained), n_classes, cfg.dropout)
+    classifier = TransferClassifier(build_backbone(cfg, pretrained), n_classes, cfg.dropout, cfg.freeze_batchnorm)
     backbone_groups = set(classifier.groups) - {HEAD_GROUP}
     if cfg.strategy == "lora":
         inject_lora(classifier, cfg)
@@ -122,6 +129,7 @@ def unfreeze_order(classifier: TransferClassifier, cfg: TransferModel) -> list[s
 class GradualUnfreezing(L.Callback):
     """At the start of epoch e, opens the first ``e // every`` groups of ``order`` (the head is open).
 
+    Backbone groups that ``order`` leaves out stay frozen.
     Stateless: the open groups follow from the epoch number, so a resumed run opens the same ones.
     ``history`` records (epoch, group) as groups open.
     """
@@ -133,7 +141,7 @@ class GradualUnfreezing(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: "TransferModule") -> None:
         model = pl_module.model
         n_open = min(trainer.current_epoch // self.every, len(self.order))
-        still_frozen = set(self.order[n_open:])
+        still_frozen = set(model.groups) - {HEAD_GROUP} - set(self.order[:n_open])
         for name in self.order[:n_open]:
             if name in model.frozen:
                 self.history.append((trainer.current_epoch, name))
@@ -163,14 +171,15 @@ class TransferModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = build_classifier(cfg, n_classes, pretrained)
+        self.unfreezing = None
+        if cfg.strategy == "gradual":
+            self.unfreezing = GradualUnfreezing(unfreeze_order(self.model, cfg), cfg.unfreeze_every)
 
     def forward(self, raw) -> torch.Tensor:
         return self.model(raw)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        if self.cfg.strategy == "gradual":
-            return [GradualUnfreezing(unfreeze_order(self.model, self.cfg), self.cfg.unfreeze_every)]
-        return []
+        return [self.unfreezing] if self.unfreezing else []
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -5,9 +5,9 @@ Artifacts: ``config`` (JSON: model config, backbone spec, class names, decision 
 spec with the architecture code and files of the installed packages, then loads the weights; no
 pickled module, no registry or network access.
 
-Input: a DataFrame with an ``image`` column (PNG/JPEG bytes or uint8 arrays) or a ``text`` column,
-or the same as a plain list; a uint8 array (N, H, W[, 3]) works too. Output: a DataFrame with
-``label`` (class name), ``label_id`` and one ``p_<class>`` column per class.
+Input: a DataFrame with an ``image`` column of PNG/JPEG bytes, or a ``text`` column (the logged
+signature). Called directly, ``predict`` also takes plain lists, and uint8 arrays for images.
+Output: a DataFrame with ``label`` (class name), ``label_id`` and one ``p_<class>`` column per class.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def rebuild_classifier(config: dict[str, Any], state_dict: dict[str, torch.Tenso
     """A TransferClassifier from the pyfunc ``config`` and its weights (CPU, eval mode)."""
     cfg = TransferModel.model_validate(config["model"])
     backbone = build_backbone_from_spec(config["backbone_spec"], pretrained=False)
-    classifier = TransferClassifier(backbone, len(config["class_names"]), cfg.dropout)
+    classifier = TransferClassifier(backbone, len(config["class_names"]), cfg.dropout, cfg.freeze_batchnorm)
     if cfg.strategy == "lora":
         inject_lora(classifier, cfg)
     classifier.load_state_dict(state_dict)
@@ -76,8 +76,6 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
             if column not in model_input.columns:
                 raise ValueError(f"expected a DataFrame column {column!r}, got {list(model_input.columns)}")
             return list(model_input[column])
-        if isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8:
-            return list(model_input)
         return list(model_input)
 
     @torch.no_grad()

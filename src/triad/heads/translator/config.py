@@ -32,7 +32,7 @@ class TranslatorData(StrictModel):
     test_fraction: float = Field(0.04, gt=0, lt=0.5)
     split_seed: int = 0  # the split depends on this, not on the training seed
     # One BPE vocabulary shared by source and target (so embeddings can be tied).
-    vocab_size: int = Field(4000, ge=100, le=65536)
+    vocab_size: int = Field(2000, ge=100, le=65536)
     min_frequency: int = Field(2, ge=1)
 
     @model_validator(mode="after")
@@ -47,11 +47,11 @@ class TranslatorData(StrictModel):
 class TranslatorModel(OptimConfig):
     """The Transformer's sizes, its training schedule and how it decodes."""
 
-    max_epochs: int = 12
+    max_epochs: int = 6
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(150, ge=0)
+    warmup_steps: int = Field(60, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
 
     d_model: int = Field(128, ge=8)

@@ -310,7 +310,7 @@ class DecoderLayer(nn.Module):
         y, self_weights = self.self_attn(
             self.residual_self.normalize(x),
             is_causal=True,
-            cache=cache.self_attn if cache else None,
+            cache=cache.self_attn if cache is not None else None,
             need_weights=need_weights,
         )
         x = self.residual_self.add(x, y)
@@ -320,7 +320,7 @@ class DecoderLayer(nn.Module):
                 self.residual_cross.normalize(x),
                 memory,
                 mask=memory_mask,
-                cache=cache.cross_attn if cache else None,
+                cache=cache.cross_attn if cache is not None else None,
                 need_weights=need_weights,
             )
             x = self.residual_cross.add(x, y)
@@ -377,7 +377,7 @@ class Decoder(nn.Module):
         self_attentions, cross_attentions = [], []
         for i, layer in enumerate(self.layers):
             x, self_weights, cross_weights = layer(
-                x, memory, memory_mask, cache.layers[i] if cache else None, need_weights
+                x, memory, memory_mask, cache.layers[i] if cache is not None else None, need_weights
             )
             if need_weights:
                 self_attentions.append(self_weights)

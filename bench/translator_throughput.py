@@ -1,0 +1,175 @@
+"""Throughput of triad's translator against Hugging Face MarianMT of identical size, same run.
+
+Measures, for both models on the same device and precision:
+- training tokens/s (source + target tokens through forward, backward and an AdamW step);
+- greedy decoding sentences/s (both with a key/value cache, both forced to generate exactly
+  ``--tgt-len`` tokens, so they do the same work).
+The Marian model is built from a ``MarianConfig`` (no download) with the same vocabulary, width,
+heads, layers, feed-forward size and tied embeddings; triad's model is run post-norm like Marian.
+
+MFU (GPU only): model FLOPs per token = 6 N + 12 L T d (training; N = parameters excluding
+embeddings' lookup but including the tied output projection, L layers, T context, d width;
+the PaLM appendix-B count), divided by the device's peak dense bf16 (or tf32) FLOP/s. Reported for
+the translation model and, with ``--gpt``, a 124M-parameter decoder-only model at sequence 1024.
+
+Run:  python bench/translator_throughput.py [--size small|base] [--device cuda] [--bf16] [--compile] [--gpt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from triad.heads.translator.decoding import greedy_decode
+from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer, count_parameters
+
+SIZES = {  # conf/model/translator/small.yaml and base.yaml
+    "small": dict(vocab_size=2000, d_model=128, n_heads=4, layers=2, d_ff=256),
+    "base": dict(vocab_size=8000, d_model=256, n_heads=8, layers=3, d_ff=1024),
+}
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks
+
+
+def build_models(size: dict, max_len: int):
+    from transformers import MarianConfig, MarianMTModel
+
+    ours = Seq2SeqTransformer(
+        size["vocab_size"], size["d_model"], size["n_heads"], size["layers"], size["layers"], size["d_ff"],
+        dropout=0.1, norm_first=False, max_len=max_len, tie_embeddings=True,
+    )
+    config = MarianConfig(
+        vocab_size=size["vocab_size"], decoder_vocab_size=size["vocab_size"], d_model=size["d_model"],
+        encoder_layers=size["layers"], decoder_layers=size["layers"],
+        encoder_attention_heads=size["n_heads"], decoder_attention_heads=size["n_heads"],
+        encoder_ffn_dim=size["d_ff"], decoder_ffn_dim=size["d_ff"], max_position_embeddings=max_len,
+        activation_function="relu", dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+        pad_token_id=0, decoder_start_token_id=1, eos_token_id=2, bos_token_id=1,
+        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+    )
+    return ours, MarianMTModel(config)
+
+
+def timed(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def train_step_fn(model, batch, marian: bool, autocast):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    src, tgt = batch
+
+    def step():
+        with autocast():
+            if marian:
+                logits = model(input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt[:, :-1]).logits
+            else:
+                logits = model(src, tgt[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(), ignore_index=0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def flops_per_token(n_params: int, n_layers: int, context: int, width: int) -> float:
+    return 6 * n_params + 12 * n_layers * context * width
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--src-len", type=int, default=24)
+    parser.add_argument("--tgt-len", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (GPU)")
+    parser.add_argument("--gpt", action="store_true", help="also time a 124M decoder-only model at seq 1024")
+    args = parser.parse_args(argv)
+    print("command: python bench/translator_throughput.py " + shlex.join(argv))
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    size = SIZES[args.size]
+    ours, marian = (m.to(device) for m in build_models(size, max_len=max(args.src_len, args.tgt_len) + 2))
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
+    src = torch.randint(3, size["vocab_size"], (args.batch_size, args.src_len), device=device)
+    tgt = torch.randint(3, size["vocab_size"], (args.batch_size, args.tgt_len + 1), device=device)
+    tokens = src.numel() + tgt[:, 1:].numel()
+    print(f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
+          f"size {args.size}: triad {count_parameters(ours):,} / marian {count_parameters(marian):,} parameters")
+
+    results = {}
+    for name, model, is_marian in (("triad", ours, False), ("marian", marian, True)):
+        trainable = torch.compile(model) if args.compile else model
+        model.train()
+        seconds = timed(train_step_fn(trainable, (src, tgt), is_marian, autocast), args.steps, device)
+        model.eval()
+        with torch.no_grad(), autocast():
+            if is_marian:
+                decode = lambda: model.generate(  # noqa: E731
+                    input_ids=src, attention_mask=src != 0, max_new_tokens=args.tgt_len,
+                    min_new_tokens=args.tgt_len, num_beams=1, do_sample=False,
+                )
+            else:  # eos id -1 never appears: every sentence runs the full tgt_len steps
+                decode = lambda: greedy_decode(model, src, 1, -1, max_len_a=0.0, max_len_b=args.tgt_len)  # noqa: E731
+            decode_seconds = timed(decode, max(1, args.steps // 2), device)
+        results[name] = (tokens / seconds, args.batch_size / decode_seconds)
+        print(f"{name:>7}: train {tokens / seconds:,.0f} tokens/s, greedy decode {args.batch_size / decode_seconds:,.1f} sentences/s")
+    train_ratio = results["triad"][0] / results["marian"][0]
+    decode_ratio = results["triad"][1] / results["marian"][1]
+    print(f"ratio triad/marian: training {train_ratio:.2f}x, decoding {decode_ratio:.2f}x")
+
+    peak = peak_flops(device)
+    if peak is None:
+        print("MFU: n/a (needs a GPU with a known peak)")
+        return
+    n_layers = 2 * size["layers"]
+    per_token = flops_per_token(count_parameters(ours), n_layers, max(args.src_len, args.tgt_len), size["d_model"])
+    print(f"MFU triad translation model: {results['triad'][0] * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s")
+    if args.gpt:
+        gpt = DecoderOnlyTransformer(50304, 768, 12, 12, max_len=1024).to(device)
+        tokens_in = torch.randint(0, 50304, (8, 1025), device=device)
+        optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
+        step_model = torch.compile(gpt) if args.compile else gpt
+
+        def gpt_step():
+            with autocast():
+                logits = step_model(tokens_in[:, :-1])
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens_in[:, 1:].flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        seconds = timed(gpt_step, args.steps, device)
+        rate = 8 * 1024 / seconds
+        per_token = flops_per_token(count_parameters(gpt), 12, 1024, 768)
+        print(f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024: {rate:,.0f} tokens/s, MFU {rate * per_token / peak:.1%}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

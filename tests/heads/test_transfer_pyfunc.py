@@ -1,0 +1,56 @@
+"""The served model: logged to MLflow, loaded back, it answers as the trained network does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from triad.config import compose
+from triad.heads.transfer.head import TransferHead, png_bytes
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "triad"
+
+
+@pytest.fixture
+def tiny_digits(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, n in (("pool", 6), ("val", 6), ("test", 4)):
+        np.save(folder / f"{name}_x.npy", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        np.save(folder / f"{name}_y.npy", np.arange(n) % 2)
+    np.save(folder / "train_idx.npy", np.arange(6))
+    (folder / "meta.json").write_text(json.dumps({"task": "tiny", "modality": "image", "class_names": ["normal", "pneumonia"]}))
+    return folder
+
+
+@pytest.mark.slow
+def test_pyfunc_round_trips_through_mlflow(tmp_path, tiny_digits, sqlite_uri):
+    import mlflow
+
+    head = TransferHead(compose(["model.transfer.image_size=32", "model.transfer.strategy=full"]))
+    dm = head.datamodule(tiny_digits)
+    module = head.module(dm).eval()
+    torch.nn.init.normal_(module.model.classifier.weight, std=0.5)  # a head with opinions, not near-uniform
+    bundle = head.pyfunc(module, dm, tmp_path / "work")
+
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("transfer-pyfunc-test")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=bundle.python_model, artifacts=bundle.artifacts,
+                                       input_example=bundle.input_example, code_paths=[str(SRC)])
+    served = mlflow.pyfunc.load_model(info.model_uri)
+
+    images = dm.test.x
+    with torch.no_grad():
+        expected = torch.softmax(module.model(torch.from_numpy(images)), -1).numpy()
+    out = served.predict(pd.DataFrame({"image": [png_bytes(im) for im in images]}))
+    assert list(out.columns) == ["label", "label_id", "p_normal", "p_pneumonia"]
+    np.testing.assert_allclose(out[["p_normal", "p_pneumonia"]].to_numpy(), expected, rtol=1e-4, atol=1e-5)
+    threshold = json.loads(Path(bundle.artifacts["config"]).read_text())["threshold"]
+    assert out.label_id.tolist() == (expected[:, 1] >= threshold).astype(int).tolist()  # the val-chosen threshold

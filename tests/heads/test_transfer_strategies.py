@@ -1,0 +1,104 @@
+"""Fine-tuning strategies: what is frozen stays bit-identical, and groups open in the configured order."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from triad.heads.transfer.config import TransferModel
+from triad.heads.transfer.data import TransferDataModule
+from triad.heads.transfer.module import HEAD_GROUP, TransferModule, discriminative_param_groups
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """A prepared folder of 10 random 'digits' (2 classes x 5), 4 val and 4 test images."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("tiny_transfer")
+    rng = np.random.default_rng(0)
+    for name, n in (("pool", 10), ("val", 4), ("test", 4)):
+        np.save(folder / f"{name}_x.npy", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        np.save(folder / f"{name}_y.npy", np.arange(n) % 2)
+    np.save(folder / "train_idx.npy", np.arange(10))
+    (folder / "meta.json").write_text(json.dumps({"task": "tiny", "modality": "image", "class_names": ["a", "b"]}))
+    return folder
+
+
+def fit(module: TransferModule, data_dir, epochs: int) -> None:
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+    trainer.fit(module, TransferDataModule(data_dir, batch_size=10))
+
+
+def group_of(key: str) -> str:
+    """backbone.net.stages.6.0.project.0.weight -> stages.6; backbone.net.stem.0.weight -> stem."""
+    parts = key.split(".")
+    return f"stages.{parts[3]}" if parts[2] == "stages" else parts[2]
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_linear_probe_leaves_the_backbone_bit_identical_and_trains_the_head(tiny_images):
+    cfg = TransferModel(strategy="linear_probe", image_size=32, freeze_batchnorm=False, max_epochs=1)
+    module = TransferModule(cfg, n_classes=2)
+    backbone_before, head_before = snapshot(module.model.backbone), snapshot(module.model.classifier)
+    fit(module, tiny_images, epochs=1)
+    backbone_after = module.model.backbone.state_dict()
+    assert all(torch.equal(backbone_before[k], backbone_after[k]) for k in backbone_before)  # weights and BN statistics
+    head_after = module.model.classifier.state_dict()
+    assert not torch.equal(head_before["weight"], head_after["weight"])
+
+
+@pytest.mark.slow
+def test_gradual_unfreezing_opens_groups_in_the_configured_order(tiny_images):
+    order = ["stages.6", "stem", "head"]
+    cfg = TransferModel(strategy="gradual", unfreeze_order=order, unfreeze_every=1, image_size=32, max_epochs=3)
+    module = TransferModule(cfg, n_classes=2)
+    callback = module.unfreezing
+    before = snapshot(module.model)
+    fit(module, tiny_images, epochs=3)
+    assert callback.history == [(1, "stages.6"), (2, "stem")]
+    assert module.model.frozen == {name for name in module.model.groups if name not in {HEAD_GROUP, "stages.6", "stem"}}
+    after = module.model.state_dict()
+    changed = {group_of(k) for k in after if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
+    assert changed == {"stages.6", "stem"}  # "head", third in the order, never opened
+
+
+def test_discriminative_learning_rates_shrink_by_depth_below_the_classifier():
+    cfg = TransferModel(strategy="full", image_size=32, lr=1.0, layer_lr_decay=0.5)
+    module = TransferModule(cfg, n_classes=3)
+    groups = discriminative_param_groups(module.model, cfg.lr, cfg.layer_lr_decay, weight_decay=0.0)
+    rates = {g["name"]: g["lr"] for g in groups}
+    assert rates["classifier"] == 1.0 and rates["head"] == 0.5 and rates["stages.6"] == 0.25 and rates["stem"] == 0.5**9
+    n_params = sum(len(g["params"]) for g in groups)
+    assert n_params == len(list(module.model.parameters()))  # every parameter in exactly one group
+
+
+def test_an_unknown_group_in_unfreeze_order_is_a_config_error():
+    from triad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stages.9"):
+        TransferModule(TransferModel(strategy="gradual", unfreeze_order=["stages.9"], image_size=32), n_classes=2)
+
+
+@pytest.mark.slow
+def test_lora_trains_only_the_adapters_and_the_head():
+    cfg = TransferModel(backbone="minilm", strategy="lora", max_length=16, lora_r=2)
+    module = TransferModule(cfg, n_classes=2)
+    trainable = {name for name, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or name.startswith("classifier.") for name in trainable)
+    assert any(".query." in name for name in trainable) and any(".value." in name for name in trainable)
+    frozen = copy.deepcopy({k: v for k, v in module.model.state_dict().items() if "lora_" not in k and "classifier" not in k})
+    optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=1e-2)
+    logits = module.model(["in the beginning", "grace and peace to you"])
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    optimizer.step()
+    after = module.model.state_dict()
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
