@@ -16,6 +16,16 @@ TINY = {
         "model.translator.n_sample_translations=3",
         "model.translator.n_attention_examples=1",
     ],
+    "transfer": [
+        "data.transfer.labels_per_class=2",
+        "data.transfer.val_per_class=5",
+        "data.transfer.test_per_class=10",
+        "model.transfer.max_epochs=1",
+        "model.transfer.evidence.fractions=[0.1]",
+        "model.transfer.evidence.seeds=[0]",
+        "model.transfer.evidence.pool_per_class=10",
+        "model.transfer.evidence.max_epochs=1",
+    ],
 }
 
 

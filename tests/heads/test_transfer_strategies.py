@@ -45,6 +45,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_linear_probe_leaves_the_backbone_bit_identical_and_trains_the_head(tiny_images):
     cfg = TransferModel(strategy="linear_probe", image_size=32, freeze_batchnorm=False, max_epochs=1)
     module = TransferModule(cfg, n_classes=2)

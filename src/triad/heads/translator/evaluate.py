@@ -41,8 +41,8 @@ def plot_attention(weights: list[torch.Tensor], rows: list[str], columns: list[s
     import matplotlib.pyplot as plt
 
     n_layers, n_heads = len(weights), weights[0].size(0)
-    size = 0.28 * max(len(rows), len(columns)) + 1.5
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(size * n_heads, size * n_layers), squeeze=False)
+    width, height = 0.28 * len(columns) + 1.5, 0.28 * len(rows) + 1.5  # inches per panel
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(width * n_heads, height * n_layers), squeeze=False)
     for layer, layer_weights in enumerate(weights):
         for head in range(n_heads):
             ax = axes[layer][head]
