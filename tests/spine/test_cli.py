@@ -68,3 +68,28 @@ def test_prefect_yaml_uses_the_configured_cron():
     cron = compose([]).pipeline.schedule.cron
     assert {d["schedules"][0]["cron"] for d in deployments} == {cron}
     assert all(d["entrypoint"] == "flows/pipeline.py:pipeline" for d in deployments)
+
+
+@pytest.mark.slow
+def test_corrupt_data_file_fails_clearly_and_keeps_the_previous_data(project, tmp_path, monkeypatch, capsys):
+    """A corrupt download/mirror file: exit 3, the file and the fix named, data/ left as it was."""
+    import gzip
+    import json
+
+    assert main(["config", "--write-params", "data.translator.max_train_pairs=200", "data.translator.vocab_size=200"]) == 0
+    assert main(["stage", "prepare", "translator"]) == 0
+    before = (project / "data/translator/summary.json").read_text()
+
+    mirror = tmp_path / "mirror" / "multi30k"
+    mirror.mkdir(parents=True)
+    for split in ("train", "val", "test_2016_flickr"):
+        for lang in ("de", "en"):
+            (mirror / f"{split}.{lang}.gz").write_bytes(gzip.compress(b"Ein Hund rennt.\n"))
+    monkeypatch.setenv("TRIAD_DATA_MIRROR", str(mirror.parent))
+    assert main(["config", "--write-params", "data/translator=multi30k_de_en"]) == 0
+    assert main(["stage", "prepare", "translator"]) == 3
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and ".gz" in err
+    assert (project / "data/translator/summary.json").read_text() == before
+    assert json.loads(before)["head"] == "translator"
+    assert not [p for p in (project / "data").iterdir() if p.name.startswith(".")]  # no half-written temp dir
