@@ -16,6 +16,14 @@ TINY = {
         "model.translator.n_sample_translations=3",
         "model.translator.n_attention_examples=1",
     ],
+    "diffusion": [
+        "model.diffusion.max_steps=20",
+        "model.diffusion.eval_samples=20",
+        "model.diffusion.eval_steps=[5]",
+        "model.diffusion.sample_steps=5",
+        "model.diffusion.judge_epochs=1",
+        "model.diffusion.grid_every_n_epochs=0",
+    ],
     "transfer": [
         "data.transfer.labels_per_class=2",
         "data.transfer.val_per_class=5",

@@ -70,8 +70,8 @@ class DiffusionModel(OptimConfig):
     grid_every_n_epochs: int = Field(1, ge=0)  # sample grid logged to MLflow; 0 = never
 
     # evaluation in the judge's feature space
-    eval_samples: int = Field(500, ge=20)
-    eval_steps: list[int] = Field(default_factory=lambda: [5, 10, 20, 50], min_length=1)
+    eval_samples: int = Field(200, ge=20)
+    eval_steps: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     eval_batch_size: int = Field(250, ge=1)
     pr_neighbours: int = Field(3, ge=1)  # k of the k-NN manifolds of precision/recall
     min_conditional_accuracy: float = Field(0.5, ge=0, le=1)  # the gate's absolute bar
