@@ -41,7 +41,7 @@ def harness():
         yield
 
 
-def test_flow_end_to_end(project, harness):
+def test_flow_end_to_end(project, harness, capsys):
     sys.path.insert(0, str(project))
     from flows.pipeline import pipeline
 
@@ -76,6 +76,12 @@ def test_flow_end_to_end(project, harness):
     model = mlflow.pyfunc.load_model("models:/triad-translator/1")
     translations = model.predict(["In the beginning God created the heavens and the earth."])
     assert len(translations) == 1 and isinstance(list(translations)[0], str)
+
+    # `triad predict` prints the translation of a registered version.
+    from triad.cli import main
+
+    assert main(["predict", "--model-uri", "models:/triad-translator/1", "translator", "The cat sat on the mat."]) == 0
+    assert "The cat sat on the mat.\n  -> " in capsys.readouterr().out
 
     # Second run: nothing changed, nothing trains.
     again = pipeline(overrides=overrides)

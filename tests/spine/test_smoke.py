@@ -40,3 +40,41 @@ def test_ddp_on_cpu_with_two_processes(project):
     trained = train(cfg, "translator")
     assert trained["global_step"] > 0
     assert (project / "artifacts" / "translator" / "train" / "model.pt").is_file()
+
+
+def test_training_is_deterministic_on_cpu(project):
+    """The same config and seed give bit-identical weights."""
+    import torch
+
+    cfg = compose(tiny("translator", extra=("model.translator.max_epochs=1", "trainer.limit_train_batches=3",
+                                            "trainer.limit_val_batches=1")))
+    prepare(cfg, "translator")
+    model_file = project / "artifacts" / "translator" / "train" / "model.pt"
+    train(cfg, "translator")
+    first = torch.load(model_file, weights_only=False)["state_dict"]
+    train(cfg, "translator")
+    second = torch.load(model_file, weights_only=False)["state_dict"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    different_seed = compose(tiny("translator", extra=("seed=7", "model.translator.max_epochs=1",
+                                                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=1")))
+    train(different_seed, "translator")
+    third = torch.load(model_file, weights_only=False)["state_dict"]
+    assert not all(torch.equal(first[k], third[k]) for k in first)
+
+
+def test_nan_loss_stops_training_with_a_clear_error():
+    import math
+
+    import torch
+
+    from triad.callbacks import FiniteLossGuard
+    from triad.errors import TrainingError
+
+    class State:
+        global_step, current_epoch = 17, 2
+
+    guard = FiniteLossGuard("translator")
+    guard.on_train_batch_end(State(), None, {"loss": torch.tensor(1.5)}, None, 0)  # finite: no error
+    with pytest.raises(TrainingError, match=r"became nan at step 17 .*Lower model\.translator\.lr"):
+        guard.on_train_batch_end(State(), None, {"loss": torch.tensor(math.nan)}, None, 3)

@@ -78,9 +78,12 @@ class DiffusionModel(OptimConfig):
 
     # the judge: a small CNN classifier trained on the same data (Inception cannot be fetched here)
     judge_channels: int = Field(16, ge=4)
-    judge_epochs: int = Field(3, ge=1)
+    judge_epochs: int = Field(8, ge=1)
     judge_batch_size: int = Field(128, ge=1)
     judge_lr: float = Field(2e-3, gt=0)
+    # Std of Gaussian pixel noise (in [-1, 1] units) added to the judge's training images, so that it
+    # names the digit a sample shows rather than reacting to a generator's speckle.
+    judge_noise: float = Field(0.2, ge=0)
 
     @model_validator(mode="after")
     def _steps_fit(self) -> "DiffusionModel":

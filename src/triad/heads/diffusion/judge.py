@@ -64,7 +64,10 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -
         batches = range(0, len(order), cfg.judge_batch_size)
         for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.judge_epochs}", leave=False):
             idx = order[start:start + cfg.judge_batch_size]
-            loss = F.cross_entropy(judge(x_all[idx]), y_all[idx])
+            x = x_all[idx]
+            if cfg.judge_noise:
+                x = x + cfg.judge_noise * torch.randn(x.shape, generator=generator)
+            loss = F.cross_entropy(judge(x), y_all[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
