@@ -44,8 +44,25 @@ def run_step(cfg: TriadConfig, head_name: str, step: str) -> dict:
         raise DataError(f"the {head_name} head has no step {step!r}; its steps are {sorted(steps) or 'none'}")
     require_prepared(head.dir("data"), head_name)
     started = time.perf_counter()
-    with atomic_dir(head.dir("artifacts") / step) as tmp:
+    target = head.dir("artifacts") / step
+    with atomic_dir(target) as tmp:
         summary = steps[step](tmp)
         summary = {"head": head_name, "step": step, **summary, "seconds": round(time.perf_counter() - started, 2)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _log_step(cfg, head, step, target, summary)
     return summary
+
+
+def _log_step(cfg: TriadConfig, head, step: str, folder: Path, summary: dict) -> None:
+    """An MLflow run ``<head>-<step>`` in the head's experiment with the step's numbers and files."""
+    import mlflow
+
+    from triad import tracking
+
+    experiment_id = tracking.ensure_experiment(cfg, head.name)
+    tags = {**tracking.run_tags(cfg, head, head.dir("data")), "triad.step": step}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{head.name}-{step}", tags=tags):
+        mlflow.log_params(tracking.flat_params(cfg, head.name))
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_artifacts(str(folder), artifact_path=step)

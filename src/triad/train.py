@@ -136,11 +136,16 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
     trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     seconds = time.perf_counter() - started
 
+    global_step = trainer.global_step
+    if global_step == 0 and last.is_file():
+        # Under ddp_spawn the workers trained; the main process's trainer never saw their step count,
+        # but rank zero's last checkpoint recorded it.
+        global_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     summary: dict[str, Any] = {
         "head": head_name,
         "fingerprint": fp,
         "data_version": data_version,
-        "global_step": int(trainer.global_step),
+        "global_step": int(global_step),
         "epochs": int(trainer.current_epoch),
         "fit_seconds": round(seconds, 2),
         "resumed_from": str(resume) if resume else None,
