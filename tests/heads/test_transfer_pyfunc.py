@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.heads.conftest import write_tiny_image_task
 from triad.config import compose
 from triad.heads.transfer.head import TransferHead, png_bytes
 
@@ -18,15 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "triad"
 
 @pytest.fixture
 def tiny_digits(tmp_path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for name, n in (("pool", 6), ("val", 6), ("test", 4)):
-        np.save(folder / f"{name}_x.npy", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        np.save(folder / f"{name}_y.npy", np.arange(n) % 2)
-    np.save(folder / "train_idx.npy", np.arange(6))
-    (folder / "meta.json").write_text(json.dumps({"task": "tiny", "modality": "image", "class_names": ["normal", "pneumonia"]}))
-    return folder
+    return write_tiny_image_task(tmp_path / "data", {"pool": 6, "val": 6, "test": 4}, ["normal", "pneumonia"], seed=1)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import lightning as L
 import pytest
@@ -17,16 +16,9 @@ from triad.heads.transfer.module import HEAD_GROUP, TransferModule, discriminati
 @pytest.fixture(scope="module")
 def tiny_images(tmp_path_factory):
     """A prepared folder of 10 random 'digits' (2 classes x 5), 4 val and 4 test images."""
-    import numpy as np
+    from tests.heads.conftest import write_tiny_image_task
 
-    folder = tmp_path_factory.mktemp("tiny_transfer")
-    rng = np.random.default_rng(0)
-    for name, n in (("pool", 10), ("val", 4), ("test", 4)):
-        np.save(folder / f"{name}_x.npy", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        np.save(folder / f"{name}_y.npy", np.arange(n) % 2)
-    np.save(folder / "train_idx.npy", np.arange(10))
-    (folder / "meta.json").write_text(json.dumps({"task": "tiny", "modality": "image", "class_names": ["a", "b"]}))
-    return folder
+    return write_tiny_image_task(tmp_path_factory.mktemp("tiny_transfer"), {"pool": 10, "val": 4, "test": 4}, ["a", "b"], seed=0)
 
 
 def fit(module: TransferModule, data_dir, epochs: int) -> None:
