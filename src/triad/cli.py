@@ -130,15 +130,14 @@ def cmd_train(args) -> int:
     from triad.config import compose
     from triad.evaluate import evaluate
     from triad.heads import get_head
-    from triad.prepare import prepare
+    from triad.prepare import prepare, run_step
     from triad.train import train
 
     cfg = compose(args.overrides)
-    if not (get_head(args.head, cfg).dir("data") / "summary.json").is_file():
+    head = get_head(args.head, cfg)
+    if not (head.dir("data") / "summary.json").is_file():
         prepare(cfg, args.head)
-    for step in get_head(args.head, cfg).steps():
-        from triad.prepare import run_step
-
+    for step in head.steps():
         run_step(cfg, args.head, step)
     train(cfg, args.head)
     result = evaluate(cfg, args.head, register=not args.no_register)

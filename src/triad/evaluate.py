@@ -7,7 +7,6 @@ tables; DVC plots) and ``registry.json`` (the version registered and the gate's 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import tempfile
 from pathlib import Path
@@ -20,7 +19,6 @@ from triad.errors import DataError, TrainingError
 from triad.heads import get_head
 from triad.prepare import require_prepared
 
-log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What a served model needs besides triad's own code (shipped with it through code_paths). Naming
 # them, pinned to the versions installed here, spares MLflow's slow requirement inference.
@@ -65,9 +63,7 @@ def load_trained(cfg: TriadConfig, head_name: str):
 
 
 def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[str, Any]:
-    import mlflow
     import torch
-    from mlflow.tracking import MlflowClient
 
     head, datamodule, module, trained = load_trained(cfg, head_name)
     with atomic_dir(head.dir("reports")) as report_dir:
@@ -84,12 +80,12 @@ def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[st
 
         result: dict[str, Any] = {"head": head_name, "metrics": metrics}
         if register and "run_id" in trained:
-            result["registry"] = _log_and_register(head, module, datamodule, trained, metrics, evaluation, report_dir)
+            result["registry"] = _log_and_register(head, module, datamodule, trained, metrics, evaluation)
             tracking.write_json(report_dir / "registry.json", result["registry"])
     return result
 
 
-def _log_and_register(head, module, datamodule, trained, metrics, evaluation, report_dir) -> dict[str, Any]:
+def _log_and_register(head, module, datamodule, trained, metrics, evaluation) -> dict[str, Any]:
     import mlflow
     from mlflow.tracking import MlflowClient
 

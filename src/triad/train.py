@@ -18,13 +18,16 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triad import tracking
 from triad.atomic import atomic_dir
 from triad.config import TriadConfig, to_yaml
 from triad.heads import get_head
 from triad.prepare import require_prepared
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +128,7 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
             logger.log_hyperparams(tracking.flat_params(cfg, head_name))
             logger.experiment.log_text(logger.run_id, to_yaml(cfg), "config/config.yaml")
     if resume:
-        log.warning("resuming %s from %s", head_name, resume)
-        print(f"[triad] resuming {head_name} training from {resume}", flush=True)
+        log.warning("resuming %s training from %s", head_name, resume)
 
     datamodule = head.datamodule(data_dir)
     module = head.module(datamodule)

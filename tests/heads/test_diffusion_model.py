@@ -1,6 +1,5 @@
 """The denoiser: shapes for every configured resolution, and it can learn (overfits one batch)."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -29,7 +29,7 @@ def test_stages_follow_their_dependencies():
 def test_every_stage_belongs_to_a_head_and_calls_triad():
     for stage in load_stages(REPO):
         assert stage.head in {"translator", "diffusion", "transfer"}
-        assert stage.cmd.startswith(f"triad stage ") and stage.cmd.endswith(stage.head)
+        assert stage.cmd.startswith("triad stage ") and stage.cmd.endswith(stage.head)
 
 
 def test_head_selection_keeps_only_that_heads_stages():

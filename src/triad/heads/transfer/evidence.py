@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from triad.heads.transfer.backbones import EfficientNetLite0Backbone, adapt_images, imagenet_lite0
 from triad.heads.transfer.config import EvidenceConfig
-from triad.heads.transfer.data import Split, load_split, stratified_subset
+from triad.heads.transfer.data import load_split, stratified_subset
 from triad.heads.transfer.evaluate import classification_metrics
 from triad.heads.transfer.model import EfficientNetLite
 
