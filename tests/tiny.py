@@ -15,6 +15,12 @@ TINY = {
         "model.translator.decoding=greedy",
         "model.translator.n_sample_translations=3",
         "model.translator.n_attention_examples=1",
+        "model.translator.lm.d_model=32",
+        "model.translator.lm.n_heads=2",
+        "model.translator.lm.n_layers=1",
+        "model.translator.lm.max_epochs=1",
+        "model.translator.lm.n_samples=2",
+        "model.translator.lm.max_new_tokens=5",
     ],
     "diffusion": [
         "model.diffusion.max_steps=20",

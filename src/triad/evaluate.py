@@ -105,6 +105,7 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
                 python_model=bundle.python_model,
                 artifacts=bundle.artifacts,
                 input_example=bundle.input_example,
+                signature=bundle.signature,
                 code_paths=[str(PACKAGE_DIR)],
                 pip_requirements=serving_requirements(),
             )

@@ -31,7 +31,7 @@ def show(args, model) -> None:
         from PIL import Image
 
         request = pd.DataFrame([{"label": args.label, "n": args.n, "steps": args.steps,
-                                 "guidance": args.guidance, "seed": args.seed, "png": False}])
+                                 "guidance": args.guidance, "seed": args.seed}])
         images = list(model.predict(request)["image"])
         Image.fromarray(image_grid(images)).save(args.out)
         print(f"wrote {len(images)} images of class {args.label} to {args.out}")

@@ -11,7 +11,7 @@ from matplotlib import image as mpimg
 
 from triad.heads.diffusion.config import DiffusionModel
 from triad.heads.diffusion.module import DiffusionModule
-from triad.heads.diffusion.pyfunc import DiffusionPyfunc, write_artifacts
+from triad.heads.diffusion.pyfunc import DiffusionPyfunc, input_signature, write_artifacts
 
 TINY = DiffusionModel(patch_size=1, channels=8, channel_mults=[1, 2], attention_resolutions=[4], attention_heads=2,
                       timesteps=20, sample_steps=5, eval_steps=[5])
@@ -29,7 +29,7 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri):
     mlflow.set_experiment("diffusion-pyfunc-test")
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="model", python_model=DiffusionPyfunc(), artifacts=artifacts,
-                                       input_example=example)
+                                       input_example=example, signature=input_signature())
     served = mlflow.pyfunc.load_model(info.model_uri)
 
     request = pd.DataFrame([
@@ -42,6 +42,12 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri):
         assert np.asarray(image).dtype == np.uint8 and np.asarray(image).shape == (8, 8)
     decoded = mpimg.imread(io.BytesIO(out["png"].iloc[0]), format="png")
     assert decoded.shape[:2] == (8, 8)
+
+    # only the label is required: the rest take the model's defaults (one image, its sample_steps)
+    minimal = served.predict(pd.DataFrame([{"label": 1}]))
+    assert minimal["label"].tolist() == [1] and np.asarray(minimal["image"].iloc[0]).shape == (8, 8)
+    with pytest.raises(Exception, match="label"):
+        served.predict(pd.DataFrame([{"n": 2}]))
 
     # the served model is the logged EMA network: same seed, same images as sampling the module directly
     again = served.predict(request)

@@ -43,11 +43,14 @@ class PyfuncBundle:
                    natural input.
     artifacts:     name -> local file path (checkpoint, tokenizer, config json, ...).
     input_example: a small natural input (list, dict or DataFrame) used for the signature.
+    signature:     an explicit ``mlflow.models.ModelSignature`` where inferring one from the example
+                   would be wrong (e.g. optional columns); None infers it.
     """
 
     python_model: "mlflow.pyfunc.PythonModel"
     artifacts: dict[str, str]
     input_example: Any
+    signature: Any = None
 
 
 class Head(abc.ABC):

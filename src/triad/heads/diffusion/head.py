@@ -54,11 +54,12 @@ class DiffusionHead(Head):
     def pyfunc(self, module, datamodule, work_dir: Path) -> PyfuncBundle:
         import pandas as pd
 
-        from triad.heads.diffusion.pyfunc import DiffusionPyfunc, write_artifacts
+        from triad.heads.diffusion.pyfunc import DiffusionPyfunc, input_signature, write_artifacts
 
         artifacts = write_artifacts(module, datamodule.class_names, work_dir)
         example = [{"label": 3, "n": 2, "steps": 10, "guidance": self.model_cfg.guidance, "seed": 0, "png": False}]
-        return PyfuncBundle(python_model=DiffusionPyfunc(), artifacts=artifacts, input_example=pd.DataFrame(example))
+        return PyfuncBundle(python_model=DiffusionPyfunc(), artifacts=artifacts, input_example=pd.DataFrame(example),
+                            signature=input_signature())
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         finite, reason = super().gate_passes(metrics)

@@ -47,6 +47,16 @@ def write_artifacts(module, class_names: list[str], work_dir: Path) -> dict[str,
     return {WEIGHTS: str(weights), CONFIG: str(config)}
 
 
+def input_signature():
+    """Only ``label`` is required; the other columns fall back to the defaults above when left out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    optional = [("n", "long"), ("steps", "long"), ("guidance", "double"), ("seed", "long"), ("png", "boolean")]
+    return ModelSignature(inputs=Schema([ColSpec("long", "label"),
+                                         *(ColSpec(kind, name, required=False) for name, kind in optional)]))
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     import matplotlib
 

@@ -44,6 +44,31 @@ class TranslatorData(StrictModel):
         return self
 
 
+class LanguageModelConfig(StrictModel):
+    """The decoder-only language model trained on the English side (the ``lm_translator`` stage)."""
+
+    d_model: int = Field(128, ge=8)
+    n_heads: int = Field(4, ge=1)
+    n_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_len: int = Field(96, ge=8)  # longest sentence in subwords, BOS and EOS included
+    max_epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    n_samples: int = Field(8, ge=0)  # test sentences whose beginnings are continued
+    prompt_tokens: int = Field(3, ge=1)
+    max_new_tokens: int = Field(30, ge=1)
+    temperature: float = Field(0.8, gt=0)
+    top_k: int | None = Field(50, ge=1)
+    top_p: float | None = Field(0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "LanguageModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
 class TranslatorModel(OptimConfig):
     """The Transformer's sizes, its training schedule and how it decodes."""
 
@@ -74,6 +99,7 @@ class TranslatorModel(OptimConfig):
     eval_batch_size: int = Field(64, ge=1)
     n_sample_translations: int = Field(20, ge=0)
     n_attention_examples: int = Field(2, ge=0)
+    lm: LanguageModelConfig = LanguageModelConfig()
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TranslatorModel":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
@@ -17,6 +17,14 @@ class TranslatorHead(Head):
     name: ClassVar[str] = "translator"
     gate_metric: ClassVar[str] = "test_bleu"
     gate_mode: ClassVar[Literal["max", "min"]] = "max"
+
+    def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
+        def lm(out_dir: Path) -> dict[str, Any]:
+            from triad.heads.translator.language_model import train_language_model
+
+            return train_language_model(self.model_cfg.lm, self.dir("data"), out_dir, seed=self.cfg.seed)
+
+        return {"lm": lm}
 
     def prepare(self, out_dir: Path) -> dict[str, Any]:
         return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)

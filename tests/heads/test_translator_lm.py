@@ -1,0 +1,61 @@
+"""The decoder-only language model: it learns a handful of sentences, its baseline is right, and it
+refuses a corpus with no English side."""
+
+import json
+import math
+
+import pytest
+
+from triad.errors import DataError
+from triad.heads.translator.config import LanguageModelConfig
+from triad.heads.translator.data import train_tokenizer, write_jsonl
+from triad.heads.translator.language_model import english_side, train_language_model, unigram_perplexity
+
+SENTENCES = [
+    "In the beginning God created the heavens and the earth.",
+    "God said, let there be light, and there was light.",
+    "There was evening and there was morning, the first day.",
+    "Jesus wept.",
+]
+
+
+def write_corpus(data_dir, direction="en-de"):
+    pairs = [{"ref": f"1:1:{i}", "src": s, "tgt": s.upper()} for i, s in enumerate(SENTENCES)]
+    if direction.startswith("de"):
+        pairs = [{"ref": p["ref"], "src": p["tgt"], "tgt": p["src"]} for p in pairs]
+    for split in ("train", "val", "test"):
+        write_jsonl(data_dir / f"{split}.jsonl", pairs * (8 if split == "train" else 1))
+    train_tokenizer(SENTENCES + [s.upper() for s in SENTENCES], 200, 1).save(str(data_dir / "tokenizer.json"))
+    (data_dir / "summary.json").write_text(json.dumps({"direction": direction}))
+
+
+@pytest.mark.parametrize("direction, side", [("en-de", "src"), ("de-en", "tgt")])
+def test_the_english_side_is_found_in_either_direction(tmp_path, direction, side):
+    write_corpus(tmp_path, direction)
+    assert english_side(tmp_path) == side
+
+
+def test_the_language_model_learns_the_english_side(tmp_path):
+    data_dir, out_dir = tmp_path / "data", tmp_path / "lm"
+    data_dir.mkdir(), out_dir.mkdir()
+    write_corpus(data_dir, "de-en")  # English is the target side here
+    cfg = LanguageModelConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, max_epochs=25, batch_size=8,
+                              lr=1e-2, n_samples=2, max_new_tokens=12, temperature=0.5, top_k=1)
+    summary = train_language_model(cfg, data_dir, out_dir, seed=0)
+    # trained and tested on the same four sentences: it must have memorised them, far below the unigram model
+    assert summary["lm_test_perplexity"] < 1.5 < summary["lm_unigram_test_perplexity"]
+    samples = (out_dir / "samples.md").read_text()
+    assert "| In the beginning | God created the heavens and the earth. |" in samples.replace("  ", " ")
+    assert (out_dir / "lm.pt").is_file()
+
+
+def test_unigram_perplexity_of_uniform_counts_is_the_vocabulary_size():
+    vocab = 5
+    rows = [[1, 0, 1, 2, 3, 4]]  # BOS (not predicted) then every id once: with add-one counts all equal 2
+    assert math.isclose(unigram_perplexity(rows, rows, vocab), vocab, rel_tol=1e-6)
+
+
+def test_a_corpus_without_english_is_refused(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"direction": "de-fr"}))
+    with pytest.raises(DataError, match="no English side"):
+        english_side(tmp_path)
