@@ -90,6 +90,52 @@ def test_pyfunc_round_trips_through_mlflow(trained, tmp_path):
     assert list(loaded.predict(sources)) == targets
     assert list(loaded.predict(pd.DataFrame({"source": sources[:2]}))) == targets[:2]
 
+    # what the README promises: `mlflow models serve -m models:/triad-translator@champion` answers JSON
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(info.model_uri, "triad-translator")
+    client.set_registered_model_alias("triad-translator", "champion", version.version)
+    assert served_translations(f"sqlite:///{tmp_path / 'mlflow.db'}", sources[:2]) == targets[:2]
+
+
+def served_translations(tracking_uri: str, sources: list[str], timeout: float = 180) -> list[str]:
+    """Start `mlflow models serve` on a free loopback port, POST the sources, stop it, return its answer."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    venv_bin = Path(sys.executable).parent  # as with the venv activated: the server execs `uvicorn` from PATH
+    server = subprocess.Popen(
+        [str(venv_bin / "mlflow"), "models", "serve", "-m", "models:/triad-translator@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    server.kill()
+                    raise AssertionError(f"mlflow models serve did not come up:\n{server.stdout.read().decode()}")
+                time.sleep(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": sources}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        return json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
 
 def test_gate_requires_beating_the_copy_baseline():
     from triad.config import TriadConfig
