@@ -14,7 +14,7 @@ from pathlib import Path
 
 from triad.errors import TriadError
 
-HEADS = ("translator", "diffusion", "transfer")
+HEADS = ("translator", "diffusion", "transfer", "spread")
 STEPS = ("prepare", "train", "evaluate")
 
 

@@ -25,6 +25,17 @@ class SpreadModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = build_network(cfg)
+        self._threads_before: int | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.cfg.num_threads:
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.cfg.num_threads)
+
+    def teardown(self, stage: str) -> None:
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def forward(self, batch: GraphBatch) -> torch.Tensor:
         return self.model(batch)

@@ -3,7 +3,7 @@
 Artifacts: ``config`` (JSON: the model config) and ``weights`` (the network's state_dict); no pickled
 module. Input: a DataFrame (or a list of dicts), one request per row:
 
-    edges    list of [u, v] pairs (node ids: integers or strings; undirected)
+    edges    list of [u, v] pairs of integer node ids (any integers, not necessarily 0..n-1; undirected)
     seeds    list of seed node ids
     process  "ic", "sir", "sis" or "heat"
     p        IC edge probability            (ic)
@@ -37,11 +37,11 @@ from triad.heads.spread.simulate import PARAMS, PROCESSES
 
 NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}
 
-INPUT_EXAMPLE = pd.DataFrame([
-    {"edges": [[0, 1], [1, 2], [2, 3], [3, 0], [2, 4]], "seeds": [0], "process": "ic", "p": 0.3,
-     "beta": None, "gamma": None, "t": None},
-    {"edges": [[0, 1], [1, 2], [2, 3], [3, 0], [2, 4]], "seeds": [1, 4], "process": "sir", "p": None,
-     "beta": 0.2, "gamma": 0.5, "t": None},
+_SQUARE_WITH_TAIL = [[0, 1], [1, 2], [2, 3], [3, 0], [2, 4]]
+INPUT_EXAMPLE = pd.DataFrame([  # one request per process family; unused parameters are None (optional)
+    {"edges": _SQUARE_WITH_TAIL, "seeds": [0], "process": "ic", "p": 0.3, "beta": None, "gamma": None, "t": None},
+    {"edges": _SQUARE_WITH_TAIL, "seeds": [1, 4], "process": "sis", "p": None, "beta": 0.2, "gamma": 0.5, "t": 8.0},
+    {"edges": _SQUARE_WITH_TAIL, "seeds": [3], "process": "heat", "p": None, "beta": None, "gamma": None, "t": 0.5},
 ])
 
 
