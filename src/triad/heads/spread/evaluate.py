@@ -92,38 +92,42 @@ def speed_table(network: SpreadGNN, questions: list[Question], samples: int, per
     return pd.DataFrame(rows)
 
 
-def plot_spread_over_time(graph: Graph, seeds: list[int], process: str, params: dict[str, float],
-                          network: SpreadGNN, path: Path, samples: int = 2000, seed: int = 0) -> Path:
-    """Panels: P(reached by step s) from Monte-Carlo at a few steps, then the final MC and the network."""
+def plot_spread_over_time(graph: Graph, runs: list[tuple[str, list[int], dict[str, float]]], network: SpreadGNN,
+                          path: Path, samples: int = 2000, seed: int = 0) -> Path:
+    """One row per (process, seeds, params) run: P(reached by step s) from Monte-Carlo at a few
+    steps, the final Monte-Carlo answer, and the network's answer; seeds circled in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import networkx as nx
 
-    with simulate.one_thread():
-        estimate = simulate.run(process, graph, seeds, params, samples, torch.Generator().manual_seed(seed))
-    answer = predict(network, [Question(graph, np.asarray(seeds), process, params)])[0]
     nx_graph = nx.Graph()
     nx_graph.add_nodes_from(range(graph.n))
     nx_graph.add_edges_from(graph.edges.tolist())
     layout = nx.spring_layout(nx_graph, seed=seed)
-    steps = sorted({0, 1, 2, 3, 5, len(estimate.curve) - 1} & set(range(len(estimate.curve))))
-    panels = [(f"step {s}" if s < len(estimate.curve) - 1 else f"final (step {s})", estimate.curve[s]) for s in steps]
-    panels.append(("network's prediction", answer))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-    for ax, (title, values) in zip(axes, panels):
-        nx.draw_networkx_edges(nx_graph, layout, ax=ax, alpha=0.25, width=0.6)
-        nodes = nx.draw_networkx_nodes(nx_graph, layout, ax=ax, node_size=55, node_color=values, cmap="viridis",
-                                       vmin=0, vmax=1)
-        nx.draw_networkx_nodes(nx_graph, layout, nodelist=list(seeds), ax=ax, node_size=90, node_color="none",
-                               edgecolors="red", linewidths=1.5)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.colorbar(nodes, ax=axes, shrink=0.7, label="P(reached)")
-    described = ", ".join(f"{k}={v:g}" for k, v in params.items())
-    fig.suptitle(f"{process} on {graph.name} ({described}), seeds in red: Monte-Carlo ({samples} runs) over time")
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    columns = 6
+    fig, axes = plt.subplots(len(runs), columns, figsize=(2.6 * columns, 2.8 * len(runs)), squeeze=False)
+    for row, (process, seeds, params) in zip(axes, runs):
+        with simulate.one_thread():
+            estimate = simulate.run(process, graph, seeds, params, samples, torch.Generator().manual_seed(seed))
+        last = len(estimate.curve) - 1
+        steps = [s for s in (0, 1, 2, 3) if s < last][: columns - 2]
+        panels = [(f"step {s}", estimate.curve[s]) for s in steps] + [(f"final (step {last})", estimate.curve[last])]
+        panels.append(("network", predict(network, [Question(graph, np.asarray(seeds), process, params)])[0]))
+        described = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        for ax, (title, values) in zip(row, panels):
+            nx.draw_networkx_edges(nx_graph, layout, ax=ax, alpha=0.25, width=0.6)
+            nodes = nx.draw_networkx_nodes(nx_graph, layout, ax=ax, node_size=40, node_color=values, cmap="viridis",
+                                           vmin=0, vmax=1)
+            nx.draw_networkx_nodes(nx_graph, layout, nodelist=list(seeds), ax=ax, node_size=70, node_color="none",
+                                   edgecolors="red", linewidths=1.5)
+            ax.set_title(f"{process} ({described}): {title}" if title.startswith("step 0") else title, fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.colorbar(nodes, ax=axes, shrink=0.6, label="P(reached)")
+    fig.suptitle(f"Spread over time on {graph.name}: Monte-Carlo ({samples} runs) per step, then the network")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -57,9 +57,8 @@ class SpreadHead(Head):
         metrics |= im_metrics
         karate = real_graph("karate_club")
         images = [
-            ev.plot_spread_over_time(karate, [0], "ic", {"p": 0.2}, network, report_dir / "spread_over_time_ic.png"),
-            ev.plot_spread_over_time(karate, [33], "sir", {"beta": 0.15, "gamma": 0.4}, network,
-                                     report_dir / "spread_over_time_sir.png"),
+            ev.plot_spread_over_time(karate, [("ic", [0], {"p": 0.2}), ("sir", [33], {"beta": 0.15, "gamma": 0.4})],
+                                     network, report_dir / "spread_over_time.png"),
             ev.plot_predicted_vs_simulated(test, answers, report_dir / "predicted_vs_simulated.png"),
         ]
         tables = {"accuracy": accuracy, "speed": speed, "influence": influence}

@@ -191,5 +191,5 @@ def run(process: str, graph: Graph, seeds, params: dict[str, float], samples: in
     if process == "sis":
         return epidemic(graph, seeds, params["beta"], params["gamma"], samples, generator, False, int(params["t"]))
     if process == "heat":
-        return heat(graph, seeds, params["t"])
+        return heat(graph, seeds, params["t"], curve_points=1)
     raise DataError(f"unknown process {process!r}; the processes are {', '.join(PROCESSES)}")
