@@ -51,6 +51,7 @@ class SpreadHead(Head):
             metrics["mc_seconds_per_question"] = float(stochastic.reference_seconds.mean())
             metrics["model_seconds_per_question"] = float(stochastic.model_seconds.mean())
             metrics["speedup"] = metrics["mc_seconds_per_question"] / metrics["model_seconds_per_question"]
+            metrics["speedup_batched"] = metrics["mc_seconds_per_question"] / float(stochastic.model_batched_seconds.mean())
         im_cfg = self.model_cfg.influence
         im_graph = max(test, key=lambda q: q.graph.n).graph if im_cfg.graph == "test" else real_graph(im_cfg.graph)
         influence, im_metrics = compare(network, im_graph, im_cfg, self.cfg.seed)
