@@ -1,6 +1,8 @@
-"""The spread pyfunc model: logged to MLflow, loaded back, and predicting from an edge list."""
+"""The spread pyfunc model: logged to MLflow, loaded back, predicting from an edge list (and `triad predict spread`)."""
 
 from __future__ import annotations
+
+import argparse
 
 import mlflow
 import numpy as np
@@ -8,14 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
+from triad.errors import DataError
 from triad.evaluate import PACKAGE_DIR, serving_requirements
 from triad.heads.spread.batch import make_batch
 from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.module import build_network
 from triad.heads.spread.pyfunc import INPUT_EXAMPLE, SpreadPyfunc, save_artifacts, to_question
+from triad.predict import show
 
 
-def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri):
+def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri, capsys):
     cfg = SpreadModel(hidden=8, iterations=2)
     torch.manual_seed(0)
     network = build_network(cfg).eval()
@@ -36,6 +40,19 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri):
     question, _ = to_question(request.iloc[0].to_dict())
     np.testing.assert_allclose(probabilities, network.probabilities(make_batch([question])).numpy(), atol=1e-6)
     assert len(loaded.predict(INPUT_EXAMPLE)) == 3
+
+    # What `triad predict spread FILE --seeds ...` prints, from an edge-list file.
+    edges = tmp_path / "edges.txt"
+    edges.write_text("# a path\n10 20\n20 35\n\n35 7\n")
+    args = argparse.Namespace(head="spread", edges=edges, seeds=[20], process="ic", p=0.4, beta=None, gamma=None,
+                              t=None, top=2)
+    show(args, loaded)
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].split() == ["20", "1.000"]
+    assert f"expected number of nodes reached: {out['expected_size'][0]:.2f} of 4" in printed
+    edges.write_text("10 twenty\n")
+    with pytest.raises(DataError, match=r"edges.txt:1: expected two integer node ids"):
+        show(args, loaded)
 
 
 def test_bad_requests_say_what_is_missing():
