@@ -40,6 +40,24 @@ TINY = {
         "model.transfer.evidence.pool_per_class=10",
         "model.transfer.evidence.max_epochs=1",
     ],
+    "spread": [
+        "data.spread.train_graphs=6",
+        "data.spread.val_graphs=2",
+        "data.spread.test_graphs=1",
+        "data.spread.real_graphs=[florentine_families]",
+        "data.spread.test_nodes.low=30",
+        "data.spread.test_nodes.high=40",
+        "data.spread.examples_per_graph=3",
+        "data.spread.train_samples=100",
+        "data.spread.test_samples=200",
+        "model.spread.hidden=8",
+        "model.spread.iterations=2",
+        "model.spread.max_epochs=1",
+        "model.spread.influence.graph=florentine_families",
+        "model.spread.influence.k=2",
+        "model.spread.influence.greedy_samples=20",
+        "model.spread.influence.score_samples=100",
+    ],
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from triad.errors import TriadError
 
-HEADS = ("translator", "diffusion", "transfer")
+HEADS = ("translator", "diffusion", "transfer", "spread")
 STEPS = ("prepare", "train", "evaluate")
 
 
@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Classify PNG images, or texts with --text.")
     x.add_argument("inputs", nargs="+", help="PNG paths (or texts with --text)")
     x.add_argument("--text", action="store_true", help="inputs are texts, not image paths")
+    g = predict.add_parser("spread", help="each node's probability of being reached on a graph",
+                           description="Predict how a cascade, an epidemic or heat spreads over a graph given as an "
+                           "edge list file (one 'u v' pair of integer node ids per line; '#' starts a comment).")
+    g.add_argument("edges", type=Path, help="edge list file")
+    g.add_argument("--seeds", type=int, nargs="+", required=True, help="seed node ids")
+    g.add_argument("--process", choices=("ic", "sir", "sis", "heat"), default="ic", help="spreading process")
+    g.add_argument("--p", type=float, help="IC edge probability")
+    g.add_argument("--beta", type=float, help="SIR/SIS infection probability per step")
+    g.add_argument("--gamma", type=float, help="SIR/SIS recovery probability per step")
+    g.add_argument("--t", type=float, help="heat time, or SIS horizon in steps")
+    g.add_argument("--top", type=int, default=10, help="print this many most-reached nodes (0: all)")
     return parser
 
 

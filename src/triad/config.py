@@ -21,12 +21,13 @@ from pydantic import Field, ValidationError
 
 from triad.errors import ConfigError
 from triad.heads.diffusion.config import DiffusionData, DiffusionModel
+from triad.heads.spread.config import SpreadData, SpreadModel
 from triad.heads.transfer.config import TransferData, TransferModel
 from triad.heads.translator.config import TranslatorData, TranslatorModel
 from triad.schema import StrictModel
 
-HeadName = Literal["translator", "diffusion", "transfer"]
-HEAD_NAMES: tuple[str, ...] = ("translator", "diffusion", "transfer")
+HeadName = Literal["translator", "diffusion", "transfer", "spread"]
+HEAD_NAMES: tuple[str, ...] = ("translator", "diffusion", "transfer", "spread")
 
 
 class PathsConfig(StrictModel):
@@ -86,12 +87,14 @@ class DataSection(StrictModel):
     translator: TranslatorData = Field(default_factory=TranslatorData)
     diffusion: DiffusionData = Field(default_factory=DiffusionData)
     transfer: TransferData = Field(default_factory=TransferData)
+    spread: SpreadData = Field(default_factory=SpreadData)
 
 
 class ModelSection(StrictModel):
     translator: TranslatorModel = Field(default_factory=TranslatorModel)
     diffusion: DiffusionModel = Field(default_factory=DiffusionModel)
     transfer: TransferModel = Field(default_factory=TransferModel)
+    spread: SpreadModel = Field(default_factory=SpreadModel)
 
 
 class TriadConfig(StrictModel):

@@ -35,6 +35,8 @@ def show(args, model) -> None:
         images = list(model.predict(request)["image"])
         Image.fromarray(image_grid(images)).save(args.out)
         print(f"wrote {len(images)} images of class {args.label} to {args.out}")
+    elif args.head == "spread":
+        show_spread(args, model)
     else:
         if args.text:
             frame = pd.DataFrame({"text": list(args.inputs)})
@@ -46,3 +48,33 @@ def show(args, model) -> None:
         result = model.predict(frame)
         result.insert(0, "input", list(args.inputs))
         print(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def read_edge_list(path: Path) -> list[list[int]]:
+    """'u v' integer pairs, one per line; blank lines and '#' comments are skipped."""
+    if not path.is_file():
+        raise DataError(f"no such edge list file: {path}")
+    edges = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#")[0].split()
+        if not words:
+            continue
+        try:
+            u, v = (int(w) for w in words[:2])
+        except ValueError:
+            raise DataError(f"{path}:{number}: expected two integer node ids 'u v', got {line.strip()!r}") from None
+        edges.append([u, v])
+    return edges
+
+
+def show_spread(args, model) -> None:
+    request = {"edges": read_edge_list(args.edges), "seeds": list(args.seeds), "process": args.process,
+               "p": args.p, "beta": args.beta, "gamma": args.gamma, "t": args.t}
+    try:
+        result = model.predict(pd.DataFrame([request]))
+    except Exception as exc:  # the model's own message says which input was wrong
+        raise DataError(f"cannot predict: {exc}") from None
+    frame = pd.DataFrame({"node": list(result["nodes"][0]), "probability": list(result["probabilities"][0])})
+    frame = frame.sort_values("probability", ascending=False, kind="stable")
+    print(frame.head(args.top or len(frame)).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"expected number of nodes reached: {float(result['expected_size'][0]):.2f} of {len(frame)}")

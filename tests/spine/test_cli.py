@@ -7,7 +7,7 @@ import pytest
 from triad.cli import build_parser, main
 
 COMMANDS = [[], ["pipeline"], ["train"], ["stage"], ["config"], ["dag"], ["schedule"], ["ui"], ["predict"],
-            ["predict", "translator"], ["predict", "diffusion"], ["predict", "transfer"]]
+            ["predict", "translator"], ["predict", "diffusion"], ["predict", "transfer"], ["predict", "spread"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "triad")

@@ -28,7 +28,11 @@ def head_class(name: str) -> type["Head"]:
         from triad.heads.transfer.head import TransferHead
 
         return TransferHead
-    raise ConfigError(f"unknown head {name!r}; the heads are translator, diffusion, transfer")
+    if name == "spread":
+        from triad.heads.spread.head import SpreadHead
+
+        return SpreadHead
+    raise ConfigError(f"unknown head {name!r}; the heads are translator, diffusion, transfer, spread")
 
 
 def get_head(name: str, cfg: "TriadConfig") -> "Head":

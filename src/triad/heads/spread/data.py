@@ -1,0 +1,169 @@
+"""The spread head's data step: draw graphs and questions, simulate the answers, write, load.
+
+Splits: ``train`` and ``val`` on small generated graphs, ``test`` on larger generated graphs (of
+the same families, held out) plus the real networks. Each graph gets ``examples_per_graph``
+questions, cycling through the processes, with parameters drawn uniformly from their ranges and
+1..``max_seeds`` random seed nodes. The answers are Monte-Carlo estimates (``train_samples``
+cascades for train/val, ``test_samples`` for test) with their standard errors; heat is exact.
+
+Files per split (``.npy``, byte-identical for the same config): ``<split>_nodes`` (G,) nodes per
+graph, ``<split>_edges`` (sum E, 2) and ``<split>_edge_counts`` (G,), ``<split>_graph`` (X,) graph of
+each question, ``<split>_process`` (X,), ``<split>_params`` (X, 4), ``<split>_seeds`` (X, max_seeds)
+padded with -1, ``<split>_target`` and ``<split>_se`` (sum of the questions' n,) float32; and
+``meta.json`` (graph names, processes, sizes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from triad.errors import DataError
+from triad.heads.spread import simulate
+from triad.heads.spread.batch import Question, make_batch
+from triad.heads.spread.config import SpreadData
+from triad.heads.spread.graphs import Graph, generate, real_graph
+
+SPLITS = ("train", "val", "test")
+
+
+def draw_graphs(cfg: SpreadData, split: str, rng: np.random.Generator) -> list[Graph]:
+    count = {"train": cfg.train_graphs, "val": cfg.val_graphs, "test": cfg.test_graphs}[split]
+    sizes = cfg.test_nodes if split == "test" else cfg.train_nodes
+    graphs = []
+    for i in range(count):
+        family = cfg.families[i % len(cfg.families)]
+        n = int(rng.integers(int(sizes.low), int(sizes.high) + 1))
+        graphs.append(generate(family, n, float(rng.uniform(cfg.mean_degree.low, cfg.mean_degree.high)),
+                               seed=int(rng.integers(2**31))))
+    if split == "test":
+        graphs += [real_graph(name) for name in cfg.real_graphs]
+    return graphs
+
+
+def draw_params(cfg: SpreadData, process: str, rng: np.random.Generator) -> dict[str, float]:
+    uniform = lambda r: float(rng.uniform(r.low, r.high))  # noqa: E731
+    if process == "ic":
+        return {"p": uniform(cfg.ic_p)}
+    if process == "heat":
+        return {"t": uniform(cfg.heat_t)}
+    params = {"beta": uniform(cfg.sir_beta), "gamma": uniform(cfg.sir_gamma)}
+    if process == "sis":
+        params["t"] = float(cfg.sis_horizon)
+    return params
+
+
+def simulate_split(cfg: SpreadData, split: str) -> tuple[list[Graph], list[Question], list[np.ndarray]]:
+    """The split's graphs, its questions with Monte-Carlo targets, and each target's standard errors."""
+    index = SPLITS.index(split)
+    rng = np.random.default_rng([cfg.split_seed, index])
+    generator = torch.Generator().manual_seed(cfg.split_seed * 1000 + index)
+    samples = cfg.test_samples if split == "test" else cfg.train_samples
+    graphs = draw_graphs(cfg, split, rng)
+    questions, errors = [], []
+    for g, graph in enumerate(graphs):
+        for i in range(cfg.examples_per_graph):
+            process = cfg.processes[(g * cfg.examples_per_graph + i) % len(cfg.processes)]
+            params = draw_params(cfg, process, rng)
+            k = int(rng.integers(1, min(cfg.max_seeds, graph.n) + 1))
+            seeds = np.sort(rng.choice(graph.n, size=k, replace=False)).astype(np.int64)
+            estimate = simulate.run(process, graph, seeds, params, samples, generator, cfg.max_steps)
+            questions.append(Question(graph, seeds, process, params, estimate.mean.astype(np.float32)))
+            errors.append(estimate.se.astype(np.float32))
+    return graphs, questions, errors
+
+
+def write_split(folder: Path, split: str, graphs: list[Graph], questions: list[Question],
+                errors: list[np.ndarray], max_seeds: int) -> None:
+    position = {id(g): i for i, g in enumerate(graphs)}
+    seeds = np.full((len(questions), max_seeds), -1, dtype=np.int64)
+    for i, q in enumerate(questions):
+        seeds[i, : len(q.seeds)] = q.seeds
+    arrays = {
+        "nodes": np.array([g.n for g in graphs], dtype=np.int64),
+        "edges": np.concatenate([g.edges for g in graphs]).astype(np.int64),
+        "edge_counts": np.array([len(g.edges) for g in graphs], dtype=np.int64),
+        "graph": np.array([position[id(q.graph)] for q in questions], dtype=np.int64),
+        "process": np.array([simulate.PROCESSES.index(q.process) for q in questions], dtype=np.int64),
+        "params": np.array([[q.params.get(k, 0.0) for k in simulate.PARAMS] for q in questions], dtype=np.float64),
+        "seeds": seeds,
+        "target": np.concatenate([q.target for q in questions]).astype(np.float32),
+        "se": np.concatenate(errors).astype(np.float32),
+    }
+    for name, array in arrays.items():
+        np.save(folder / f"{split}_{name}.npy", array)
+
+
+def prepare(cfg: SpreadData, out_dir: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = {"processes": list(cfg.processes), "params": list(simulate.PARAMS), "splits": {}}
+    for split in SPLITS:
+        with simulate.one_thread():
+            graphs, questions, errors = simulate_split(cfg, split)
+        if not questions:
+            raise DataError(f"the {split} split has no questions; raise data.spread.{split}_graphs above 0")
+        write_split(out_dir, split, graphs, questions, errors, cfg.max_seeds)
+        meta["splits"][split] = {
+            "graphs": [g.name for g in graphs],
+            "questions": len(questions),
+            "nodes": [int(g.n) for g in graphs],
+            "max_se": float(max(e.max() for e in errors)),
+        }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return {split: {"graphs": len(info["graphs"]), "questions": info["questions"],
+                    "max_nodes": max(info["nodes"]), "max_se": round(info["max_se"], 4)}
+            for split, info in meta["splits"].items()}
+
+
+def load_split(data_dir: Path, split: str) -> tuple[list[Question], list[np.ndarray]]:
+    """The questions of a prepared split (targets included) and their standard errors."""
+    try:
+        a = {name: np.load(data_dir / f"{split}_{name}.npy") for name in
+             ("nodes", "edges", "edge_counts", "graph", "process", "params", "seeds", "target", "se")}
+        meta = json.loads((data_dir / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{data_dir} holds no readable {split} split ({exc}); rerun `triad stage prepare spread`.") from None
+    names = meta["splits"][split]["graphs"]
+    bounds = np.concatenate([[0], np.cumsum(a["edge_counts"])])
+    graphs = [Graph(int(n), a["edges"][bounds[i]:bounds[i + 1]], names[i]) for i, n in enumerate(a["nodes"])]
+    questions, errors, offset = [], [], 0
+    for i, g in enumerate(a["graph"]):
+        graph = graphs[g]
+        params = {k: float(v) for k, v in zip(simulate.PARAMS, a["params"][i])}
+        seeds = a["seeds"][i][a["seeds"][i] >= 0]
+        target = a["target"][offset:offset + graph.n]
+        questions.append(Question(graph, seeds, simulate.PROCESSES[a["process"][i]], params, target))
+        errors.append(a["se"][offset:offset + graph.n])
+        offset += graph.n
+    if offset != len(a["target"]):
+        raise DataError(f"{data_dir}: {split} targets do not match its graphs; rerun `triad stage prepare spread`.")
+    return questions, errors
+
+
+class SpreadDataModule(L.LightningDataModule):
+    """Batches of questions (``GraphBatch``) from a prepared folder; the test split keeps its errors."""
+
+    def __init__(self, data_dir: Path, batch_size: int, num_workers: int = 0):
+        super().__init__()
+        self.data_dir, self.batch_size, self.num_workers = Path(data_dir), batch_size, num_workers
+        self.train, _ = load_split(self.data_dir, "train")
+        self.val, _ = load_split(self.data_dir, "val")
+        self.test, self.test_se = load_split(self.data_dir, "test")
+
+    def _loader(self, questions: list[Question], shuffle: bool) -> DataLoader:
+        return DataLoader(questions, batch_size=self.batch_size, shuffle=shuffle, collate_fn=make_batch,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, shuffle=False)

@@ -1,0 +1,157 @@
+"""The spread head's evaluation: accuracy against Monte-Carlo, speed, and pictures.
+
+- ``predict``: the network's answer to each question (batched).
+- ``accuracy_table``: per-node MAE by process and graph group (larger generated graphs, real
+  networks), the DMP prior's MAE on the same nodes, and the error of the expected final size.
+- ``speed_table``: seconds per question for the Monte-Carlo estimate (``samples`` cascades) and for
+  one forward pass, on the same questions and one thread each.
+- pictures: spread over time on a graph (Monte-Carlo per step next to the network's final answer),
+  and predicted against simulated probabilities.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from triad.heads.spread import simulate
+from triad.heads.spread.batch import Question, make_batch
+from triad.heads.spread.graphs import REAL_GRAPHS, Graph
+from triad.heads.spread.model import SpreadGNN, dmp_prior
+
+
+def predict(network: SpreadGNN, questions: list[Question], batch_size: int = 64,
+            iterations: int | None = None) -> list[np.ndarray]:
+    """Each question's (n,) float32 probabilities."""
+    answers = []
+    for start in range(0, len(questions), batch_size):
+        chunk = questions[start:start + batch_size]
+        batch = make_batch(chunk)
+        values = network.probabilities(batch, iterations).numpy()
+        answers += np.split(values, np.cumsum([q.graph.n for q in chunk])[:-1])
+    return answers
+
+
+def prior_answers(questions: list[Question]) -> list[np.ndarray]:
+    """The DMP prior alone (no learning) for each question; heat gets the seed indicator."""
+    batch = make_batch(questions)
+    values = dmp_prior(batch).numpy()
+    return np.split(values, np.cumsum([q.graph.n for q in questions])[:-1])
+
+
+def group(graph: Graph) -> str:
+    return "real" if graph.name in REAL_GRAPHS else "generated"
+
+
+def accuracy_table(questions: list[Question], answers: list[np.ndarray], priors: list[np.ndarray]) -> pd.DataFrame:
+    """One row per (process, group) and an ``all`` row: questions, nodes, MAE, prior MAE, size error."""
+    rows = []
+    for q, answer, prior in zip(questions, answers, priors):
+        size = float(q.target.sum())
+        rows.append({"process": q.process, "group": group(q.graph), "nodes": q.graph.n,
+                     "abs_error": np.abs(answer - q.target), "prior_abs_error": np.abs(prior - q.target),
+                     "size_rel_error": abs(float(answer.sum()) - size) / max(size, 1e-9)})
+    frame = pd.DataFrame(rows)
+
+    def summarise(part: pd.DataFrame) -> dict:
+        return {"questions": len(part), "mean_nodes": float(part["nodes"].mean()),
+                "mae": float(np.concatenate(list(part["abs_error"])).mean()),
+                "prior_mae": float(np.concatenate(list(part["prior_abs_error"])).mean()),
+                "final_size_rel_error": float(part["size_rel_error"].mean())}
+
+    table = [{"process": p, "group": g, **summarise(part)} for (p, g), part in frame.groupby(["process", "group"])]
+    table.append({"process": "all", "group": "all", **summarise(frame)})
+    return pd.DataFrame(table)
+
+
+def speed_table(network: SpreadGNN, questions: list[Question], samples: int, per_process: int,
+                seed: int = 0) -> pd.DataFrame:
+    """Seconds per question: Monte-Carlo (``samples`` cascades; heat: its exact kernel) against the
+    network, one question per forward pass (``model_seconds``) and all of them in one batch
+    (``model_batched_seconds``), on up to ``per_process`` of the largest questions per process."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    with simulate.one_thread():
+        for process in sorted({q.process for q in questions}):
+            chosen = sorted((q for q in questions if q.process == process), key=lambda q: -q.graph.n)[:per_process]
+            started = time.perf_counter()
+            for q in chosen:
+                simulate.run(q.process, q.graph, q.seeds, q.params, samples, generator)
+            simulation = (time.perf_counter() - started) / len(chosen)
+            predict(network, chosen[:1])  # warm-up
+            started = time.perf_counter()
+            for q in chosen:
+                predict(network, [q])
+            model = (time.perf_counter() - started) / len(chosen)
+            started = time.perf_counter()
+            predict(network, chosen)
+            batched = (time.perf_counter() - started) / len(chosen)
+            rows.append({"process": process, "questions": len(chosen), "mean_nodes": float(np.mean([q.graph.n for q in chosen])),
+                         "reference": "heat kernel (eigh)" if process == "heat" else f"Monte-Carlo, {samples} cascades",
+                         "reference_seconds": simulation, "model_seconds": model, "speedup": simulation / model,
+                         "model_batched_seconds": batched, "speedup_batched": simulation / batched})
+    return pd.DataFrame(rows)
+
+
+def plot_spread_over_time(graph: Graph, runs: list[tuple[str, list[int], dict[str, float]]], network: SpreadGNN,
+                          path: Path, samples: int = 2000, seed: int = 0) -> Path:
+    """One row per (process, seeds, params) run: P(reached by step s) from Monte-Carlo at a few
+    steps, the final Monte-Carlo answer, and the network's answer; seeds circled in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    nx_graph = nx.Graph()
+    nx_graph.add_nodes_from(range(graph.n))
+    nx_graph.add_edges_from(graph.edges.tolist())
+    layout = nx.spring_layout(nx_graph, seed=seed)
+    columns = 6
+    fig, axes = plt.subplots(len(runs), columns, figsize=(2.6 * columns, 2.8 * len(runs)), squeeze=False)
+    for row, (process, seeds, params) in zip(axes, runs):
+        with simulate.one_thread():
+            estimate = simulate.run(process, graph, seeds, params, samples, torch.Generator().manual_seed(seed))
+        last = len(estimate.curve) - 1
+        steps = [s for s in (0, 1, 2, 3) if s < last][: columns - 2]
+        panels = [(f"step {s}", estimate.curve[s]) for s in steps] + [(f"final (step {last})", estimate.curve[last])]
+        panels.append(("network", predict(network, [Question(graph, np.asarray(seeds), process, params)])[0]))
+        described = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        for ax, (title, values) in zip(row, panels):
+            nx.draw_networkx_edges(nx_graph, layout, ax=ax, alpha=0.25, width=0.6)
+            nodes = nx.draw_networkx_nodes(nx_graph, layout, ax=ax, node_size=40, node_color=values, cmap="viridis",
+                                           vmin=0, vmax=1)
+            nx.draw_networkx_nodes(nx_graph, layout, nodelist=list(seeds), ax=ax, node_size=70, node_color="none",
+                                   edgecolors="red", linewidths=1.5)
+            ax.set_title(f"{process} ({described}): {title}" if title.startswith("step 0") else title, fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.colorbar(nodes, ax=axes, shrink=0.6, label="P(reached)")
+    fig.suptitle(f"Spread over time on {graph.name}: Monte-Carlo ({samples} runs) per step, then the network")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_predicted_vs_simulated(questions: list[Question], answers: list[np.ndarray], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for process in sorted({q.process for q in questions}):
+        pairs = [(q.target, a) for q, a in zip(questions, answers) if q.process == process]
+        ax.scatter(np.concatenate([t for t, _ in pairs]), np.concatenate([a for _, a in pairs]), s=4, alpha=0.4,
+                   label=process)
+    ax.plot([0, 1], [0, 1], color="black", linewidth=0.8)
+    ax.set_xlabel("Monte-Carlo probability (test)")
+    ax.set_ylabel("network's probability")
+    ax.legend()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path

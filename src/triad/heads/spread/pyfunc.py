@@ -1,0 +1,108 @@
+"""The spread head's MLflow pyfunc model: edge list + seeds + process -> each node's probability.
+
+Artifacts: ``config`` (JSON: the model config) and ``weights`` (the network's state_dict); no pickled
+module. Input: a DataFrame (or a list of dicts), one request per row:
+
+    edges    list of [u, v] pairs of integer node ids (any integers, not necessarily 0..n-1; undirected)
+    seeds    list of seed node ids
+    process  "ic", "sir", "sis" or "heat"
+    p        IC edge probability            (ic)
+    beta     per-step infection probability  (sir, sis)
+    gamma    per-step recovery probability   (sir, sis)
+    t        heat time (heat) or horizon in steps (sis)
+
+Output: a DataFrame with one row per request: ``nodes`` (ids in order of first appearance in the
+edges, then seeds), ``probabilities`` (same order) and ``expected_size`` (their sum: the expected
+number of nodes reached).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from triad.heads.spread.batch import Question
+from triad.heads.spread.config import SpreadModel
+from triad.heads.spread.evaluate import predict
+from triad.heads.spread.graphs import Graph, canonical_edges
+from triad.heads.spread.module import build_network
+from triad.heads.spread.simulate import PARAMS, PROCESSES
+
+NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}
+
+_SQUARE_WITH_TAIL = [[0, 1], [1, 2], [2, 3], [3, 0], [2, 4]]
+INPUT_EXAMPLE = pd.DataFrame([  # one request per process family; unused parameters are None (optional)
+    {"edges": _SQUARE_WITH_TAIL, "seeds": [0], "process": "ic", "p": 0.3, "beta": None, "gamma": None, "t": None},
+    {"edges": _SQUARE_WITH_TAIL, "seeds": [1, 4], "process": "sis", "p": None, "beta": 0.2, "gamma": 0.5, "t": 8.0},
+    {"edges": _SQUARE_WITH_TAIL, "seeds": [3], "process": "heat", "p": None, "beta": None, "gamma": None, "t": 0.5},
+])
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so node ids compare and print naturally."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def to_question(request: dict[str, Any]) -> tuple[Question, list]:
+    """One request -> (Question, node ids in the order of the answer). Raises ValueError on bad input."""
+    process = request.get("process")
+    if process not in NEEDS:
+        raise ValueError(f"process must be one of {', '.join(PROCESSES)}, got {process!r}")
+    missing = [name for name in NEEDS[process] if not _given(request.get(name))]
+    if missing:
+        raise ValueError(f"process {process!r} needs {', '.join(NEEDS[process])}; missing {', '.join(missing)}")
+    pairs = [[_plain(u) for u in pair] for pair in (request.get("edges") if request.get("edges") is not None else [])]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("edges must be a list of [u, v] pairs")
+    seeds = [_plain(s) for s in (request.get("seeds") if request.get("seeds") is not None else [])]
+    if not seeds:
+        raise ValueError("seeds must name at least one node")
+    nodes = list(dict.fromkeys([u for pair in pairs for u in pair] + seeds))
+    index = {node: i for i, node in enumerate(nodes)}
+    graph = Graph(len(nodes), canonical_edges(((index[u], index[v]) for u, v in pairs), len(nodes)), "request")
+    params = {name: float(request[name]) for name in PARAMS if _given(request.get(name))}
+    return Question(graph, np.array(sorted({index[s] for s in seeds}), dtype=np.int64), process, params), nodes
+
+
+def save_artifacts(network: torch.nn.Module, cfg: SpreadModel, folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spread_config.json").write_text(json.dumps({"model": cfg.model_dump(mode="json")}, indent=2))
+    torch.save(network.state_dict(), folder / "spread_weights.pt")
+    return {"config": str(folder / "spread_config.json"), "weights": str(folder / "spread_weights.pt")}
+
+
+class SpreadPyfunc(mlflow.pyfunc.PythonModel):
+    """Serves a trained SpreadGNN; see the module docstring for input and output."""
+
+    def load_context(self, context) -> None:
+        config = json.loads(Path(context.artifacts["config"]).read_text())
+        self.cfg = SpreadModel.model_validate(config["model"])
+        self.network = build_network(self.cfg)
+        self.network.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
+        self.network.eval()
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        if isinstance(model_input, pd.DataFrame):
+            requests = model_input.to_dict("records")
+        elif isinstance(model_input, dict):
+            requests = [model_input]
+        else:
+            requests = list(model_input)
+        parsed = [to_question(request) for request in requests]
+        answers = predict(self.network, [q for q, _ in parsed], iterations=self.cfg.eval_iterations) if parsed else []
+        return pd.DataFrame({
+            "nodes": [nodes for _, nodes in parsed],
+            "probabilities": [answer.astype(float).tolist() for answer in answers],
+            "expected_size": [float(answer.sum()) for answer in answers],
+        })

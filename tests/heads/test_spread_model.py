@@ -1,0 +1,62 @@
+"""The spread network: permutation equivariance, seeds, the data step, influence maximisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from triad.heads.spread.batch import Question, make_batch
+from triad.heads.spread.config import SpreadData
+from triad.heads.spread.data import load_split, prepare
+from triad.heads.spread.graphs import Graph, canonical_edges, generate
+from triad.heads.spread.influence import degree_seeds, greedy_model, greedy_monte_carlo
+from triad.heads.spread.model import SpreadGNN
+
+
+def _network() -> SpreadGNN:
+    torch.manual_seed(0)
+    return SpreadGNN(hidden=16, iterations=3).eval()
+
+
+def test_relabelling_the_nodes_relabels_the_answer():
+    graph = generate("barabasi_albert", 30, 4, seed=3)
+    perm = np.random.default_rng(0).permutation(graph.n)  # new id of old node i is perm[i]
+    relabelled = Graph(graph.n, canonical_edges(perm[graph.edges], graph.n), "relabelled")
+    network = _network()
+    for process, params in (("ic", {"p": 0.3}), ("sir", {"beta": 0.2, "gamma": 0.5}), ("heat", {"t": 0.7})):
+        seeds = np.array([2, 11])
+        original = network.probabilities(make_batch([Question(graph, seeds, process, params)]))
+        moved = network.probabilities(make_batch([Question(relabelled, perm[seeds], process, params)]))
+        torch.testing.assert_close(moved[torch.from_numpy(perm)], original, atol=1e-5, rtol=1e-4)
+
+
+def test_seeds_of_a_cascade_are_reached():
+    graph = generate("erdos_renyi", 20, 3, seed=1)
+    probabilities = _network().probabilities(make_batch([Question(graph, np.array([4, 7]), "ic", {"p": 0.2})]))
+    assert torch.all(probabilities[[4, 7]] == 1.0)
+    assert torch.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_prepare_is_deterministic_and_loads_back(tmp_path):
+    cfg = SpreadData(train_graphs=3, val_graphs=1, test_graphs=1, real_graphs=["florentine_families"],
+                     examples_per_graph=2, train_samples=50, test_samples=60, processes=["ic", "sis", "heat"],
+                     test_nodes={"low": 25, "high": 30})
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    summary = prepare(cfg, first)
+    prepare(cfg, second)
+    assert summary["test"]["graphs"] == 2 and summary["train"]["questions"] == 6
+    for path in sorted(first.iterdir()):
+        assert path.read_bytes() == (second / path.name).read_bytes(), path.name
+    questions, errors = load_split(first, "test")
+    assert [q.graph.name for q in questions][-1] == "florentine_families"
+    assert all(len(q.target) == q.graph.n == len(e) for q, e in zip(questions, errors))
+    assert {q.process for q in questions} <= {"ic", "sis", "heat"}
+
+
+def test_influence_choosers_on_a_star():
+    star = Graph(9, canonical_edges([(0, i) for i in range(1, 9)], 9), "star")
+    assert degree_seeds(star, 1) == [0]
+    assert greedy_monte_carlo(star, 1, 0.3, 400, torch.Generator().manual_seed(0)) == [0]
+    chosen = greedy_model(_network(), star, 3, 0.3)
+    assert len(set(chosen)) == 3 and all(0 <= v < 9 for v in chosen)

@@ -1,0 +1,64 @@
+"""The spread pyfunc model: logged to MLflow, loaded back, predicting from an edge list (and `triad predict spread`)."""
+
+from __future__ import annotations
+
+import argparse
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from triad.errors import DataError
+from triad.evaluate import PACKAGE_DIR, serving_requirements
+from triad.heads.spread.batch import make_batch
+from triad.heads.spread.config import SpreadModel
+from triad.heads.spread.module import build_network
+from triad.heads.spread.pyfunc import INPUT_EXAMPLE, SpreadPyfunc, save_artifacts, to_question
+from triad.predict import show
+
+
+def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri, capsys):
+    cfg = SpreadModel(hidden=8, iterations=2)
+    torch.manual_seed(0)
+    network = build_network(cfg).eval()
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("spread-pyfunc")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=SpreadPyfunc(),
+                                       artifacts=save_artifacts(network, cfg, tmp_path / "work"),
+                                       input_example=INPUT_EXAMPLE, code_paths=[str(PACKAGE_DIR)],
+                                       pip_requirements=serving_requirements())
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    request = pd.DataFrame([{"edges": [[10, 20], [20, 35], [35, 7]], "seeds": [20],
+                             "process": "ic", "p": 0.4, "beta": None, "gamma": None, "t": None}])
+    out = loaded.predict(request)
+    assert list(out["nodes"][0]) == [10, 20, 35, 7]
+    probabilities = np.asarray(out["probabilities"][0])
+    assert probabilities[1] == 1.0 and out["expected_size"][0] == pytest.approx(probabilities.sum())
+    question, _ = to_question(request.iloc[0].to_dict())
+    np.testing.assert_allclose(probabilities, network.probabilities(make_batch([question])).numpy(), atol=1e-6)
+    assert len(loaded.predict(INPUT_EXAMPLE)) == 3
+
+    # What `triad predict spread FILE --seeds ...` prints, from an edge-list file.
+    edges = tmp_path / "edges.txt"
+    edges.write_text("# a path\n10 20\n20 35\n\n35 7\n")
+    args = argparse.Namespace(head="spread", edges=edges, seeds=[20], process="ic", p=0.4, beta=None, gamma=None,
+                              t=None, top=2)
+    show(args, loaded)
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].split() == ["20", "1.000"]
+    assert f"expected number of nodes reached: {out['expected_size'][0]:.2f} of 4" in printed
+    edges.write_text("10 twenty\n")
+    with pytest.raises(DataError, match=r"edges.txt:1: expected two integer node ids"):
+        show(args, loaded)
+
+
+def test_bad_requests_say_what_is_missing():
+    with pytest.raises(ValueError, match="process 'sir' needs beta, gamma; missing gamma"):
+        to_question({"edges": [[0, 1]], "seeds": [0], "process": "sir", "beta": 0.2})
+    with pytest.raises(ValueError, match="process must be one of"):
+        to_question({"edges": [[0, 1]], "seeds": [0], "process": "flu", "p": 0.2})
+    with pytest.raises(ValueError, match="seeds must name at least one node"):
+        to_question({"edges": [[0, 1]], "seeds": [], "process": "ic", "p": 0.2})
