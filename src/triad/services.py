@@ -379,7 +379,10 @@ def _base_env(layout: Layout) -> dict[str, str]:
 def _start_mlflow(layout: Layout, state: dict) -> None:
     layout.artifacts.mkdir(parents=True, exist_ok=True)
     # psycopg2 named: SQLAlchemy 2.1 would otherwise pick psycopg 3. Passed in the environment, not argv.
-    env = {**_base_env(layout), "MLFLOW_BACKEND_STORE_URI": database_url(state, "mlflow", "postgresql+psycopg2")}
+    env = {**_base_env(layout), "MLFLOW_BACKEND_STORE_URI": database_url(state, "mlflow", "postgresql+psycopg2"),
+           # The server's job runner (GenAI scorers, prompt optimisation) is not used by triad: it would
+           # start about eight helper processes of 250 MB each.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     argv = [_tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(state["ports"]["mlflow"]),
             "--artifacts-destination", str(layout.artifacts), "--workers", "1"]
     pid = _spawn(layout, "mlflow", argv, env, layout.home)

@@ -148,7 +148,12 @@ def test_deployment_runs_the_pipeline_on_the_worker_into_postgres(home, state, p
     deploy_env = {k: v for k, v in os.environ.items() if k != "TRIAD_ROOT"} | urls
     deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "nightly"],
                               cwd=project, env=deploy_env, capture_output=True, text=True, timeout=300)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    output = deployed.stdout + deployed.stderr
+    assert "Deployment 'triad-pipeline/nightly' successfully created" in output, output
+    # Known Prefect 3.8.8 + FastAPI 0.153 issue: after creating the deployment, `prefect deploy` asks
+    # the server for the pool's workers with `"limit": null`, which the server refuses (422), so it
+    # exits 1. The deployment exists either way (docs/shared-services.md, "Known issue").
+    assert deployed.returncode == 0 or ("422 Unprocessable Entity" in output and "workers/filter" in output), output
 
     with temporary_settings(updates={PREFECT_API_URL: urls["PREFECT_API_URL"]}):
         flow_run = run_deployment("triad-pipeline/nightly", parameters={"overrides": tiny("transfer")},
@@ -160,15 +165,14 @@ def test_deployment_runs_the_pipeline_on_the_worker_into_postgres(home, state, p
     assert flow_run.state.type == StateType.COMPLETED, f"{flow_run.state}\n{log.read_text()[-4000:]}"
     assert flow_run.work_pool_name == services.WORKER_POOL
 
-    # The flow run's training run, version and alias are rows in PostgreSQL.
-    runs = _query(state, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                         "WHERE t.key = 'prefect.flow_run_id' AND t.value = %s", (str(flow_run.id),))
-    assert len(runs) == 1 and runs[0][1] == "FINISHED", runs
-    run_id = runs[0][0]
-    versions = _query(state, "SELECT version FROM model_versions WHERE name = %s AND run_id = %s", (MODEL, run_id))
-    assert len(versions) == 1, versions
+    # The flow run's MLflow runs (training, and the evidence stage's), version and alias are rows in PostgreSQL.
+    runs = dict(_query(state, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                              "WHERE t.key = 'prefect.flow_run_id' AND t.value = %s", (str(flow_run.id),)))
     registry = json.loads((project / "reports/transfer/registry.json").read_text())
-    assert registry["run_id"] == run_id and registry["version"] == str(versions[0][0])
+    run_id = registry["run_id"]
+    assert len(runs) == 2 and set(runs.values()) == {"FINISHED"} and run_id in runs, runs
+    versions = _query(state, "SELECT version FROM model_versions WHERE name = %s AND run_id = %s", (MODEL, run_id))
+    assert [str(v) for (v,) in versions] == [registry["version"]], versions
     aliases = _query(state, "SELECT version FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
                      (MODEL,))
     assert aliases == ([(versions[0][0],)] if registry["promoted"] else []), (aliases, registry["reason"])
