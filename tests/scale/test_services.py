@@ -5,12 +5,13 @@ tests prove:
 
 - the CLI: ``triad services up`` again starts nothing and prints the same URLs; ``status`` reports
   all four healthy; ``down`` stops them all (the last test).
-- a deployment from ``prefect.yaml`` runs the pipeline through the Prefect server and the worker
-  on the process pool to COMPLETED, and that flow run's MLflow run, registered version and
-  champion alias are rows in PostgreSQL, with the run's artifacts in the server's artifact store.
-- two pipelines at once (two processes, two checkouts, one experiment, one registered model) keep
-  their own runs, params, artifacts, logged models and versions, and the champion alias ends on the
-  best promoted version whichever order the two gates interleaved in.
+- two pipelines at once, on one experiment and one registered model: checkout 1 runs the
+  ``nightly`` deployment from ``prefect.yaml`` through the Prefect server and the worker on the
+  process pool (to COMPLETED), while checkout 2 runs ``triad pipeline`` in its own process. Each
+  keeps its own MLflow runs, params, artifacts (in the server's store), metric, logged model and
+  registered version, all read back as rows from PostgreSQL; both flow runs are on the Prefect
+  server; and the champion alias ends on the best promoted version, whichever order the two gates
+  interleaved in.
 
 Needs PostgreSQL (Debian's ``postgresql`` package). Without it the tests are skipped, except in CI
 (``CI`` set), where they fail: ``.ci/run`` installs it.
@@ -135,19 +136,12 @@ def test_cli_up_is_idempotent_and_status_reports_health(home, state):
     assert state["password"] not in report.stdout
 
 
-def test_deployment_runs_the_pipeline_on_the_worker_into_postgres(home, state, project, monkeypatch):
-    """prefect.yaml's `nightly` deployment -> Prefect server -> worker -> pipeline -> MLflow on PostgreSQL."""
-    from prefect.client.schemas.objects import StateType
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    _forget_model(state)
-    urls = services.client_env(state)
-    shutil.copy2(REPO / "prefect.yaml", project / "prefect.yaml")
+def _deploy_nightly(state: dict, checkout: Path) -> None:
+    """``prefect deploy --name nightly`` from ``checkout``'s prefect.yaml, onto the services' server."""
     # Deployed without TRIAD_ROOT, the pull step's directory is resolved on the worker at run time.
-    deploy_env = {k: v for k, v in os.environ.items() if k != "TRIAD_ROOT"} | urls
+    env = {k: v for k, v in os.environ.items() if k != "TRIAD_ROOT"} | services.client_env(state)
     deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "nightly"],
-                              cwd=project, env=deploy_env, capture_output=True, text=True, timeout=300)
+                              cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
     output = deployed.stdout + deployed.stderr
     assert "Deployment 'triad-pipeline/nightly' successfully created" in output, output
     # Known Prefect 3.8.8 + FastAPI 0.153 issue: after creating the deployment, `prefect deploy` asks
@@ -155,46 +149,47 @@ def test_deployment_runs_the_pipeline_on_the_worker_into_postgres(home, state, p
     # exits 1. The deployment exists either way (docs/shared-services.md, "Known issue").
     assert deployed.returncode == 0 or ("422 Unprocessable Entity" in output and "workers/filter" in output), output
 
-    with temporary_settings(updates={PREFECT_API_URL: urls["PREFECT_API_URL"]}):
-        flow_run = run_deployment("triad-pipeline/nightly", parameters={"overrides": tiny("transfer")},
-                                  job_variables={"env": {"TRIAD_ROOT": str(project)}}, timeout=0)
+
+def _wait_for_flow_run(state: dict, flow_run_id):
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not (flow_run := _flow_run(state, flow_run.id)).state.is_final() and time.monotonic() < deadline:
+    while not (flow_run := _flow_run(state, flow_run_id)).state.is_final() and time.monotonic() < deadline:
         time.sleep(2)
-    log = services.Layout(home).log("worker")
-    assert flow_run.state.type == StateType.COMPLETED, f"{flow_run.state}\n{log.read_text()[-4000:]}"
-    assert flow_run.work_pool_name == services.WORKER_POOL
-
-    # The flow run's MLflow runs (training, and the evidence stage's), version and alias are rows in PostgreSQL.
-    runs = dict(_query(state, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                              "WHERE t.key = 'prefect.flow_run_id' AND t.value = %s", (str(flow_run.id),)))
-    registry = json.loads((project / "reports/transfer/registry.json").read_text())
-    run_id = registry["run_id"]
-    assert len(runs) == 2 and set(runs.values()) == {"FINISHED"} and run_id in runs, runs
-    versions = _query(state, "SELECT version FROM model_versions WHERE name = %s AND run_id = %s", (MODEL, run_id))
-    assert [str(v) for (v,) in versions] == [registry["version"]], versions
-    aliases = _query(state, "SELECT version FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
-                     (MODEL,))
-    assert aliases == ([(versions[0][0],)] if registry["promoted"] else []), (aliases, registry["reason"])
-    # Its artifacts went through the server into the services' artifact store.
-    assert yaml.safe_load(_run_artifact(home, state, run_id, "config/config.yaml").read_text())["pipeline"]["heads"] == ["transfer"]
+    return flow_run
 
 
-def test_two_pipelines_at_once_do_not_clobber_each_other(home, state, tmp_path):
-    """Two checkouts, two `triad pipeline` processes at once, one experiment, one registered model."""
+def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
+    """Two pipelines at once on one experiment and one registered model, both on PostgreSQL:
+    checkout 1 runs prefect.yaml's `nightly` deployment through the Prefect server and the worker;
+    checkout 2 runs `triad pipeline` in its own process with the two variables exported.
+    """
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     _forget_model(state)
+    urls = services.client_env(state)
     seeds = (1, 2)
-    projects = [make_project(tmp_path / f"checkout-{seed}") for seed in seeds]
-    processes = []
-    for seed, project in zip(seeds, projects):
-        env = os.environ | services.client_env(state) | {"TRIAD_ROOT": str(project), "TRIAD_CACHE_DIR": str(tmp_path / "cache")}
-        log = open(project / "pipeline.log", "w")
-        processes.append(subprocess.Popen([str(BIN / "triad"), "pipeline", *tiny("transfer"), f"seed={seed}"],
-                                          cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT))
-    for process, project in zip(processes, projects):
-        assert process.wait(timeout=RUN_TIMEOUT_S) == 0, (project / "pipeline.log").read_text()[-4000:]
+    checkouts = [make_project(tmp_path / f"checkout-{seed}", extra=("prefect.yaml",)) for seed in seeds]
+    # One torch thread each: two pipelines share the cores instead of fighting over them.
+    shared = {"TRIAD_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    _deploy_nightly(state, checkouts[0])
 
-    registries = [json.loads((p / "reports/transfer/registry.json").read_text()) for p in projects]
+    with temporary_settings(updates={PREFECT_API_URL: urls["PREFECT_API_URL"]}):
+        deployment_run = run_deployment(
+            "triad-pipeline/nightly", parameters={"overrides": [*tiny("transfer"), f"seed={seeds[0]}"]},
+            job_variables={"env": {"TRIAD_ROOT": str(checkouts[0]), **shared}}, timeout=0)
+    log_path = checkouts[1] / "pipeline.log"
+    with open(log_path, "w") as log:
+        cli_run = subprocess.Popen([str(BIN / "triad"), "pipeline", *tiny("transfer"), f"seed={seeds[1]}"],
+                                   cwd=checkouts[1], stdout=log, stderr=subprocess.STDOUT,
+                                   env=os.environ | urls | shared | {"TRIAD_ROOT": str(checkouts[1])})
+        assert cli_run.wait(timeout=RUN_TIMEOUT_S) == 0, log_path.read_text()[-4000:]
+    deployment_run = _wait_for_flow_run(state, deployment_run.id)
+    worker_log = services.Layout(home).log("worker").read_text()[-4000:]
+    assert deployment_run.state.type == StateType.COMPLETED, f"{deployment_run.state}\n{worker_log}"
+    assert deployment_run.work_pool_name == services.WORKER_POOL
+
+    registries = [json.loads((c / "reports/transfer/registry.json").read_text()) for c in checkouts]
     run_ids = [r["run_id"] for r in registries]
     assert len(set(run_ids)) == 2 and {r["version"] for r in registries} == {"1", "2"}
     assert len({r["experiment_id"] for r in registries}) == 1  # both created-or-found the same experiment
@@ -202,21 +197,28 @@ def test_two_pipelines_at_once_do_not_clobber_each_other(home, state, tmp_path):
     client = _mlflow_client(state)
     for seed, registry in zip(seeds, registries):
         run_id = registry["run_id"]
-        # Its own run: its params, its metric, its config artifact, its logged model, its version.
+        # Each flow run's MLflow runs (training, and the evidence stage's) are rows in PostgreSQL.
+        flow_run_id = client.get_run(run_id).data.tags["prefect.flow_run_id"]
+        runs = dict(_query(state, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                                  "WHERE t.key = 'prefect.flow_run_id' AND t.value = %s", (flow_run_id,)))
+        assert len(runs) == 2 and set(runs.values()) == {"FINISHED"} and run_id in runs, runs
+        assert _flow_run(state, flow_run_id).state.is_completed()  # recorded on the shared Prefect server
+        # Its own params, config artifact (in the server's store), metric, logged model and version.
         ((params_seed,),) = _query(state, "SELECT value FROM params WHERE run_uuid = %s AND key = 'seed'", (run_id,))
         assert params_seed == str(seed)
         config = yaml.safe_load(_run_artifact(home, state, run_id, "config/config.yaml").read_text())
-        assert config["seed"] == seed
+        assert config["seed"] == seed and config["pipeline"]["heads"] == ["transfer"]
         ((score,),) = _query(state, "SELECT value FROM latest_metrics WHERE run_uuid = %s AND key = 'test_score'",
                              (run_id,))
         assert score == pytest.approx(registry["value"])
-        version = client.get_model_version(MODEL, registry["version"])
-        assert version.tags["triad.run_id"] == run_id and float(version.tags["gate.value"]) == pytest.approx(score)
+        ((version_run, source),) = _query(state, "SELECT run_id, source FROM model_versions "
+                                                 "WHERE name = %s AND version = %s", (MODEL, int(registry["version"])))
+        assert version_run == run_id
         ((source_run,),) = _query(state, "SELECT source_run_id FROM logged_models WHERE model_id = %s",
-                                  (version.source.removeprefix("models:/"),))
+                                  (source.removeprefix("models:/"),))
         assert source_run == run_id
-        # Each run's flow ran on the shared Prefect server.
-        assert _flow_run(state, client.get_run(run_id).data.tags["prefect.flow_run_id"]).state.is_completed()
+    # Checkout 1's training run is the one the worker's flow run made.
+    assert client.get_run(run_ids[0]).data.tags["prefect.flow_run_id"] == str(deployment_run.id)
 
     # The alias: on the best of the promoted versions, whichever gate wrote last.
     versions = client.search_model_versions(f"name='{MODEL}'")
