@@ -449,11 +449,14 @@ def up(home: Path | None = None, root: Path | None = None) -> dict[str, str]:
     if _pg_running(layout, bin_dir):
         _say("postgres: already running")
     else:
-        _ensure_port_free(state, "postgres")
+        if _ensure_port_free(state, "postgres"):
+            for name in ("worker", "prefect", "mlflow"):  # they hold the old database URL
+                _stop(layout, name)
         _pg_start(layout, state, bin_dir)
         _say(f"postgres: started on 127.0.0.1:{state['ports']['postgres']}")
     _pg_create_databases(state)
 
+    started = []
     for name, healthy, start in (("mlflow", lambda: _mlflow_healthy(state), lambda: _start_mlflow(layout, state)),
                                  ("prefect", lambda: _prefect_healthy(state), lambda: _start_prefect(layout, state))):
         if _pid(layout, name) and healthy():
@@ -462,23 +465,27 @@ def up(home: Path | None = None, root: Path | None = None) -> dict[str, str]:
         _stop(layout, name)  # a stale or unhealthy one
         _ensure_port_free(state, name)
         start()
+        started.append(name)
         _say(f"{name}: started on 127.0.0.1:{state['ports'][name]} (log: {layout.log(name)})")
     layout.state.write_text(json.dumps(state, indent=2) + "\n")  # ports may have moved
 
     create_pools(client_env(state)["PREFECT_API_URL"])
-    if _pid(layout, "worker"):
+    if _pid(layout, "worker") and not started:
         _say(f"worker: already running (pool {WORKER_POOL})")
     else:
+        _stop(layout, "worker")  # a server (re)started, perhaps on another port: the worker's URLs are stale
         _start_worker(layout, state, root)
         _say(f"worker: started on pool {WORKER_POOL} (log: {layout.log('worker')})")
     return client_env(state)
 
 
-def _ensure_port_free(state: dict, name: str) -> None:
-    """Keep ``name``'s port if nothing listens there; else move it to a free one."""
-    if port_in_use(state["ports"][name]):
-        old, state["ports"][name] = state["ports"][name], free_port()
-        _say(f"{name}: port {old} is taken by another program; using {state['ports'][name]}")
+def _ensure_port_free(state: dict, name: str) -> bool:
+    """Keep ``name``'s port if nothing listens there; else move it to a free one (True: it moved)."""
+    if not port_in_use(state["ports"][name]):
+        return False
+    old, state["ports"][name] = state["ports"][name], free_port()
+    _say(f"{name}: port {old} is taken by another program; using {state['ports'][name]}")
+    return True
 
 
 def down(home: Path | None = None) -> list[str]:

@@ -90,6 +90,6 @@ def test_racing_gates_leave_champion_on_the_best(client):
     late = gate(StaleChampionRead(mlflow.get_tracking_uri()), name, worse, "test_bleu", 10.0, "max", ok)
     # It decided on a stale read (promoted, "first version"), but the alias settled on the best.
     assert late["promoted"] and late["reason"] == "first version to clear the bar"
-    assert late["champion_after"] == better
     assert str(current_champion(client, name).version) == better
+    assert late["champion_after"] == better
     assert client.get_model_version(name, worse).tags["gate.superseded_by"] == better
