@@ -56,5 +56,6 @@ lock:  ## refresh requirements.lock from requirements.in in a scratch venv
 	  echo "# torch is pinned without a local tag: the CPU wheel here, the CUDA build elsewhere."; \
 	  /tmp/triad-lock/bin/pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' ) > requirements.lock
 
-clean:  ## remove pipeline outputs (data, artifacts, reports, checkpoints, MLflow db); keeps .venv
-	rm -rf data artifacts reports .triad mlflow.db mlartifacts .dvc/cache .dvc/tmp dvc.lock
+clean:  ## remove pipeline outputs (data, artifacts, reports, checkpoints, MLflow db); keeps .venv and .triad/services
+	rm -rf data artifacts reports mlflow.db mlartifacts .dvc/cache .dvc/tmp dvc.lock
+	@if [ -d .triad ]; then find .triad -mindepth 1 -maxdepth 1 ! -name services -exec rm -rf {} +; fi
