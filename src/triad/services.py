@@ -254,7 +254,7 @@ def _require_pg_bin() -> Path:
 
 
 def _pg_user() -> pwd.struct_passwd | None:
-    """The account PostgreSQL runs as: ``postgres`` when we are root (it refuses root), else ourselves."""
+    """The account PostgreSQL runs as: ``postgres`` when we are root (it refuses root); None: ourselves."""
     if os.geteuid() != 0:
         return None
     try:
