@@ -376,7 +376,8 @@ def _base_env(layout: Layout) -> dict[str, str]:
     return env
 
 
-def _start_mlflow(layout: Layout, state: dict) -> None:
+def _mlflow_command(layout: Layout, state: dict) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the MLflow tracking server."""
     layout.artifacts.mkdir(parents=True, exist_ok=True)
     # psycopg2 named: SQLAlchemy 2.1 would otherwise pick psycopg 3. Passed in the environment, not argv.
     env = {**_base_env(layout), "MLFLOW_BACKEND_STORE_URI": database_url(state, "mlflow", "postgresql+psycopg2"),
@@ -385,16 +386,22 @@ def _start_mlflow(layout: Layout, state: dict) -> None:
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     argv = [_tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(state["ports"]["mlflow"]),
             "--artifacts-destination", str(layout.artifacts), "--workers", "1"]
-    pid = _spawn(layout, "mlflow", argv, env, layout.home)
-    _wait("the MLflow server", lambda: _mlflow_healthy(state), lambda: _alive(pid), layout.log("mlflow"))
+    return argv, env
 
 
-def _start_prefect(layout: Layout, state: dict) -> None:
+def _prefect_command(layout: Layout, state: dict) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the Prefect server."""
     env = {**_base_env(layout),
            "PREFECT_API_DATABASE_CONNECTION_URL": database_url(state, "prefect", "postgresql+asyncpg")}
     argv = [_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state["ports"]["prefect"])]
-    pid = _spawn(layout, "prefect", argv, env, layout.home)
-    _wait("the Prefect server", lambda: _prefect_healthy(state), lambda: _alive(pid), layout.log("prefect"))
+    return argv, env
+
+
+# name -> (what, command, health probe)
+SERVERS = {
+    "mlflow": ("the MLflow server", _mlflow_command, _mlflow_healthy),
+    "prefect": ("the Prefect server", _prefect_command, _prefect_healthy),
+}
 
 
 def create_pools(api_url: str) -> None:
@@ -456,16 +463,17 @@ def up(home: Path | None = None, root: Path | None = None) -> dict[str, str]:
         _say(f"postgres: started on 127.0.0.1:{state['ports']['postgres']}")
     _pg_create_databases(state)
 
-    started = []
-    for name, healthy, start in (("mlflow", lambda: _mlflow_healthy(state), lambda: _start_mlflow(layout, state)),
-                                 ("prefect", lambda: _prefect_healthy(state), lambda: _start_prefect(layout, state))):
-        if _pid(layout, name) and healthy():
+    started = {}
+    for name, (_, command, healthy) in SERVERS.items():
+        if _pid(layout, name) and healthy(state):
             _say(f"{name}: already running")
             continue
         _stop(layout, name)  # a stale or unhealthy one
         _ensure_port_free(state, name)
-        start()
-        started.append(name)
+        started[name] = _spawn(layout, name, *command(layout, state), cwd=layout.home)
+    for name, pid in started.items():  # both start at once: their start-ups (schema migrations) overlap
+        what, _, healthy = SERVERS[name]
+        _wait(what, lambda: healthy(state), lambda: _alive(pid), layout.log(name))
         _say(f"{name}: started on 127.0.0.1:{state['ports'][name]} (log: {layout.log(name)})")
     layout.state.write_text(json.dumps(state, indent=2) + "\n")  # ports may have moved
 
