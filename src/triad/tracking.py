@@ -225,8 +225,9 @@ def settle_champion(client, name: str, mode: str, max_rounds: int = 20) -> str:
     race (both read "no champion", or the same champion, before either wrote), both promote; each
     then loops here until it reads the alias on the best of all promoted versions, so whichever
     writes last has seen both sets of tags and the alias ends on the best one. Ties go to the
-    lower version number, so racing processes agree. To withdraw a champion, set its
-    ``gate.decision`` tag to ``withdrawn`` before moving the alias.
+    lower version number, so racing processes agree. The version the alias leaves gets the tag
+    ``gate.superseded_by``. To withdraw a champion, set its ``gate.decision`` tag to ``withdrawn``
+    before moving the alias.
     """
     for _ in range(max_rounds):
         promoted = [v for v in client.search_model_versions(f"name='{name}'")
@@ -240,8 +241,12 @@ def settle_champion(client, name: str, mode: str, max_rounds: int = 20) -> str:
                 best = candidate
         holder = current_champion(client, name)
         if holder is not None and str(holder.version) == str(best.version):
+            if "gate.superseded_by" in best.tags:  # written by a racing gate from a stale read
+                client.delete_model_version_tag(name, best.version, "gate.superseded_by")
             return str(best.version)
         client.set_registered_model_alias(name, CHAMPION, best.version)
+        if holder is not None:
+            client.set_model_version_tag(name, holder.version, "gate.superseded_by", str(best.version))
     raise TransientError(f"the {CHAMPION} alias of {name} kept moving for {max_rounds} rounds; run the evaluation again")
 
 
