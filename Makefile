@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup pipeline test repro ui lock clean help
+.PHONY: setup pipeline test repro ui lock clean help postgres services
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,7 +27,19 @@ setup: $(STAMP)  ## create .venv and install the locked dependencies (once)
 pipeline: setup  ## run the whole pipeline with the default profile (ARGS="key=value ..." to override)
 	$(BIN)/triad pipeline $(ARGS)
 
-test: setup  ## run the test suite (PYTEST_ARGS="-k name" to select)
+# PostgreSQL for the shared-services tests and `triad services up`: Debian's package, installed when
+# initdb is missing and we are root; otherwise a note (those tests skip locally, and fail in CI).
+postgres:  ## install PostgreSQL (apt-get install postgresql) if initdb is missing; needs root
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL (Debian package postgresql)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: PostgreSQL is not installed (sudo apt-get install -y postgresql); the services tests will skip" >&2; fi
+
+services: setup postgres  ## start PostgreSQL, MLflow and Prefect servers and a worker (triad services up)
+	$(BIN)/triad services up
+
+test: setup postgres  ## run the test suite (PYTEST_ARGS="-k name" to select)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 repro: setup  ## reproduce with DVC (reads params.yaml)
@@ -44,5 +56,6 @@ lock:  ## refresh requirements.lock from requirements.in in a scratch venv
 	  echo "# torch is pinned without a local tag: the CPU wheel here, the CUDA build elsewhere."; \
 	  /tmp/triad-lock/bin/pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' ) > requirements.lock
 
-clean:  ## remove pipeline outputs (data, artifacts, reports, checkpoints, MLflow db); keeps .venv
-	rm -rf data artifacts reports .triad mlflow.db mlartifacts .dvc/cache .dvc/tmp dvc.lock
+clean:  ## remove pipeline outputs (data, artifacts, reports, checkpoints, MLflow db); keeps .venv and .triad/services
+	rm -rf data artifacts reports mlflow.db mlartifacts .dvc/cache .dvc/tmp dvc.lock
+	@if [ -d .triad ]; then find .triad -mindepth 1 -maxdepth 1 ! -name services -exec rm -rf {} +; fi

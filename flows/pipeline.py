@@ -49,15 +49,20 @@ def run_stage(stage: dag.Stage, root: Path) -> dict[str, Any]:
     return {"stage": stage.name, "head": stage.head, "status": "ran", "seconds": round(seconds, 1)}
 
 
-def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]]) -> str:
+def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
+    """The run's summary table; ``ui`` is the MLflow dashboard the run links point into."""
     lines = ["# triad pipeline", "", "| head | gate metric | value | version | decision | MLflow run |",
              "|---|---|---|---|---|---|"]
     for head in heads:
         registry_file = root / "reports" / head / "registry.json"
         if registry_file.is_file():
             reg = json.loads(registry_file.read_text())
-            link = f"[run]({tracking.run_url(reg)})"
-            decision = "champion" if reg["promoted"] else f"kept v{(reg.get('champion_before') or {}).get('version')}"
+            link = f"[run]({tracking.run_url(reg, ui)})"
+            champion = reg.get("champion_after", reg["version"])  # another run may have overtaken it meanwhile
+            if reg["promoted"]:
+                decision = "champion" if champion == reg["version"] else f"promoted, then overtaken by v{champion}"
+            else:
+                decision = f"kept v{(reg.get('champion_before') or {}).get('version')}"
             lines.append(f"| {head} | {reg['metric']} | {reg['value']:.4f} | v{reg['version']} | {decision} | {link} |")
         else:
             lines.append(f"| {head} | - | - | - | not evaluated | - |")
@@ -87,7 +92,9 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     ran = [r for r in results if r["status"] == "ran"]
     if not ran:
         logger.info("nothing changed since the last run: no stage ran, nothing was trained")
-    markdown = summary_markdown(root, cfg.pipeline.heads, results)
+    uri = tracking.tracking_uri(cfg)
+    ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # a server, else `triad ui`
+    markdown = summary_markdown(root, cfg.pipeline.heads, results, ui)
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
     return {"stages": results, "heads": cfg.pipeline.heads}
 

@@ -23,15 +23,10 @@ def _run(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A fresh git + DVC project holding this repo's code, conf and dvc.yaml; the cwd and TRIAD_ROOT.
-
-    Its MLflow backend is its own SQLite file, so tests never touch the developer's runs.
-    """
-    root = tmp_path / "project"
+def make_project(root: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Create ``root`` as a git + DVC project holding this repo's code, conf, dvc.yaml and ``extra`` files."""
     root.mkdir()
-    for name in ("conf", "src", "flows", "dvc.yaml"):
+    for name in ("conf", "src", "flows", "dvc.yaml", *extra):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -40,6 +35,16 @@ def project(tmp_path, monkeypatch) -> Path:
     _run(["git", "init", "-q"], root)
     _run([str(BIN / "dvc"), "init", "-q"], root)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A fresh git + DVC project holding this repo's code, conf and dvc.yaml; the cwd and TRIAD_ROOT.
+
+    Its MLflow backend is its own SQLite file, so tests never touch the developer's runs.
+    """
+    root = make_project(tmp_path / "project")
     monkeypatch.chdir(root)
     monkeypatch.setenv("TRIAD_ROOT", str(root))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")

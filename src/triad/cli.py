@@ -71,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1")
 
+    p = sub.add_parser("services", help="start, stop or check the shared PostgreSQL, MLflow and Prefect services",
+                       description="Shared tracking and orchestration on this machine, on 127.0.0.1 only: "
+                       "PostgreSQL (Debian's package), an MLflow tracking server on it, a Prefect server on it, "
+                       "and a Prefect worker on the process work pool triad-process. State, logs and data live in "
+                       "<project>/.triad/services (or --dir, or $TRIAD_SERVICES_DIR). See docs/shared-services.md.")
+    services = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("up", "start whatever is not running (idempotent); print the variables to export on stdout"),
+        ("down", "stop the worker, the servers and PostgreSQL (data is kept)"),
+        ("status", "report each service; exit 0 only if all are running and healthy, else 1"),
+        ("env", "print the export lines for MLFLOW_TRACKING_URI and PREFECT_API_URL (eval \"$(triad services env)\")"),
+    ):
+        a = services.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        a.add_argument("--dir", type=Path, default=None, help="services home (default: $TRIAD_SERVICES_DIR "
+                       "or <project>/.triad/services)")
+
     p = sub.add_parser("predict", help="predict with a head's champion model from the registry",
                        description="Load models:/triad-<head>@champion and predict.")
     p.add_argument("--model-uri", help="another model URI (default: models:/triad-<head>@champion)")
@@ -134,7 +150,10 @@ def _print_where(cfg) -> None:
         champion = (f"@champion -> v{row['champion']} ({row['metric']}={float(row['champion_value']):.4f})"
                     if row["champion"] else "no champion")
         print(f"  {row['model']}: {row['versions']} version(s), latest v{row['latest']}, {champion}")
-    print(f"Dashboard: triad ui   (or: mlflow ui --backend-store-uri {uri})")
+    if uri.startswith(("http://", "https://")):
+        print(f"Dashboard: {uri}")
+    else:
+        print(f"Dashboard: triad ui   (or: mlflow ui --backend-store-uri {uri})")
 
 
 def cmd_train(args) -> int:
@@ -221,6 +240,9 @@ def cmd_ui(args) -> int:
 
     cfg = compose([])
     uri = tracking.tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        print(f"The tracking server serves its own dashboard: {uri}")
+        return 0
     command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
                "--host", args.host, "--port", str(args.port)]
     if uri.startswith("sqlite:"):
@@ -249,9 +271,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_services(args) -> int:
+    from triad import services
+
+    if args.action == "up":
+        env = services.up(args.dir)
+        print(services.exports(env), end="")
+        return 0
+    if args.action == "down":
+        stopped = services.down(args.dir)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+        return 0
+    if args.action == "env":
+        home = args.dir or services.default_home()
+        print(services.exports(services.client_env(services.load_state(services.Layout(home.resolve())))), end="")
+        return 0
+    report = services.status(args.dir)
+    for name, row in report.items():
+        state = "healthy" if row["healthy"] else ("running, not answering" if row["running"] else "stopped")
+        print(f"{name:9s} {state:24s} {row['url']}")
+    return 0 if all(row["running"] and row["healthy"] for row in report.values()) else 1
+
+
 COMMANDS = {
     "pipeline": cmd_pipeline, "train": cmd_train, "stage": cmd_stage, "config": cmd_config, "dag": cmd_dag,
-    "schedule": cmd_schedule, "ui": cmd_ui, "predict": cmd_predict,
+    "schedule": cmd_schedule, "ui": cmd_ui, "predict": cmd_predict, "services": cmd_services,
 }
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from triad.config import project_root
+from triad.errors import TransientError
 
 if TYPE_CHECKING:
     from triad.config import TriadConfig
@@ -177,7 +178,9 @@ def gate(
     """Move ``champion`` to ``version`` only if it clears the bar and beats the champion.
 
     The decision, the compared values and the reason are recorded on the new version as tags and
-    in its description, whichever way it goes.
+    in its description, whichever way it goes. A promoted version then settles the alias
+    (``settle_champion``), so that two gates racing on one registry end with the best version as
+    champion whatever order their reads and writes interleaved in.
     """
     champion = current_champion(client, name)
     ok, bar_reason = passes
@@ -193,8 +196,6 @@ def gate(
     else:
         promoted = False
         reason = f"{metric} {value:.4f} does not beat champion v{before['version']} ({before['value']:.4f})"
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
     tags = {
         "gate.metric": metric,
         "gate.mode": mode,
@@ -209,8 +210,44 @@ def gate(
     for key, tag_value in tags.items():
         client.set_model_version_tag(name, version, key, tag_value)
     client.update_model_version(name, version, description=f"{'PROMOTED' if promoted else 'REJECTED'}: {reason}")
+    champion_after = settle_champion(client, name, mode) if promoted else (before or {}).get("version")
+    if promoted and champion_after != str(version):
+        client.set_model_version_tag(name, version, "gate.superseded_by", champion_after)
     return {"model": name, "version": str(version), "promoted": promoted, "reason": reason,
-            "champion_before": before, "metric": metric, "value": float(value)}
+            "champion_before": before, "champion_after": champion_after, "metric": metric, "value": float(value)}
+
+
+def settle_champion(client, name: str, mode: str, max_rounds: int = 20) -> str:
+    """Point ``champion`` at the best version the gate promoted; return that version.
+
+    Run after a version's ``gate.*`` tags are written. Sequentially, the best promoted version is
+    the one the gate just promoted (each promotion beats the champion before it). When two gates
+    race (both read "no champion", or the same champion, before either wrote), both promote; each
+    then loops here until it reads the alias on the best of all promoted versions, so whichever
+    writes last has seen both sets of tags and the alias ends on the best one. Ties go to the
+    lower version number, so racing processes agree. The version the alias leaves gets the tag
+    ``gate.superseded_by``. To withdraw a champion, set its ``gate.decision`` tag to ``withdrawn``
+    before moving the alias.
+    """
+    for _ in range(max_rounds):
+        promoted = [v for v in client.search_model_versions(f"name='{name}'")
+                    if v.tags.get("gate.decision") == "promoted"]
+        if not promoted:
+            raise TransientError(f"no promoted version of {name} is visible yet; run the evaluation again")
+        best = promoted[0]
+        for candidate in promoted[1:]:
+            value, best_value = float(candidate.tags["gate.value"]), float(best.tags["gate.value"])
+            if is_better(value, best_value, mode) or (value == best_value and int(candidate.version) < int(best.version)):
+                best = candidate
+        holder = current_champion(client, name)
+        if holder is not None and str(holder.version) == str(best.version):
+            if "gate.superseded_by" in best.tags:  # written by a racing gate from a stale read
+                client.delete_model_version_tag(name, best.version, "gate.superseded_by")
+            return str(best.version)
+        client.set_registered_model_alias(name, CHAMPION, best.version)
+        if holder is not None:
+            client.set_model_version_tag(name, holder.version, "gate.superseded_by", str(best.version))
+    raise TransientError(f"the {CHAMPION} alias of {name} kept moving for {max_rounds} rounds; run the evaluation again")
 
 
 def registry_summary(cfg: "TriadConfig", heads: list[str]) -> list[dict[str, Any]]:

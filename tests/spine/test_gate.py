@@ -65,3 +65,31 @@ def test_gate_never_promotes_nan_or_a_failed_bar(client):
     assert str(current_champion(client, name).version) == v1
     v4 = _register(name)
     assert gate(client, name, v4, "fid", 40.0, "min", (True, "fine"))["promoted"]
+
+
+class StaleChampionRead(MlflowClient):
+    """A real client whose first read of the alias sees the registry as it was before a racing gate wrote."""
+
+    def __init__(self, tracking_uri: str):
+        super().__init__(tracking_uri)
+        self.stale = True
+
+    def get_model_version_by_alias(self, name, alias):
+        if self.stale:
+            self.stale = False
+            raise mlflow.exceptions.MlflowException(f"alias {alias} not found (as read before the other gate wrote)")
+        return super().get_model_version_by_alias(name, alias)
+
+
+def test_racing_gates_leave_champion_on_the_best(client):
+    """Two gates both read "no champion"; the better finishes first, the worse writes last."""
+    name = "triad-race"
+    ok = (True, "fine")
+    worse, better = _register(name), _register(name)
+    assert gate(client, name, better, "test_bleu", 12.0, "max", ok)["promoted"]
+    late = gate(StaleChampionRead(mlflow.get_tracking_uri()), name, worse, "test_bleu", 10.0, "max", ok)
+    # It decided on a stale read (promoted, "first version"), but the alias settled on the best.
+    assert late["promoted"] and late["reason"] == "first version to clear the bar"
+    assert str(current_champion(client, name).version) == better
+    assert late["champion_after"] == better
+    assert client.get_model_version(name, worse).tags["gate.superseded_by"] == better
