@@ -3,7 +3,8 @@
 ``dvc repro`` runs ``dvc.yaml`` itself. The Prefect flow (``flows/pipeline.py``) reads the same
 stages here, orders them by their ``deps`` and ``outs``, and for each stage asks DVC whether it is
 up to date (``dvc status``), runs the stage's own ``cmd`` if not, and records the result with
-``dvc commit`` so that the next ``dvc repro`` or flow run sees it as done.
+``dvc commit`` so that the next ``dvc repro`` or flow run sees it as done. With a DVC remote
+(``pipeline.remote.url``) the flow also pulls a stage's missing outputs first and pushes them after.
 """
 
 from __future__ import annotations
@@ -110,6 +111,38 @@ def commit(root: Path, stage: str) -> None:
     result = _dvc(root, "commit", "--force", stage)
     if result.returncode != 0:
         raise RuntimeError(f"dvc commit {stage} failed:\n{result.stderr.strip()}")
+
+
+def use_remote(root: Path, name: str, url: str) -> None:
+    """Register ``url`` as the DVC remote ``name`` in ``.dvc/config.local`` (this machine only; idempotent).
+
+    A plain path is taken relative to the project root.
+    """
+    if "://" not in url:
+        url = str((root / Path(url).expanduser()).resolve())
+    result = _dvc(root, "remote", "add", "--local", "--force", name, url)
+    if result.returncode != 0:
+        raise ConfigError(f"cannot use {url!r} as a DVC remote (pipeline.remote.url):\n{result.stderr.strip()}")
+
+
+def pull_missing(root: Path, stage: Stage, remote: str) -> bool:
+    """Fetch ``stage``'s outputs recorded in dvc.lock from ``remote`` when some are missing here.
+
+    Returns whether a pull was attempted. Outputs the remote lacks stay missing (the stage then runs).
+    """
+    if all((root / out).exists() for out in stage.outs):
+        return False
+    result = _dvc(root, "pull", "--allow-missing", "--remote", remote, stage.name)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc pull {stage.name} from remote {remote!r} failed:\n{result.stderr.strip()}")
+    return True
+
+
+def push(root: Path, stage: Stage, remote: str) -> None:
+    """Upload ``stage``'s cached outputs to ``remote`` so other machines can pull them."""
+    result = _dvc(root, "push", "--remote", remote, stage.name)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc push {stage.name} to remote {remote!r} failed:\n{result.stderr.strip()}")
 
 
 class StageFailed(RuntimeError):
