@@ -51,7 +51,11 @@ def parse_space(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
     fixed, space = [], {}
     for override in parsed:
         if override.is_sweep_override():
-            space[override.get_key_element()] = override.value()
+            key = override.get_key_element()
+            if key.startswith("data."):
+                raise ConfigError(f"{key}: data parameters cannot be swept (the data is prepared once for all "
+                                  "trials); sweep model.* or trainer.* keys, and run one sweep per dataset")
+            space[key] = override.value()
         else:
             fixed.append(override.input_line)
     return fixed, space
@@ -160,6 +164,7 @@ def sweep(head_name: str, overrides: list[str], n_trials: int, study_name: str |
     if not space:
         raise ConfigError("nothing to sweep: give at least one key=interval(a,b), key=range(a,b) or key=choice(a,b)")
     base = compose(fixed)
+    _prepare_once(base, head_name)
     metric_name, direction = objective_metric(head_name, base)
     metric_name = metric or metric_name
     study = optuna.create_study(study_name=study_name or f"{head_name}-sweep", storage=storage, direction=direction,
@@ -182,6 +187,15 @@ def sweep(head_name: str, overrides: list[str], n_trials: int, study_name: str |
     return {"study": study.study_name, "parent_run_id": parent, "metric": metric_name, "best_value": best.value,
             "best_trial": best.number, "best_overrides": best_overrides, "experiment_file": str(path),
             "trials": len(study.trials)}
+
+
+def _prepare_once(cfg: TriadConfig, head_name: str) -> None:
+    """Prepare the data (shared by every trial; a swept data parameter is not supported) if it is missing."""
+    from triad.heads import get_head
+    from triad.prepare import prepare
+
+    if not (get_head(head_name, cfg).dir("data") / "summary.json").is_file():
+        prepare(cfg, head_name)
 
 
 def _finish_parent(cfg: TriadConfig, parent: str, metric: str, value: float, overrides: list[str], path: Path) -> None:
