@@ -13,7 +13,6 @@ Run it with ``triad pipeline [overrides]``; serve it on a schedule with ``triad 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +33,9 @@ def _retry_if_transient(task, task_run, state) -> bool:
 
 @task(task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_retry_if_transient)
 def run_stage(stage: dag.Stage, root: Path, remote: str | None = None) -> dict[str, Any]:
-    """Run one DVC stage if DVC says it changed; record it in dvc.lock afterwards.
-
-    With a DVC ``remote``: missing outputs are pulled first (so data prepared on another machine is
-    not prepared again) and the outputs are pushed after the stage ran.
-    """
-    logger = get_run_logger()
-    if remote and dag.pull_missing(root, stage, remote):
-        logger.info("%s: pulled its missing outputs from DVC remote %s", stage.name, remote)
-    changed = dag.changes(root, stage.name)
-    if not changed:
-        logger.info("%s is unchanged: skipped", stage.name)
-        return {"stage": stage.name, "head": stage.head, "status": "skipped"}
-    logger.info("%s changed (%s): running `%s`", stage.name, json.dumps(changed)[:300], stage.cmd)
-    started = time.perf_counter()
-    dag.run(root, stage, env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
-    dag.commit(root, stage.name)
-    if remote:
-        dag.push(root, stage, remote)
-    seconds = time.perf_counter() - started
-    logger.info("%s done in %.1fs", stage.name, seconds)
-    return {"stage": stage.name, "head": stage.head, "status": "ran", "seconds": round(seconds, 1)}
+    """Run one DVC stage if DVC says it changed (pulling and pushing through ``remote`` if given)."""
+    return dag.run_if_changed(root, stage, get_run_logger(), remote,
+                              env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
 
 
 def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]]) -> str:

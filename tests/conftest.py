@@ -23,13 +23,8 @@ def _run(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A fresh git + DVC project holding this repo's code, conf and dvc.yaml; the cwd and TRIAD_ROOT.
-
-    Its MLflow backend is its own SQLite file, so tests never touch the developer's runs.
-    """
-    root = tmp_path / "project"
+def make_project(root: Path) -> Path:
+    """A fresh git + DVC project at ``root`` holding this repo's code, conf and dvc.yaml."""
     root.mkdir()
     for name in ("conf", "src", "flows", "dvc.yaml"):
         source = REPO / name
@@ -40,11 +35,26 @@ def project(tmp_path, monkeypatch) -> Path:
     _run(["git", "init", "-q"], root)
     _run([str(BIN / "dvc"), "init", "-q"], root)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+    return root
+
+
+def enter_project(root: Path, monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """Make ``root`` the cwd and TRIAD_ROOT, with its own MLflow backend and download cache."""
     monkeypatch.chdir(root)
     monkeypatch.setenv("TRIAD_ROOT", str(root))
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("TRIAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRIAD_CACHE_DIR", str(cache))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A fresh git + DVC project holding this repo's code, conf and dvc.yaml; the cwd and TRIAD_ROOT.
+
+    Its MLflow backend is its own SQLite file, so tests never touch the developer's runs.
+    """
+    root = make_project(tmp_path / "project")
+    enter_project(root, monkeypatch, tmp_path / "cache")
     return root
 
 

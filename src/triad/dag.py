@@ -10,11 +10,13 @@ up to date (``dvc status``), runs the stage's own ``cmd`` if not, and records th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -164,3 +166,28 @@ def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
                              cwd=root, env=full_env)
     if process.returncode != 0:
         raise StageFailed(stage.name, process.returncode)
+
+
+def run_if_changed(root: Path, stage: Stage, logger: logging.Logger | logging.LoggerAdapter,
+                   remote: str | None = None, env: dict[str, str] | None = None) -> dict:
+    """One stage as the flow runs it: run it only if DVC says it changed, then record it in dvc.lock.
+
+    With a DVC ``remote``: missing outputs are pulled first (so data prepared on another machine is
+    not prepared again) and the stage's outputs are pushed after it ran.
+    Returns ``{"stage", "head", "status": "ran"|"skipped", "seconds"?}``.
+    """
+    if remote and pull_missing(root, stage, remote):
+        logger.info("%s: pulled its missing outputs from DVC remote %s", stage.name, remote)
+    changed = changes(root, stage.name)
+    if not changed:
+        logger.info("%s is unchanged: skipped", stage.name)
+        return {"stage": stage.name, "head": stage.head, "status": "skipped"}
+    logger.info("%s changed (%s): running `%s`", stage.name, json.dumps(changed)[:300], stage.cmd)
+    started = time.perf_counter()
+    run(root, stage, env=env)
+    commit(root, stage.name)
+    if remote:
+        push(root, stage, remote)
+    seconds = time.perf_counter() - started
+    logger.info("%s done in %.1fs", stage.name, seconds)
+    return {"stage": stage.name, "head": stage.head, "status": "ran", "seconds": round(seconds, 1)}
