@@ -13,7 +13,6 @@ Run it with ``triad pipeline [overrides]``; serve it on a schedule with ``triad 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +32,10 @@ def _retry_if_transient(task, task_run, state) -> bool:
 
 
 @task(task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_retry_if_transient)
-def run_stage(stage: dag.Stage, root: Path) -> dict[str, Any]:
-    """Run one DVC stage if DVC says it changed; record it in dvc.lock afterwards."""
-    logger = get_run_logger()
-    changed = dag.changes(root, stage.name)
-    if not changed:
-        logger.info("%s is unchanged: skipped", stage.name)
-        return {"stage": stage.name, "head": stage.head, "status": "skipped"}
-    logger.info("%s changed (%s): running `%s`", stage.name, json.dumps(changed)[:300], stage.cmd)
-    started = time.perf_counter()
-    dag.run(root, stage, env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
-    dag.commit(root, stage.name)
-    seconds = time.perf_counter() - started
-    logger.info("%s done in %.1fs", stage.name, seconds)
-    return {"stage": stage.name, "head": stage.head, "status": "ran", "seconds": round(seconds, 1)}
+def run_stage(stage: dag.Stage, root: Path, remote: str | None = None) -> dict[str, Any]:
+    """Run one DVC stage if DVC says it changed (pulling and pushing through ``remote`` if given)."""
+    return dag.run_if_changed(root, stage, get_run_logger(), remote,
+                              env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
 
 
 def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
@@ -81,12 +70,15 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     if write_params(cfg, root / "params.yaml"):
         logger.info("params.yaml updated from conf/ and overrides %s", overrides or [])
     stages = dag.load_stages(root, heads=cfg.pipeline.heads)
+    remote = cfg.pipeline.remote
+    if remote.url:
+        dag.use_remote(root, remote.name, remote.url)
     stage_task = run_stage.with_options(retries=cfg.pipeline.retries, retry_delay_seconds=2)
 
     futures: dict[str, Any] = {}
     for stage in stages:
         upstream = [futures[name] for name in stage.upstream if name in futures]
-        futures[stage.name] = stage_task.submit(stage, root, wait_for=upstream)
+        futures[stage.name] = stage_task.submit(stage, root, remote.name if remote.url else None, wait_for=upstream)
     results = [futures[stage.name].result() for stage in stages]
 
     ran = [r for r in results if r["status"] == "ran"]

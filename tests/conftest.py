@@ -38,6 +38,15 @@ def make_project(root: Path, extra: tuple[str, ...] = ()) -> Path:
     return root
 
 
+def enter_project(root: Path, monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """Make ``root`` the cwd and TRIAD_ROOT, with its own MLflow backend and download cache."""
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("TRIAD_ROOT", str(root))
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("TRIAD_CACHE_DIR", str(cache))
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     """A fresh git + DVC project holding this repo's code, conf and dvc.yaml; the cwd and TRIAD_ROOT.
@@ -45,11 +54,7 @@ def project(tmp_path, monkeypatch) -> Path:
     Its MLflow backend is its own SQLite file, so tests never touch the developer's runs.
     """
     root = make_project(tmp_path / "project")
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("TRIAD_ROOT", str(root))
-    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("TRIAD_CACHE_DIR", str(tmp_path / "cache"))
+    enter_project(root, monkeypatch, tmp_path / "cache")
     return root
 
 

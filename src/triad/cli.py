@@ -44,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true", help="evaluate without registering in MLflow")
     _overrides(p)
 
+    p = sub.add_parser("sweep", help="tune one head's parameters with Optuna; write the best config back",
+                       description="Run Optuna trials over a search space in Hydra's sweep syntax; each trial trains "
+                       "and evaluates (no registration) as a child MLflow run of one parent run. The best trial's config "
+                       "is written to conf/experiment/best_<head>.yaml and params.yaml (so `dvc repro` reproduces it).",
+                       epilog="example: triad sweep transfer --trials 4 'model.transfer.lr=tag(log,interval(1e-3,3e-2))' "
+                       "'model.transfer.unfreeze_every=choice(1,2)'")
+    p.add_argument("head", choices=HEADS)
+    p.add_argument("--trials", type=int, default=10, help="number of trials (default 10)")
+    p.add_argument("--study", help="Optuna study name (default <head>-sweep)")
+    p.add_argument("--storage", help="Optuna storage URL shared by several sweep processes, e.g. sqlite:///sweep.db")
+    p.add_argument("--metric", help="objective (default: the head's gate metric on the validation split)")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                   help="key=interval(a,b) | key=tag(log,interval(a,b)) | key=range(a,b) | key=choice(a,b) | key=value")
+
     p = sub.add_parser("stage", help="run one DVC stage's work (what dvc.yaml calls)",
                        description="Run one step of one head with the config in params.yaml. "
                        "`prepare`, `train` and `evaluate` exist for every head; other steps are the head's own "
@@ -157,6 +171,9 @@ def _print_where(cfg) -> None:
 
 
 def cmd_train(args) -> int:
+    """Prepare, train, evaluate. Under torchrun or srun every rank runs this: rank zero prepares,
+    evaluates and registers; the other ranks wait for the data and only train."""
+    from triad import distributed
     from triad.config import compose
     from triad.evaluate import evaluate
     from triad.heads import get_head
@@ -165,7 +182,12 @@ def cmd_train(args) -> int:
 
     cfg = compose(args.overrides)
     head = get_head(args.head, cfg)
-    if not (head.dir("data") / "summary.json").is_file():
+    prepared = head.dir("data") / "summary.json"
+    if not distributed.is_global_zero():
+        distributed.wait_for_file(prepared, f"the prepared {args.head} data")
+        train(cfg, args.head)
+        return 0
+    if not prepared.is_file():
         prepare(cfg, args.head)
     for step in head.steps():
         run_step(cfg, args.head, step)
@@ -173,6 +195,20 @@ def cmd_train(args) -> int:
     result = evaluate(cfg, args.head, register=not args.no_register)
     for key, value in sorted(result["metrics"].items()):
         print(f"{key}: {value:.4f}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from triad.sweep import sweep
+
+    if args.trials < 1:
+        raise TriadError(f"--trials must be at least 1 (got {args.trials})")
+    result = sweep(args.head, args.overrides, args.trials, args.study, args.storage, args.metric)
+    print(f"{result['trials']} trial(s); best: trial {result['best_trial']}, {result['metric']}={result['best_value']:.4f}")
+    print(f"  overrides: {' '.join(result['best_overrides'])}")
+    print(f"  written: {result['experiment_file']} and params.yaml (reproduce: dvc repro, "
+          f"or triad pipeline experiment=best_{args.head})")
+    print(f"  MLflow parent run: {result['parent_run_id']}")
     return 0
 
 
@@ -294,8 +330,8 @@ def cmd_services(args) -> int:
 
 
 COMMANDS = {
-    "pipeline": cmd_pipeline, "train": cmd_train, "stage": cmd_stage, "config": cmd_config, "dag": cmd_dag,
-    "schedule": cmd_schedule, "ui": cmd_ui, "predict": cmd_predict, "services": cmd_services,
+    "pipeline": cmd_pipeline, "train": cmd_train, "sweep": cmd_sweep, "stage": cmd_stage, "config": cmd_config,
+    "dag": cmd_dag, "schedule": cmd_schedule, "ui": cmd_ui, "predict": cmd_predict, "services": cmd_services,
 }
 
 

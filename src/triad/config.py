@@ -47,6 +47,10 @@ class TrainerConfig(StrictModel):
     devices: int | Literal["auto"] = Field(1)
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
+    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = "FULL_SHARD"  # strategy fsdp
+    sync_batchnorm: bool = False  # batch-norm statistics over all processes (DDP/FSDP)
+    slurm_requeue: bool = True  # under SLURM: on slurm_requeue_signal, checkpoint and requeue the job
+    slurm_requeue_signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM"] = "SIGUSR1"  # sbatch --signal=SIGUSR1@90
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     compile: bool = False
     deterministic: bool = True
@@ -76,11 +80,24 @@ class ScheduleConfig(StrictModel):
     timezone: str = "UTC"
 
 
+class RemoteConfig(StrictModel):
+    """A DVC remote shared by the machines that run stages: ``url`` null keeps the data local.
+
+    With a ``url`` (a folder such as ``/shared/triad-dvc``, or ``s3://bucket/prefix`` with ``dvc-s3``
+    installed), the flow registers it as the DVC remote ``name`` in ``.dvc/config.local``, pulls a
+    stage's missing outputs before deciding whether the stage must run, and pushes what a stage made.
+    """
+
+    url: str | None = None
+    name: str = Field("triad", pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class PipelineConfig(StrictModel):
     heads: list[HeadName] = Field(default_factory=lambda: list(HEAD_NAMES), min_length=1)
     max_parallel: int = Field(1, ge=1)  # stages run at once (heads are independent)
     retries: int = Field(1, ge=0)  # retries of a stage that failed transiently or was killed
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
 
 
 class DataSection(StrictModel):

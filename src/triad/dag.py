@@ -3,17 +3,20 @@
 ``dvc repro`` runs ``dvc.yaml`` itself. The Prefect flow (``flows/pipeline.py``) reads the same
 stages here, orders them by their ``deps`` and ``outs``, and for each stage asks DVC whether it is
 up to date (``dvc status``), runs the stage's own ``cmd`` if not, and records the result with
-``dvc commit`` so that the next ``dvc repro`` or flow run sees it as done.
+``dvc commit`` so that the next ``dvc repro`` or flow run sees it as done. With a DVC remote
+(``pipeline.remote.url``) the flow also pulls a stage's missing outputs first and pushes them after.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -112,6 +115,38 @@ def commit(root: Path, stage: str) -> None:
         raise RuntimeError(f"dvc commit {stage} failed:\n{result.stderr.strip()}")
 
 
+def use_remote(root: Path, name: str, url: str) -> None:
+    """Register ``url`` as the DVC remote ``name`` in ``.dvc/config.local`` (this machine only; idempotent).
+
+    A plain path is taken relative to the project root.
+    """
+    if "://" not in url:
+        url = str((root / Path(url).expanduser()).resolve())
+    result = _dvc(root, "remote", "add", "--local", "--force", name, url)
+    if result.returncode != 0:
+        raise ConfigError(f"cannot use {url!r} as a DVC remote (pipeline.remote.url):\n{result.stderr.strip()}")
+
+
+def pull_missing(root: Path, stage: Stage, remote: str) -> bool:
+    """Fetch ``stage``'s outputs recorded in dvc.lock from ``remote`` when some are missing here.
+
+    Returns whether a pull was attempted. Outputs the remote lacks stay missing (the stage then runs).
+    """
+    if all((root / out).exists() for out in stage.outs):
+        return False
+    result = _dvc(root, "pull", "--allow-missing", "--remote", remote, stage.name)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc pull {stage.name} from remote {remote!r} failed:\n{result.stderr.strip()}")
+    return True
+
+
+def push(root: Path, stage: Stage, remote: str) -> None:
+    """Upload ``stage``'s cached outputs to ``remote`` so other machines can pull them."""
+    result = _dvc(root, "push", "--remote", remote, stage.name)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc push {stage.name} to remote {remote!r} failed:\n{result.stderr.strip()}")
+
+
 class StageFailed(RuntimeError):
     def __init__(self, stage: str, returncode: int):
         super().__init__(f"stage {stage} failed with exit code {returncode}")
@@ -131,3 +166,28 @@ def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
                              cwd=root, env=full_env)
     if process.returncode != 0:
         raise StageFailed(stage.name, process.returncode)
+
+
+def run_if_changed(root: Path, stage: Stage, logger: logging.Logger | logging.LoggerAdapter,
+                   remote: str | None = None, env: dict[str, str] | None = None) -> dict:
+    """One stage as the flow runs it: run it only if DVC says it changed, then record it in dvc.lock.
+
+    With a DVC ``remote``: missing outputs are pulled first (so data prepared on another machine is
+    not prepared again) and the stage's outputs are pushed after it ran.
+    Returns ``{"stage", "head", "status": "ran"|"skipped", "seconds"?}``.
+    """
+    if remote and pull_missing(root, stage, remote):
+        logger.info("%s: pulled its missing outputs from DVC remote %s", stage.name, remote)
+    changed = changes(root, stage.name)
+    if not changed:
+        logger.info("%s is unchanged: skipped", stage.name)
+        return {"stage": stage.name, "head": stage.head, "status": "skipped"}
+    logger.info("%s changed (%s): running `%s`", stage.name, json.dumps(changed)[:300], stage.cmd)
+    started = time.perf_counter()
+    run(root, stage, env=env)
+    commit(root, stage.name)
+    if remote:
+        push(root, stage, remote)
+    seconds = time.perf_counter() - started
+    logger.info("%s done in %.1fs", stage.name, seconds)
+    return {"stage": stage.name, "head": stage.head, "status": "ran", "seconds": round(seconds, 1)}

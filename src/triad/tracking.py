@@ -118,6 +118,8 @@ def run_tags(cfg: "TriadConfig", head: "Head", data_dir: Path) -> dict[str, str]
     }
     if flow_run := os.environ.get("TRIAD_FLOW_RUN_ID"):
         tags["prefect.flow_run_id"] = flow_run
+    if parent := os.environ.get("TRIAD_PARENT_RUN_ID"):  # a sweep's trial (triad.sweep)
+        tags["mlflow.parentRunId"] = parent
     return tags
 
 

@@ -7,7 +7,12 @@ configured from ``cfg.trainer`` and the head's optimisation settings, logs to ML
 Resume: checkpoints go to ``.triad/<head>/<fingerprint>/`` where the fingerprint hashes everything
 that shapes the model (seed, trainer, the head's data and model config, the data version). A run
 killed part-way resumes from its ``last.ckpt`` and continues the same MLflow run; a changed config
-gets a new fingerprint and starts fresh, so a stale checkpoint is never resumed by mistake.
+gets a new fingerprint and starts fresh, so a stale checkpoint is never resumed by mistake. Where the
+run happens (accelerator, devices, nodes, strategy, launcher) is not in the fingerprint: a run
+started on two GPUs resumes on one, or on eight (checkpoints hold the full, unsharded state).
+
+Distributed runs (``trainer=ddp``, ``ddp_multinode``, ``fsdp``; launched by torchrun, srun or
+Lightning): every rank trains, only the global rank zero logs to MLflow and writes the artifacts.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import hashlib
 import json
 import logging
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from triad import tracking
+from triad import distributed, tracking
 from triad.atomic import atomic_dir
 from triad.config import TriadConfig, to_yaml
 from triad.heads import get_head
@@ -31,8 +37,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Trainer switches that change how fast, not what is learned; they stay out of the fingerprint.
-_NOT_FINGERPRINTED = {"enable_progress_bar", "num_workers", "log_every_n_steps", "num_threads"}
+# Trainer switches that change how fast or where, not what is learned; they stay out of the
+# fingerprint, so a checkpoint resumes on another number of devices or nodes, or under another launcher.
+_NOT_FINGERPRINTED = {
+    "enable_progress_bar", "num_workers", "log_every_n_steps", "num_threads",
+    "accelerator", "devices", "num_nodes", "strategy", "fsdp_sharding", "slurm_requeue", "slurm_requeue_signal",
+}
 
 
 def fingerprint(cfg: TriadConfig, head: str, data_version: str) -> str:
@@ -73,7 +83,9 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=_strategy(t),
+        plugins=_cluster_plugins(t),
+        sync_batchnorm=t.sync_batchnorm,
         precision=t.precision,
         deterministic=t.deterministic,
         max_epochs=optim.max_epochs,
@@ -88,6 +100,36 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         callbacks=callbacks,
         default_root_dir=checkpoint_dir,
     )
+
+
+def _strategy(t) -> Any:
+    """Lightning's strategy: its name, or for FSDP a strategy saving full (unsharded) checkpoints.
+
+    Full checkpoints are what lets a run resume on another number of devices.
+    """
+    if t.strategy != "fsdp":
+        return t.strategy
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return FSDPStrategy(sharding_strategy=t.fsdp_sharding, state_dict_type="full")
+
+
+def _cluster_plugins(t) -> list[Any] | None:
+    """Under SLURM: Lightning's SLURMEnvironment, requeueing the job on ``slurm_requeue_signal``.
+
+    Elsewhere Lightning picks the environment itself (TorchElasticEnvironment under torchrun).
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    return [SLURMEnvironment(auto_requeue=t.slurm_requeue, requeue_signal=getattr(signal, t.slurm_requeue_signal))]
+
+
+def _resume_checkpoint(state: Path) -> Path | None:
+    """The newest checkpoint in ``state``: ``last.ckpt``, or the one SLURM's requeue signal wrote."""
+    candidates = [p for p in (state / "last.ckpt", *state.glob("hpc_ckpt_*.ckpt")) if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
@@ -108,12 +150,12 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
     state = head.dir("state") / fp
     state.mkdir(parents=True, exist_ok=True)
     last = state / "last.ckpt"
-    resume = last if last.is_file() else None
+    resume = _resume_checkpoint(state)
     run_file = state / "run.json"
     previous_run = json.loads(run_file.read_text()) if resume and run_file.is_file() else None
 
     logger = None
-    if not cfg.trainer.fast_dev_run:
+    if not cfg.trainer.fast_dev_run and distributed.is_global_zero():
         experiment_id = tracking.ensure_experiment(cfg, head_name)
         logger = MLFlowLogger(
             experiment_name=tracking.experiment_name(cfg, head_name),
@@ -137,6 +179,7 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
     started = time.perf_counter()
     trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     seconds = time.perf_counter() - started
+    state_dict = trainer.strategy.lightning_module_state_dict()  # every rank: FSDP gathers the shards
 
     global_step = trainer.global_step
     if global_step == 0 and last.is_file():
@@ -158,7 +201,7 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
         summary.update(run)
         logger.log_metrics({"fit_seconds": seconds}, step=trainer.global_step)
     with atomic_dir(head.dir("artifacts") / "train") as tmp:
-        torch.save({"head": head_name, "state_dict": module.state_dict(), **summary}, tmp / "model.pt")
+        torch.save({"head": head_name, "state_dict": state_dict, **summary}, tmp / "model.pt")
         tracking.write_json(tmp / "run.json", summary)
     shutil.rmtree(state, ignore_errors=True)  # trained to the end: nothing left to resume
     return summary
