@@ -34,7 +34,7 @@ def test_every_stage_belongs_to_a_head_and_calls_triad():
 
 def test_head_selection_keeps_only_that_heads_stages():
     names = [s.name for s in load_stages(REPO, heads=["translator"])]
-    assert names == ["prepare_translator", "train_translator", "evaluate_translator"]
+    assert names == ["prepare_translator", "train_translator", "lm_translator", "evaluate_translator"]
 
 
 def test_a_cycle_is_reported(tmp_path):
