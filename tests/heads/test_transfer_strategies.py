@@ -50,6 +50,19 @@ def test_linear_probe_leaves_the_backbone_bit_identical_and_trains_the_head(tiny
 
 
 @pytest.mark.slow
+def test_freeze_batchnorm_keeps_running_statistics_while_fine_tuning_everything(tiny_images):
+    cfg = TransferModel(strategy="full", image_size=32, freeze_batchnorm=True, max_epochs=1)
+    module = TransferModule(cfg, n_classes=2)
+    before = snapshot(module.model.backbone)
+    fit(module, tiny_images, epochs=1)
+    after = module.model.backbone.state_dict()
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    weights = [k for k in before if k.endswith("weight")]
+    assert statistics and all(torch.equal(before[k], after[k]) for k in statistics)
+    assert any(not torch.equal(before[k], after[k]) for k in weights)  # while the weights did train
+
+
+@pytest.mark.slow
 def test_gradual_unfreezing_opens_groups_in_the_configured_order(tiny_images):
     order = ["stages.6", "stem", "head"]
     cfg = TransferModel(strategy="gradual", unfreeze_order=order, unfreeze_every=1, image_size=32, max_epochs=3)

@@ -181,6 +181,20 @@ class TransferModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         return [self.unfreezing] if self.unfreezing else []
 
+    def setup(self, stage: str) -> None:
+        # DDP registers gradient hooks only for the parameters trainable when it wraps the model: groups
+        # opened later would train on each process's own gradients and drift apart, silently.
+        if self.unfreezing and stage == "fit" and self.trainer.world_size > 1:
+            raise ConfigError(
+                f"model.transfer.strategy=gradual cannot run on {self.trainer.world_size} processes (DDP would not "
+                "synchronise the groups it opens later); use strategy=full or linear_probe, or one device"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores train mode itself; re-apply ours so frozen groups and, with
+        # freeze_batchnorm, every backbone batch norm keep their running statistics.
+        self.model.train()
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self.model(x), y)
