@@ -49,6 +49,24 @@ def test_the_language_model_learns_the_english_side(tmp_path):
     assert (out_dir / "lm.pt").is_file()
 
 
+@pytest.mark.parametrize("total", [1, 5, 10, 100])
+def test_the_schedule_warms_up_then_decays_for_any_number_of_steps(total):
+    import torch
+
+    from triad.heads.translator.language_model import warmup_cosine
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimizer, total)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    warmup = max(1, total // 10)
+    assert max(rates) == pytest.approx(1.0) and rates.index(max(rates)) == warmup - 1
+    assert all(a >= b for a, b in zip(rates[warmup - 1:], rates[warmup:]))  # never rises after the warm-up
+
+
 def test_unigram_perplexity_of_uniform_counts_is_the_vocabulary_size():
     vocab = 5
     rows = [[1, 0, 1, 2, 3, 4]]  # BOS (not predicted) then every id once: with add-one counts all equal 2

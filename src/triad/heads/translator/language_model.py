@@ -73,6 +73,18 @@ def unigram_perplexity(train_rows: list[list[int]], test_rows: list[list[int]], 
     return math.exp(-log_probs[targets].mean().item())
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first tenth of the steps (at least one), then cosine decay to zero."""
+    warmup = max(1, total_steps // 10)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path, seed: int) -> dict:
     """Train on the English training sentences; report perplexities; save weights, config and samples."""
     side = english_side(data_dir)
@@ -85,8 +97,7 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
     model = DecoderOnlyTransformer(**architecture)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(rows["train"]) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.max_epochs * steps_per_epoch,
-                                                   pct_start=0.1)
+    schedule = warmup_cosine(optimizer, total_steps=cfg.max_epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     for epoch in range(cfg.max_epochs):
