@@ -74,6 +74,9 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     if remote.url:
         dag.use_remote(root, remote.name, remote.url)
     stage_task = run_stage.with_options(retries=cfg.pipeline.retries, retry_delay_seconds=2)
+    # Stages run side by side; create the tracking store's tables once, here, so that two stages
+    # never race to migrate a fresh SQLite file (alembic: "table _alembic_tmp_experiments already exists").
+    tracking.init_store(cfg)
 
     futures: dict[str, Any] = {}
     for stage in stages:

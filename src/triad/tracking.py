@@ -39,6 +39,13 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def init_store(cfg: "TriadConfig") -> None:
+    """Touch the tracking store once: a fresh SQLite file gets its tables; a server is checked reachable."""
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri=tracking_uri(cfg)).search_experiments(max_results=1)
+
+
 def experiment_name(cfg: "TriadConfig", head: str) -> str:
     return f"{cfg.logger.experiment_prefix}-{head}"
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-TRANSLATOR_STAGES = ["prepare_translator", "train_translator", "evaluate_translator"]
+TRANSLATOR_STAGES = ["prepare_translator", "train_translator", "lm_translator", "evaluate_translator"]
 
 
 def _would_run(root: Path) -> set[str]:
@@ -47,13 +47,17 @@ def test_flow_end_to_end(project, harness, capsys):
 
     overrides = tiny("translator")
     result = pipeline(overrides=overrides)
-    assert [s["status"] for s in result["stages"]] == ["ran", "ran", "ran"]
+    assert [s["status"] for s in result["stages"]] == ["ran", "ran", "ran", "ran"]
 
     # MLflow: a run with params, metrics, provenance tags, artifacts, and a registered champion.
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()
     experiment = client.get_experiment_by_name("triad-translator")
-    (run,) = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id])
+    (run,) = [r for r in runs if "triad.step" not in r.data.tags]  # the training run
+    (lm_run,) = [r for r in runs if r.data.tags.get("triad.step") == "lm"]  # the language-model stage
+    assert lm_run.data.metrics["lm_test_perplexity"] > 1
+    assert "samples.md" in {a.path.split("/")[-1] for a in client.list_artifacts(lm_run.info.run_id, "lm")}
     assert run.data.params["model.translator.d_model"] == "32"
     assert {"train_loss", "val_loss", "test_bleu", "test_chrf"} <= set(run.data.metrics)
     steps = client.get_metric_history(run.info.run_id, "train_loss")
@@ -86,7 +90,7 @@ def test_flow_end_to_end(project, harness, capsys):
     # Second run: nothing changed, nothing trains.
     again = pipeline(overrides=overrides)
     assert {s["status"] for s in again["stages"]} == {"skipped"}
-    assert len(client.search_runs([experiment.experiment_id])) == 1
+    assert len(client.search_runs([experiment.experiment_id])) == 2
 
     # `dvc repro` right after is a no-op, and fast.
     started = time.perf_counter()
@@ -105,6 +109,7 @@ def test_flow_end_to_end(project, harness, capsys):
     # One translator parameter changes: exactly the stages downstream of it run again.
     changed = pipeline(overrides=overrides + ["model.translator.lr=0.001"])
     status = {s["stage"]: s["status"] for s in changed["stages"]}
-    assert status == {"prepare_translator": "skipped", "train_translator": "ran", "evaluate_translator": "ran"}
-    assert len(client.search_runs([experiment.experiment_id])) == 2
+    assert status == {"prepare_translator": "skipped", "train_translator": "ran", "lm_translator": "skipped",
+                      "evaluate_translator": "ran"}
+    assert len(client.search_runs([experiment.experiment_id])) == 3
     assert json.loads((project / "reports/translator/registry.json").read_text())["version"] == "2"
