@@ -44,3 +44,11 @@ def test_a_cycle_is_reported(tmp_path):
     }}))
     with pytest.raises(ConfigError, match="cycle"):
         load_stages(tmp_path)
+
+
+def test_dvc_lock_is_not_git_ignored():
+    """DVC refuses every command once dvc.lock exists and git ignores it; a fresh clone's second stage would fail."""
+    import subprocess
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", "dvc.lock"], cwd=REPO).returncode == 0
+    assert not ignored, "remove dvc.lock from .gitignore: DVC stops with \"'dvc.lock' is git-ignored\""
