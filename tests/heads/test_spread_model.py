@@ -10,7 +10,7 @@ from triad.heads.spread.config import SpreadData
 from triad.heads.spread.data import load_split, prepare
 from triad.heads.spread.graphs import Graph, canonical_edges, generate
 from triad.heads.spread.influence import degree_seeds, greedy_model, greedy_monte_carlo
-from triad.heads.spread.model import SpreadGNN
+from triad.heads.spread.model import SpreadGNN, mean_adjacency
 
 
 def _network() -> SpreadGNN:
@@ -28,6 +28,22 @@ def test_relabelling_the_nodes_relabels_the_answer():
         original = network.probabilities(make_batch([Question(graph, seeds, process, params)]))
         moved = network.probabilities(make_batch([Question(relabelled, perm[seeds], process, params)]))
         torch.testing.assert_close(moved[torch.from_numpy(perm)], original, atol=1e-5, rtol=1e-4)
+
+
+def test_message_layer_equals_its_textbook_form():
+    """The layer's factored update (x block precomputed, sparse mean) is h <- LN(h + MLP([h, mean W h_u, x]))."""
+    graph = generate("watts_strogatz", 25, 4, seed=2)
+    isolated = Graph(3, np.zeros((0, 2), dtype=np.int64), "isolated")
+    batch = make_batch([Question(graph, np.array([0]), "ic", {"p": 0.3}), Question(isolated, np.array([1]), "ic", {"p": 0.3})])
+    layer = _network().layer
+    torch.manual_seed(1)
+    h, x = torch.randn(batch.n_nodes, 16), torch.randn(batch.n_nodes, 16)
+    degree = torch.bincount(batch.dst, minlength=batch.n_nodes).float()
+    mean = torch.zeros_like(h).index_add(0, batch.dst, layer.message(h)[batch.src]) / degree.clamp_min(1)[:, None]
+    textbook = layer.norm(h + layer.update(torch.cat([h, mean, x], 1)))
+    factored = layer(h, layer.input_term(x), mean_adjacency(batch))
+    torch.testing.assert_close(factored, textbook, atol=1e-5, rtol=1e-5)
+    assert torch.all(mean[-3:] == 0)  # isolated nodes hear nothing
 
 
 def test_seeds_of_a_cascade_are_reached():
