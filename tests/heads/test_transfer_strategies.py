@@ -10,7 +10,13 @@ import torch
 
 from triad.heads.transfer.config import TransferModel
 from triad.heads.transfer.data import TransferDataModule
-from triad.heads.transfer.module import HEAD_GROUP, TransferModule, discriminative_param_groups
+from triad.heads.transfer.module import (
+    HEAD_GROUP,
+    TransferModule,
+    balanced_class_weights,
+    discriminative_param_groups,
+    random_shift,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +114,32 @@ def test_lora_trains_only_the_adapters_and_the_head():
     optimizer.step()
     after = module.model.state_dict()
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+
+
+def test_balanced_class_weights_give_each_class_the_same_total_weight():
+    labels = torch.tensor([1] * 9 + [0])  # PneumoniaMNIST-like: 90% of one class
+    weights = balanced_class_weights(labels, n_classes=3)
+    per_class_total = torch.bincount(labels, minlength=3).float() * weights
+    torch.testing.assert_close(per_class_total[:2], torch.tensor([5.0, 5.0]))
+    assert weights[2] == 0  # absent from training: no weight, no division by zero
+    torch.testing.assert_close(weights[labels].mean(), torch.tensor(1.0))
+
+
+def test_random_shift_translates_each_image_within_the_bound():
+    images = torch.zeros(64, 8, 8, dtype=torch.uint8)
+    images[:, 4, 4] = 255
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    rows, cols = (shifted == 255).nonzero()[:, 1], (shifted == 255).nonzero()[:, 2]
+    assert (shifted == 255).sum() == 64  # one bright pixel per image, moved, not lost
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # offsets differ between images
+    assert torch.equal(random_shift(images, 0), images)
+
+
+@pytest.mark.slow
+def test_class_balance_weights_the_training_loss(tiny_images):
+    module = TransferModule(TransferModel(strategy="linear_probe", image_size=32, class_balance=True, max_epochs=1), n_classes=2)
+    fit(module, tiny_images, epochs=1)
+    assert module.class_weights is not None and module.class_weights.shape == (2,)
+    assert torch.all(module.class_weights > 0)

@@ -77,6 +77,10 @@ class TransferModel(OptimConfig):
                     trains at ``lr * layer_lr_decay**k`` (1.0 = one rate for all).
     freeze_batchnorm: batch norm keeps its pretrained statistics in every group (few labels).
     image_size:     images are resized to this square size and given three channels.
+    class_balance:  weight the training loss by inverse class frequency, so that a skewed training
+                    split (PneumoniaMNIST's is 90% pneumonia) does not teach its prior.
+    shift_augment:  training images are shifted by up to this many pixels in each direction
+                    (edge-padded), a fresh offset per image and step; 0 turns it off.
     """
 
     backbone: Backbone = "efficientnet_lite0"
@@ -92,6 +96,8 @@ class TransferModel(OptimConfig):
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     lora_targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
     image_size: int = Field(32, ge=16, le=512)
+    class_balance: bool = False
+    shift_augment: int = Field(0, ge=0, le=16)
     max_length: int = Field(64, ge=8, le=512)
     dropout: float = Field(0.2, ge=0, lt=1)
     max_epochs: int = Field(20, ge=1)

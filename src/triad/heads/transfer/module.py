@@ -164,8 +164,32 @@ def discriminative_param_groups(classifier: TransferClassifier, lr: float, decay
     return groups
 
 
+def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(n_classes,) loss weights n / (K * count_k), K the number of classes present: every class
+    carries the same total weight, and the weights average to 1 over the training labels. A class
+    absent from ``labels`` gets 0."""
+    counts = torch.bincount(labels.long(), minlength=n_classes).float()
+    weights = len(labels) / ((counts > 0).sum() * counts.clamp_min(1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, H, W) images, each translated by its own offset in [-max_shift, max_shift]^2 (edges repeated)."""
+    if max_shift == 0:
+        return images
+    b, h, w = images.shape
+    padded = F.pad(images[:, None].float(), (max_shift,) * 4, mode="replicate")[:, 0].to(images.dtype)
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
+    return torch.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
 class TransferModule(L.LightningModule):
-    """Trains a ``TransferClassifier`` with cross-entropy; logs train_loss, val_loss, val_accuracy."""
+    """Trains a ``TransferClassifier`` with cross-entropy; logs train_loss, val_loss, val_accuracy.
+
+    With ``class_balance`` the training loss weights each class by its inverse frequency in the
+    training split (validation loss stays unweighted); with ``shift_augment`` training images are
+    randomly translated.
+    """
 
     def __init__(self, cfg: TransferModel, n_classes: int, pretrained: bool | None = None):
         super().__init__()
@@ -182,6 +206,10 @@ class TransferModule(L.LightningModule):
         return [self.unfreezing] if self.unfreezing else []
 
     def setup(self, stage: str) -> None:
+        self.class_weights = None
+        datamodule = self.trainer.datamodule
+        if self.cfg.class_balance and stage == "fit" and datamodule is not None:
+            self.class_weights = balanced_class_weights(torch.as_tensor(datamodule.train.y), self.model.classifier.out_features)
         # DDP registers gradient hooks only for the parameters trainable when it wraps the model: groups
         # opened later would train on each process's own gradients and drift apart, silently.
         if self.unfreezing and stage == "fit" and self.trainer.world_size > 1:
@@ -197,7 +225,10 @@ class TransferModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self.model(x), y)
+        if self.cfg.shift_augment and isinstance(x, torch.Tensor) and x.dim() == 3:
+            x = random_shift(x, self.cfg.shift_augment)
+        weights = None if self.class_weights is None else self.class_weights.to(self.device)
+        loss = F.cross_entropy(self.model(x), y, weight=weights)
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
