@@ -6,7 +6,7 @@ import torch
 
 from triad.config import compose_dict
 from triad.heads.diffusion.config import DiffusionData, DiffusionModel
-from triad.heads.diffusion.model import UNet
+from triad.heads.diffusion.model import JudgeNet, UNet
 from triad.heads.diffusion.module import build_unet
 from triad.heads.diffusion.process import GaussianDiffusion
 
@@ -59,3 +59,11 @@ def test_tiny_model_overfits_one_batch(prediction):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10
+
+
+@pytest.mark.parametrize("size", [8, 28, 32])
+def test_judge_features_and_logits_have_the_documented_shapes(size):
+    judge = JudgeNet(image_channels=1, n_classes=10, width=4, stages=3)
+    images = torch.randn(5, 1, size, size)
+    assert judge.features(images).shape == (5, 16)
+    assert judge(images).shape == (5, 10)

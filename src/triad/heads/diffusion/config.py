@@ -78,6 +78,7 @@ class DiffusionModel(OptimConfig):
 
     # the judge: a small CNN classifier trained on the same data (Inception cannot be fetched here)
     judge_channels: int = Field(16, ge=4)
+    judge_stages: int = Field(3, ge=1, le=5)
     judge_epochs: int = Field(8, ge=1)
     judge_batch_size: int = Field(128, ge=1)
     judge_lr: float = Field(2e-3, gt=0)

@@ -53,8 +53,11 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -
     images, labels = load_split(data_dir, "train")
     n_classes = len(meta["class_names"])
     torch.manual_seed(seed)
-    judge = JudgeNet(meta["channels"], n_classes, cfg.judge_channels)
+    judge = JudgeNet(meta["channels"], n_classes, cfg.judge_channels, cfg.judge_stages)
     optimizer = torch.optim.Adam(judge.parameters(), lr=cfg.judge_lr)
+    steps_per_epoch = -(-len(images) // cfg.judge_batch_size)
+    # cosine decay to zero over the whole run: the last epochs settle instead of bouncing at full rate
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.judge_epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(seed)
     x_all, y_all = to_model_space(torch.from_numpy(images)), torch.from_numpy(labels)
     started = time.perf_counter()
@@ -71,6 +74,7 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
     summary = {
         "val_accuracy": accuracy(judge, *load_split(data_dir, "val")),
         "test_accuracy": accuracy(judge, *load_split(data_dir, "test")),
@@ -78,7 +82,8 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -
         "epochs": cfg.judge_epochs,
     }
     torch.save(judge.state_dict(), out_dir / WEIGHTS)
-    config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.judge_channels, **summary}
+    config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.judge_channels,
+              "stages": cfg.judge_stages, **summary}
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return summary
 
@@ -88,6 +93,6 @@ def load_judge(judge_dir: Path) -> tuple[JudgeNet, dict]:
     if not (judge_dir / WEIGHTS).is_file():
         raise DataError(f"no trained judge in {judge_dir}. Run the judge step first (stage judge_diffusion).")
     config = json.loads((judge_dir / CONFIG).read_text())
-    judge = JudgeNet(config["image_channels"], config["n_classes"], config["width"])
+    judge = JudgeNet(config["image_channels"], config["n_classes"], config["width"], config.get("stages", 2))
     judge.load_state_dict(torch.load(judge_dir / WEIGHTS, map_location="cpu", weights_only=True))
     return judge.eval(), config

@@ -207,11 +207,13 @@ class UNet(nn.Module):
 class JudgeNet(nn.Module):
     """The evaluation's judge: images (B, C, H, W) in [-1, 1] -> class logits (B, n_classes).
 
-    Two conv-conv-pool stages, global average pooling and a hidden layer whose activations
-    (``features``, (B, 4 * width)) play the role Inception's pool features play in FID.
+    ``stages`` conv-conv-pool stages (width doubling each), global average pooling and a hidden
+    layer whose activations (``features``, (B, 4 * width)) play the role Inception's pool features
+    play in FID. Three stages pool 28x28 digits down to 3x3 before averaging; two stages (the
+    first judges') averaged over 7x7 and scored 93% on MNIST-5k's test digits against 98.6%.
     """
 
-    def __init__(self, image_channels: int, n_classes: int, width: int = 32):
+    def __init__(self, image_channels: int, n_classes: int, width: int = 32, stages: int = 3):
         super().__init__()
 
         def stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -221,9 +223,10 @@ class JudgeNet(nn.Module):
                 nn.MaxPool2d(2),
             )
 
+        widths = [width * 2**i for i in range(stages)]
         self.body = nn.Sequential(
-            stage(image_channels, width), stage(width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(2 * width, 4 * width), nn.ReLU(),
+            *(stage(c_in, c_out) for c_in, c_out in zip([image_channels, *widths], widths)),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 4 * width), nn.ReLU(),
         )
         self.classifier = nn.Linear(4 * width, n_classes)
 
