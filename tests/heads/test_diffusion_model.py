@@ -6,7 +6,8 @@ import torch
 
 from triad.config import compose_dict
 from triad.heads.diffusion.config import DiffusionData, DiffusionModel
-from triad.heads.diffusion.model import JudgeNet, UNet
+from triad.heads.diffusion.judge import JudgeNet
+from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.module import build_unet
 from triad.heads.diffusion.process import GaussianDiffusion
 

@@ -16,15 +16,48 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from triad.errors import DataError
 from triad.heads.diffusion.config import DiffusionModel
 from triad.heads.diffusion.data import load_split, to_model_space
-from triad.heads.diffusion.model import JudgeNet
 
 WEIGHTS = "judge.pt"
 CONFIG = "judge.json"
+
+
+class JudgeNet(nn.Module):
+    """The evaluation's judge: images (B, C, H, W) in [-1, 1] -> class logits (B, n_classes).
+
+    ``stages`` conv-conv-pool stages (width doubling each), global average pooling and a hidden
+    layer whose activations (``features``, (B, 4 * width)) play the role Inception's pool features
+    play in FID. Three stages pool 28x28 digits down to 3x3 before averaging; two stages (the
+    first judges') averaged over 7x7 and scored 93% on MNIST-5k's test digits against 98.6%.
+    """
+
+    def __init__(self, image_channels: int, n_classes: int, width: int = 32, stages: int = 3):
+        super().__init__()
+
+        def stage(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+
+        widths = [width * 2**i for i in range(stages)]
+        self.body = nn.Sequential(
+            *(stage(c_in, c_out) for c_in, c_out in zip([image_channels, *widths], widths)),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 4 * width), nn.ReLU(),
+        )
+        self.classifier = nn.Linear(4 * width, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The networks of the diffusion head: the denoising UNet and the judge classifier.
+"""The network of the diffusion head: the denoising UNet (the judge classifier is in ``judge.py``).
 
 The UNet follows Ho et al. (2020) "Denoising Diffusion Probabilistic Models", scaled down: residual
 blocks with GroupNorm, a sinusoidal embedding of the timestep, self-attention at low resolutions and
@@ -202,36 +202,3 @@ class UNet(nn.Module):
                 block, attn = layer
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
         return self.head(h)
-
-
-class JudgeNet(nn.Module):
-    """The evaluation's judge: images (B, C, H, W) in [-1, 1] -> class logits (B, n_classes).
-
-    ``stages`` conv-conv-pool stages (width doubling each), global average pooling and a hidden
-    layer whose activations (``features``, (B, 4 * width)) play the role Inception's pool features
-    play in FID. Three stages pool 28x28 digits down to 3x3 before averaging; two stages (the
-    first judges') averaged over 7x7 and scored 93% on MNIST-5k's test digits against 98.6%.
-    """
-
-    def __init__(self, image_channels: int, n_classes: int, width: int = 32, stages: int = 3):
-        super().__init__()
-
-        def stage(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.MaxPool2d(2),
-            )
-
-        widths = [width * 2**i for i in range(stages)]
-        self.body = nn.Sequential(
-            *(stage(c_in, c_out) for c_in, c_out in zip([image_channels, *widths], widths)),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 4 * width), nn.ReLU(),
-        )
-        self.classifier = nn.Linear(4 * width, n_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.body(x))
