@@ -48,7 +48,9 @@ def build_models(size: dict, max_len: int):
         encoder_layers=size["layers"], decoder_layers=size["layers"],
         encoder_attention_heads=size["n_heads"], decoder_attention_heads=size["n_heads"],
         encoder_ffn_dim=size["d_ff"], decoder_ffn_dim=size["d_ff"], max_position_embeddings=max_len,
-        activation_function="relu", dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+        # triad drops out at the same three places (attention weights, feed-forward activation,
+        # residual branch) with one rate; Marian's defaults would skip the first two and do less work
+        activation_function="relu", dropout=0.1, attention_dropout=0.1, activation_dropout=0.1,
         pad_token_id=0, decoder_start_token_id=1, eos_token_id=2, bos_token_id=1,
         scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
     )
