@@ -143,3 +143,24 @@ def test_class_balance_weights_the_training_loss(tiny_images):
     fit(module, tiny_images, epochs=1)
     assert module.class_weights is not None and module.class_weights.shape == (2,)
     assert torch.all(module.class_weights > 0)
+
+
+@pytest.mark.slow
+def test_partial_keeps_the_lowest_groups_bit_identical_and_trains_the_rest(tiny_images):
+    cfg = TransferModel(strategy="partial", frozen_groups=3, image_size=32, freeze_batchnorm=False, max_epochs=1)
+    module = TransferModule(cfg, n_classes=2)
+    backbone_groups = [name for name in module.model.groups if name != HEAD_GROUP]
+    lowest = backbone_groups[:3]
+    assert module.model.frozen == set(lowest)
+    before = snapshot(module.model)
+    fit(module, tiny_images, epochs=1)
+    after = module.model.state_dict()
+    changed = {group_of(k) for k in after if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
+    assert changed == set(backbone_groups[3:])  # the three lowest untouched (BN statistics included), all above trained
+
+
+def test_partial_with_more_frozen_groups_than_the_backbone_has_is_a_config_error():
+    from triad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="frozen_groups=99"):
+        TransferModule(TransferModel(strategy="partial", frozen_groups=99, image_size=32), n_classes=2)

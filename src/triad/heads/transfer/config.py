@@ -15,7 +15,7 @@ from triad.schema import OptimConfig, StrictModel
 
 Task = Literal["mnist5k_fewlabel", "pneumoniamnist", "bible_sections"]
 Backbone = Literal["efficientnet_lite0", "minilm", "registry", "timm", "hf"]
-Strategy = Literal["linear_probe", "full", "gradual", "lora"]
+Strategy = Literal["linear_probe", "partial", "full", "gradual", "lora"]
 
 
 class TransferData(StrictModel):
@@ -70,7 +70,8 @@ class TransferModel(OptimConfig):
                     (all-MiniLM-L6-v2 sentence encoder), ``registry`` (a triad model by MLflow URI,
                     ``backbone_name: models:/triad-translator@champion``), or the optional ``timm`` /
                     ``hf`` hub names given in ``backbone_name`` (need those packages and internet).
-    strategy:       ``linear_probe`` (backbone frozen), ``full`` (everything trains from the start),
+    strategy:       ``linear_probe`` (backbone frozen), ``partial`` (the ``frozen_groups`` lowest
+                    backbone groups frozen, the rest trains from the start), ``full`` (everything trains from the start),
                     ``gradual`` (layer groups open one by one in ``unfreeze_order``, every
                     ``unfreeze_every`` epochs), ``lora`` (low-rank adapters through peft; text).
     layer_lr_decay: discriminative learning rates: the k-th layer group below the classifier
@@ -89,6 +90,7 @@ class TransferModel(OptimConfig):
     strategy: Strategy = "gradual"
     unfreeze_order: list[str] | None = None  # default: from the top (output side) down
     unfreeze_every: int = Field(2, ge=1)
+    frozen_groups: int = Field(0, ge=0)  # strategy=partial: how many backbone groups, from the input side
     layer_lr_decay: float = Field(0.3, gt=0, le=1.0)
     freeze_batchnorm: bool = True
     lora_r: int = Field(8, ge=1)

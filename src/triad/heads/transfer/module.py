@@ -4,6 +4,8 @@
 strategy decides which layer groups train and at which rate (Howard & Ruder, 2018, ULMFiT):
 
 - linear probe:  the backbone is frozen (weights *and* batch-norm statistics); only the head trains.
+- partial:       the ``frozen_groups`` lowest backbone groups stay frozen; the groups above and the
+                 head train from the first step (the evidence step's fine-tuned arm does the same).
 - full:          every layer trains from the first step.
 - gradual:       the head trains first; ``GradualUnfreezing`` opens one more backbone group every
                  ``unfreeze_every`` epochs, in ``unfreeze_order`` (default: from the output side down).
@@ -113,6 +115,12 @@ def build_classifier(cfg: TransferModel, n_classes: int, pretrained: bool | None
         inject_lora(classifier, cfg)
     elif cfg.strategy in ("linear_probe", "gradual"):
         classifier.set_frozen(backbone_groups)
+    elif cfg.strategy == "partial":
+        lowest_first = [name for name in classifier.groups if name != HEAD_GROUP]
+        if cfg.frozen_groups > len(lowest_first):
+            raise ConfigError(f"model.transfer.frozen_groups={cfg.frozen_groups} but the backbone has "
+                              f"{len(lowest_first)} layer groups ({lowest_first}); use at most {len(lowest_first)}")
+        classifier.set_frozen(set(lowest_first[:cfg.frozen_groups]))
     return classifier
 
 
