@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from triad.heads.transfer.config import TransferModel
 from triad.heads.transfer.data import TransferDataModule
@@ -139,10 +141,19 @@ def test_random_shift_translates_each_image_within_the_bound():
 
 @pytest.mark.slow
 def test_class_balance_weights_the_training_loss(tiny_images):
+    datamodule = TransferDataModule(tiny_images, batch_size=10)
+    pool_labels = datamodule.pool.y
+    skewed = np.concatenate([np.flatnonzero(pool_labels == 0), np.flatnonzero(pool_labels == 1)[:1]])
+    datamodule.train = datamodule.pool.subset(skewed)  # 5 of class 0, 1 of class 1
     module = TransferModule(TransferModel(strategy="linear_probe", image_size=32, class_balance=True, max_epochs=1), n_classes=2)
-    fit(module, tiny_images, epochs=1)
-    assert module.class_weights is not None and module.class_weights.shape == (2,)
-    assert torch.all(module.class_weights > 0)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+    trainer.fit(module, datamodule)
+    torch.testing.assert_close(module.class_weights, torch.tensor([0.6, 3.0]))  # 6 / (2 * 5), 6 / (2 * 1)
+    logits, labels = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1, 1])
+    weighted = module.training_loss(logits, labels)
+    torch.testing.assert_close(weighted, F.cross_entropy(logits, labels, weight=torch.tensor([0.6, 3.0])))
+    assert not torch.isclose(weighted, F.cross_entropy(logits, labels))
 
 
 @pytest.mark.slow

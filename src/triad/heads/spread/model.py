@@ -71,18 +71,22 @@ def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS) -> torch.Tensor:
     return torch.from_numpy((1.0 - (1.0 - seed) * np.exp(log_in)).astype(np.float32))
 
 
+def in_degree(batch: GraphBatch) -> torch.Tensor:
+    """(N,) float32 number of edges into each node (its degree: edges are stored both ways)."""
+    return torch.bincount(batch.dst, minlength=batch.n_nodes).float()
+
+
 def mean_adjacency(batch: GraphBatch) -> torch.Tensor:
     """(N, N) sparse matrix A with A[v, u] = 1 / deg(v) for each edge u -> v: ``A @ h`` is the
     mean of h over each node's neighbours (0 for an isolated node)."""
     n = batch.n_nodes
-    counts = torch.bincount(batch.dst, minlength=n)
-    values = (1.0 / counts.clamp_min(1).float())[batch.dst]
+    values = (1.0 / in_degree(batch).clamp_min(1))[batch.dst]
     return torch.sparse_coo_tensor(torch.stack([batch.dst, batch.src]), values, (n, n), check_invariants=False)
 
 
 def node_features(batch: GraphBatch, prior: bool) -> torch.Tensor:
     """(N, N_FEATURES) float32 input features (see the module docstring)."""
-    degree = torch.zeros_like(batch.seed).index_add(0, batch.dst, torch.ones_like(batch.dst, dtype=batch.seed.dtype))
+    degree = in_degree(batch)
     p, beta, gamma, t = batch.params.unbind(1)
     scaled = torch.stack([p, beta, gamma, torch.log1p(t)], 1)
     prior_value = dmp_prior(batch) if prior else torch.zeros_like(batch.seed)

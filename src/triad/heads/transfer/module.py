@@ -110,17 +110,16 @@ def inject_lora(classifier: TransferClassifier, cfg: TransferModel) -> None:
 def build_classifier(cfg: TransferModel, n_classes: int, pretrained: bool | None = None) -> TransferClassifier:
     """The model for ``cfg``, with the strategy's initial frozen groups (LoRA adapters injected)."""
     classifier = TransferClassifier(build_backbone(cfg, pretrained), n_classes, cfg.dropout, cfg.freeze_batchnorm)
-    backbone_groups = set(classifier.groups) - {HEAD_GROUP}
+    backbone_groups = [name for name in classifier.groups if name != HEAD_GROUP]  # input side first
     if cfg.strategy == "lora":
         inject_lora(classifier, cfg)
     elif cfg.strategy in ("linear_probe", "gradual"):
-        classifier.set_frozen(backbone_groups)
+        classifier.set_frozen(set(backbone_groups))
     elif cfg.strategy == "partial":
-        lowest_first = [name for name in classifier.groups if name != HEAD_GROUP]
-        if cfg.frozen_groups > len(lowest_first):
+        if cfg.frozen_groups > len(backbone_groups):
             raise ConfigError(f"model.transfer.frozen_groups={cfg.frozen_groups} but the backbone has "
-                              f"{len(lowest_first)} layer groups ({lowest_first}); use at most {len(lowest_first)}")
-        classifier.set_frozen(set(lowest_first[:cfg.frozen_groups]))
+                              f"{len(backbone_groups)} layer groups ({backbone_groups}); use at most {len(backbone_groups)}")
+        classifier.set_frozen(set(backbone_groups[:cfg.frozen_groups]))
     return classifier
 
 
@@ -203,6 +202,7 @@ class TransferModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model = build_classifier(cfg, n_classes, pretrained)
+        self.class_weights: torch.Tensor | None = None  # set in setup when cfg.class_balance
         self.unfreezing = None
         if cfg.strategy == "gradual":
             self.unfreezing = GradualUnfreezing(unfreeze_order(self.model, cfg), cfg.unfreeze_every)
@@ -231,12 +231,16 @@ class TransferModule(L.LightningModule):
         # freeze_batchnorm, every backbone batch norm keep their running statistics.
         self.model.train()
 
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, weighted by ``class_weights`` when ``class_balance`` set them in ``setup``."""
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits, labels, weight=weights)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         if self.cfg.shift_augment and isinstance(x, torch.Tensor) and x.dim() == 3:
             x = random_shift(x, self.cfg.shift_augment)
-        weights = None if self.class_weights is None else self.class_weights.to(self.device)
-        loss = F.cross_entropy(self.model(x), y, weight=weights)
+        loss = self.training_loss(self.model(x), y)
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
