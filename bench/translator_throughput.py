@@ -12,7 +12,7 @@ embeddings' lookup but including the tied output projection, L layers, T context
 the PaLM appendix-B count), divided by the device's peak dense bf16 (or tf32) FLOP/s. Reported for
 the translation model and, with ``--gpt``, a 124M-parameter decoder-only model at sequence 1024.
 
-Run:  python bench/translator_throughput.py [--size small|base] [--device cuda] [--bf16] [--compile] [--gpt]
+Run:  python bench/translator_throughput.py [--size small|base] [--rounds 5] [--device cuda] [--bf16] [--compile] [--gpt]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
+import statistics
 import sys
 import time
 
@@ -107,7 +108,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--src-len", type=int, default=24)
     parser.add_argument("--tgt-len", type=int, default=24)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, the models taking turns; medians are reported")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (GPU)")
     parser.add_argument("--gpt", action="store_true", help="also time a 124M decoder-only model at seq 1024")
@@ -125,26 +127,37 @@ def main(argv: list[str]) -> None:
     print(f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
           f"size {args.size}: triad {count_parameters(ours):,} / marian {count_parameters(marian):,} parameters")
 
-    results = {}
+    # the two models take turns, round after round, so that a slow spell of a shared machine hits
+    # both; each figure is the median over the rounds, and so is the ratio of each round's pair
+    steps, decoders = {}, {}
     for name, model, is_marian in (("triad", ours, False), ("marian", marian, True)):
         trainable = torch.compile(model) if args.compile else model
-        model.train()
-        seconds = timed(train_step_fn(trainable, (src, tgt), is_marian, autocast), args.steps, device)
-        model.eval()
-        with torch.no_grad(), autocast():
-            if is_marian:
-                decode = lambda: model.generate(  # noqa: E731
-                    input_ids=src, attention_mask=src != 0, max_new_tokens=args.tgt_len,
-                    min_new_tokens=args.tgt_len, num_beams=1, do_sample=False,
-                )
-            else:  # eos id -1 never appears: every sentence runs the full tgt_len steps
-                decode = lambda: greedy_decode(model, src, 1, -1, max_len_a=0.0, max_len_b=args.tgt_len)  # noqa: E731
-            decode_seconds = timed(decode, max(1, args.steps // 2), device)
-        results[name] = (tokens / seconds, args.batch_size / decode_seconds)
-        print(f"{name:>7}: train {tokens / seconds:,.0f} tokens/s, greedy decode {args.batch_size / decode_seconds:,.1f} sentences/s")
-    train_ratio = results["triad"][0] / results["marian"][0]
-    decode_ratio = results["triad"][1] / results["marian"][1]
-    print(f"ratio triad/marian: training {train_ratio:.2f}x, decoding {decode_ratio:.2f}x")
+        steps[name] = train_step_fn(trainable, (src, tgt), is_marian, autocast)
+        if is_marian:
+            decoders[name] = lambda m=model: m.generate(
+                input_ids=src, attention_mask=src != 0, max_new_tokens=args.tgt_len,
+                min_new_tokens=args.tgt_len, num_beams=1, do_sample=False,
+            )
+        else:  # eos id -1 never appears: every sentence runs the full tgt_len steps
+            decoders[name] = lambda m=model: greedy_decode(m, src, 1, -1, max_len_a=0.0, max_len_b=args.tgt_len)
+    models = {"triad": ours, "marian": marian}
+    rates = {name: {"train": [], "decode": []} for name in models}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            model.train()
+            rates[name]["train"].append(tokens / timed(steps[name], args.steps, device))
+            model.eval()
+            with torch.no_grad(), autocast():
+                rates[name]["decode"].append(args.batch_size / timed(decoders[name], max(1, args.steps // 2), device))
+    results = {}
+    for name in models:
+        results[name] = (statistics.median(rates[name]["train"]), statistics.median(rates[name]["decode"]))
+        print(f"{name:>7}: train {results[name][0]:,.0f} tokens/s, greedy decode {results[name][1]:,.1f} sentences/s"
+              f" (medians of {args.rounds} rounds)")
+    for kind in ("train", "decode"):
+        ratios = sorted(a / b for a, b in zip(rates["triad"][kind], rates["marian"][kind]))
+        print(f"ratio triad/marian, {'training' if kind == 'train' else 'decoding'}: median {statistics.median(ratios):.2f}x"
+              f" (rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
 
     peak = peak_flops(device)
     if peak is None:
