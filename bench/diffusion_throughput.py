@@ -10,8 +10,9 @@ Measured on the same device and precision:
 - training images/s: forward, MSE loss, backward and an AdamW step;
 - sampling images/s of triad's DDIM sampler at several step counts (and diffusers' DDIMScheduler
   driving its own UNet at the same counts, for the ratio).
+The two take turns round after round (``bench/timing.py``); figures are medians over the rounds.
 
-Run:  python bench/diffusion_throughput.py [--device cuda] [--bf16] [--compile] [--batch-size 128]
+Run:  python bench/diffusion_throughput.py [--rounds 5] [--device cuda] [--bf16] [--compile] [--batch-size 128]
 Needs diffusers (``pip install diffusers``; not a runtime dependency of triad).
 """
 
@@ -21,10 +22,10 @@ import argparse
 import contextlib
 import shlex
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import compare, take_turns
 
 from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
@@ -58,22 +59,6 @@ def count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds per call of ``fn`` after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,7 +69,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--channel-mults", type=int, nargs="+", default=[1, 2, 2])
     parser.add_argument("--res-blocks", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps (median)")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, the two taking turns; medians are reported")
     parser.add_argument("--sample-steps", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sample-batch", type=int, default=64)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
@@ -111,12 +97,12 @@ def main(argv: list[str]) -> None:
     denoisers = {"triad": ours, "diffusers": theirs}
     forwards = {"triad": torch.compile(ours) if args.compile else ours,
                 "diffusers": diffusers_forward(torch.compile(theirs) if args.compile else theirs)}
-    rates = {}
+    steps = {}
     for name, net in denoisers.items():
         forward = forwards[name]
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
-        def step():
+        def step(name=name, net=net, forward=forward, optimizer=optimizer):
             t = torch.randint(0, 1000, (args.batch_size,), device=device)
             noise = torch.randn_like(x0)
             with autocast():
@@ -130,31 +116,30 @@ def main(argv: list[str]) -> None:
             loss.backward()
             optimizer.step()
 
-        seconds = timed(step, args.steps, device)
-        rates[name] = args.batch_size / seconds
-        print(f"{name:>9}: train {rates[name]:,.0f} images/s")
-    print(f"ratio triad/diffusers, training: {rates['triad'] / rates['diffusers']:.2f}x")
+        steps[name] = step
+    names = ("triad", "diffusers")
+    train = take_turns(steps, args.rounds, args.steps, device)
+    compare("training", args.batch_size, "images", train["triad"], train["diffusers"], names)
 
     sample_labels = torch.randint(0, args.n_classes, (args.sample_batch,), device=device)
     shape = (args.image_channels, args.image_size, args.image_size)
-    for steps in args.sample_steps:
-        def ours_sample():
+    for n_steps in args.sample_steps:
+        def ours_sample(n_steps=n_steps):
             with torch.no_grad(), autocast():
-                ddim_sample(ours, diffusion, sample_labels, shape, steps=steps)
+                ddim_sample(ours, diffusion, sample_labels, shape, steps=n_steps)
 
-        def theirs_sample():
-            ddim.set_timesteps(steps)
+        def theirs_sample(n_steps=n_steps):
+            ddim.set_timesteps(n_steps)
             x = torch.randn(args.sample_batch, *shape, device=device)
             with torch.no_grad(), autocast():
                 for t in ddim.timesteps:
                     eps = theirs(x, t.to(device).expand(args.sample_batch), class_labels=sample_labels).sample
                     x = ddim.step(eps.float(), t, x).prev_sample
 
-        repeats = 1 if steps >= 500 else 3
-        ours_rate = args.sample_batch / timed(ours_sample, repeats, device)
-        theirs_rate = args.sample_batch / timed(theirs_sample, repeats, device)
-        print(f"DDIM {steps:>4} steps: triad {ours_rate:,.1f} images/s, diffusers {theirs_rate:,.1f} images/s, "
-              f"ratio {ours_rate / theirs_rate:.2f}x")
+        long_run = n_steps >= 500
+        sample = take_turns({"triad": ours_sample, "diffusers": theirs_sample}, 1 if long_run else args.rounds, 1,
+                            device, warmup=0 if long_run else 1)
+        compare(f"DDIM {n_steps} steps", args.sample_batch, "images", sample["triad"], sample["diffusers"], names)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Measures, for both models on the same device and precision:
 - training tokens/s (source + target tokens through forward, backward and an AdamW step);
 - greedy decoding sentences/s (both with a key/value cache, both forced to generate exactly
   ``--tgt-len`` tokens, so they do the same work).
+The two take turns round after round (``bench/timing.py``); figures are medians over the rounds.
 The Marian model is built from a ``MarianConfig`` (no download) with the same vocabulary, width,
 heads, layers, feed-forward size and tied embeddings; triad's model is run post-norm like Marian.
 
@@ -22,10 +23,11 @@ import contextlib
 import shlex
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from timing import compare, seconds_per_call, take_turns
 
 from triad.heads.translator.decoding import greedy_decode
 from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer, count_parameters
@@ -56,20 +58,6 @@ def build_models(size: dict, max_len: int):
         scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
     )
     return ours, MarianMTModel(config)
-
-
-def timed(fn, steps: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
 def train_step_fn(model, batch, marian: bool, autocast):
@@ -127,12 +115,10 @@ def main(argv: list[str]) -> None:
     print(f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
           f"size {args.size}: triad {count_parameters(ours):,} / marian {count_parameters(marian):,} parameters")
 
-    # the two models take turns, round after round, so that a slow spell of a shared machine hits
-    # both; each figure is the median over the rounds, and so is the ratio of each round's pair
-    steps, decoders = {}, {}
+    train_steps, decoders = {}, {}
     for name, model, is_marian in (("triad", ours, False), ("marian", marian, True)):
         trainable = torch.compile(model) if args.compile else model
-        steps[name] = train_step_fn(trainable, (src, tgt), is_marian, autocast)
+        train_steps[name] = train_step_fn(trainable, (src, tgt), is_marian, autocast)
         if is_marian:
             decoders[name] = lambda m=model: m.generate(
                 input_ids=src, attention_mask=src != 0, max_new_tokens=args.tgt_len,
@@ -140,24 +126,15 @@ def main(argv: list[str]) -> None:
             )
         else:  # eos id -1 never appears: every sentence runs the full tgt_len steps
             decoders[name] = lambda m=model: greedy_decode(m, src, 1, -1, max_len_a=0.0, max_len_b=args.tgt_len)
-    models = {"triad": ours, "marian": marian}
-    rates = {name: {"train": [], "decode": []} for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            model.train()
-            rates[name]["train"].append(tokens / timed(steps[name], args.steps, device))
-            model.eval()
-            with torch.no_grad(), autocast():
-                rates[name]["decode"].append(args.batch_size / timed(decoders[name], max(1, args.steps // 2), device))
-    results = {}
-    for name in models:
-        results[name] = (statistics.median(rates[name]["train"]), statistics.median(rates[name]["decode"]))
-        print(f"{name:>7}: train {results[name][0]:,.0f} tokens/s, greedy decode {results[name][1]:,.1f} sentences/s"
-              f" (medians of {args.rounds} rounds)")
-    for kind in ("train", "decode"):
-        ratios = sorted(a / b for a, b in zip(rates["triad"][kind], rates["marian"][kind]))
-        print(f"ratio triad/marian, {'training' if kind == 'train' else 'decoding'}: median {statistics.median(ratios):.2f}x"
-              f" (rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+    ours.train(), marian.train()
+    train = take_turns(train_steps, args.rounds, args.steps, device)
+    ours.eval(), marian.eval()
+    with torch.no_grad(), autocast():
+        decode = take_turns(decoders, args.rounds, max(1, args.steps // 2), device)
+    names = ("triad", "marian")
+    compare("training", tokens, "tokens", train["triad"], train["marian"], names)
+    compare("greedy decoding", args.batch_size, "sentences", decode["triad"], decode["marian"], names)
+    triad_tokens_per_s = tokens / statistics.median(train["triad"])
 
     peak = peak_flops(device)
     if peak is None:
@@ -165,7 +142,7 @@ def main(argv: list[str]) -> None:
         return
     n_layers = 2 * size["layers"]
     per_token = flops_per_token(count_parameters(ours), n_layers, max(args.src_len, args.tgt_len), size["d_model"])
-    print(f"MFU triad translation model: {results['triad'][0] * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s")
+    print(f"MFU triad translation model: {triad_tokens_per_s * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s")
     if args.gpt:
         gpt = DecoderOnlyTransformer(50304, 768, 12, 12, max_len=1024).to(device)
         tokens_in = torch.randint(0, 50304, (8, 1025), device=device)
@@ -180,7 +157,7 @@ def main(argv: list[str]) -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        seconds = timed(gpt_step, args.steps, device)
+        seconds = seconds_per_call(gpt_step, args.steps, device)
         rate = 8 * 1024 / seconds
         per_token = flops_per_token(count_parameters(gpt), 12, 1024, 768)
         print(f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024: {rate:,.0f} tokens/s, MFU {rate * per_token / peak:.1%}")

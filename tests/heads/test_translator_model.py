@@ -10,6 +10,7 @@ from triad.heads.translator.model import (
     MultiHeadAttention,
     Seq2SeqTransformer,
     causal_mask,
+    dropout,
     padding_mask,
     reference_attention,
     scaled_dot_product_attention,
@@ -59,6 +60,44 @@ def test_cross_attention_fast_path_equals_weights_path():
     assert none is None and weights.shape == (2, 4, 5, 9)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     assert weights[0, ..., 6:].abs().max() == 0
+
+
+def test_dropout_zeroes_a_share_p_and_scales_the_rest_like_torch():
+    torch.manual_seed(0)
+    x = torch.rand(200_000) + 0.5  # no zeros of its own
+    x.requires_grad_(True)
+    y = dropout(x, 0.1)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.1) < 0.005  # 0.1 +- 7 standard errors
+    torch.testing.assert_close(y[~dropped], x[~dropped] / 0.9)
+    y.sum().backward()
+    assert x.grad[dropped].abs().max() == 0
+    torch.testing.assert_close(x.grad[~dropped], torch.full_like(x.grad[~dropped], 1 / 0.9))
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0) is x
+    assert dropout(x, 1.0).abs().max() == 0
+    torch.manual_seed(3)
+    first = dropout(x, 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(first, dropout(x, 0.5))  # seeded like every torch draw
+
+
+def test_attention_with_dropout_keeps_masks_and_its_mean_is_the_attention():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    exact, _ = scaled_dot_product_attention(q, k, v, is_causal=True)
+    v_future = v.clone()
+    v_future[:, :, 4:] += 10.0  # keys 4 and 5 are in the future of queries 0..3
+    draws, draws_future = [], []
+    for seed in range(2000):
+        torch.manual_seed(seed)
+        out, none = scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.2)
+        torch.manual_seed(seed)
+        draws_future.append(scaled_dot_product_attention(q, k, v_future, is_causal=True, dropout_p=0.2)[0])
+        draws.append(out)
+    assert none is None  # weights only when asked
+    torch.testing.assert_close(torch.stack(draws_future)[:, :, :, :4], torch.stack(draws)[:, :, :, :4])
+    torch.testing.assert_close(torch.stack(draws).mean(0), exact, atol=0.1, rtol=0)  # dropout is unbiased
+    assert not torch.allclose(draws[0], exact, atol=0.01)
 
 
 def test_causal_mask_aligns_queries_with_the_last_keys():
