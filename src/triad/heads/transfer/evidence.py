@@ -10,11 +10,14 @@ labelled examples and are scored on the same test split:
   every layer trained on the images.
 
 Both see images through the same input adaptation (grey -> 3 channels, resize, [-1, 1] scaling),
-train with AdamW for ``max_epochs`` epochs, and are scored on test with the weights of their last
-epoch. Compute is measured as wall seconds (for the fine-tuned arm including the cached trunk's
-forward pass over its own training and validation images) and as the first epoch whose validation
-accuracy reaches ``target_accuracy``. Outputs: ``runs.csv`` (one row per run), ``summary.csv``
-(mean and std per arm and fraction) and ``evidence.png``.
+train with AdamW for ``max_epochs`` epochs, and are scored on test with the weights of the epoch
+that scored best on validation. (Scored at their last epoch instead, a run that overfits a small
+labelled set decides the comparison: over 3 seeds, the fine-tuned arm at 10% of PneumoniaMNIST
+ended at test AUC 0.80 after 12 epochs against 0.92 after 6.) Compute is measured as wall seconds
+(for the fine-tuned arm including the cached trunk's forward pass over its own training and
+validation images) and as the first epoch whose validation accuracy reaches ``target_accuracy``.
+Outputs: ``runs.csv`` (one row per run), ``summary.csv`` (mean and std per arm and fraction) and
+``evidence.png``.
 """
 
 from __future__ import annotations
@@ -96,10 +99,14 @@ def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
 
 def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
               y_val: np.ndarray, cfg: EvidenceConfig, seed: int) -> dict[str, Any]:
-    """AdamW for cfg.max_epochs epochs; returns wall seconds and the epoch/second the target was hit."""
+    """AdamW for cfg.max_epochs epochs, then back to the weights of the epoch with the best validation
+    score (the task's gate score: AUC for two classes, accuracy otherwise; chosen on val, never on
+    test). Returns wall seconds, the epoch and second the target accuracy was first reached, the best
+    epoch and every epoch's validation score."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
-    start, hit_epoch, hit_seconds, val_accuracy = time.perf_counter(), math.nan, math.nan, []
+    start, hit_epoch, hit_seconds = time.perf_counter(), math.nan, math.nan
+    val_scores, val_accuracy, best_epoch, best_state = [], [], 0, None
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         for idx in torch.randperm(len(y_train), generator=generator).split(cfg.batch_size):
@@ -107,12 +114,17 @@ def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        accuracy = float((_probabilities(model, x_val).argmax(1) == y_val).mean())
-        val_accuracy.append(accuracy)
-        if math.isnan(hit_epoch) and accuracy >= cfg.target_accuracy:
+        probabilities = _probabilities(model, x_val)
+        val_accuracy.append(float((probabilities.argmax(1) == y_val).mean()))
+        val_scores.append(classification_metrics(probabilities, y_val)["score"])
+        if best_state is None or val_scores[-1] > val_scores[best_epoch - 1]:
+            best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
+        if math.isnan(hit_epoch) and val_accuracy[-1] >= cfg.target_accuracy:
             hit_epoch, hit_seconds = epoch, time.perf_counter() - start
+    model.load_state_dict(best_state)
     return {"train_seconds": time.perf_counter() - start, "epochs_to_target": hit_epoch,
-            "seconds_to_target": hit_seconds, "val_accuracy": val_accuracy[-1]}
+            "seconds_to_target": hit_seconds, "best_epoch": best_epoch,
+            "val_accuracy": val_accuracy[best_epoch - 1], "val_scores": val_scores}
 
 
 def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path) -> dict[str, Any]:
@@ -158,7 +170,7 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
                          "wall_seconds": result["train_seconds"] + overhead,
                          "epochs_to_target": result["epochs_to_target"],
                          "seconds_to_target": result["seconds_to_target"] + overhead,
-                         "val_accuracy": result["val_accuracy"]})
+                         "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"]})
     runs_table = pd.DataFrame(rows)
     summary = (runs_table.groupby(["arm", "fraction"])
                .agg(n_labels=("n_labels", "mean"), test_score_mean=("test_score", "mean"),
