@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
         forward = forwards[name]
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
-        def step(name=name, net=net, forward=forward, optimizer=optimizer):
+        def step(name=name, forward=forward, optimizer=optimizer):
             t = torch.randint(0, 1000, (args.batch_size,), device=device)
             noise = torch.randn_like(x0)
             with autocast():
