@@ -43,6 +43,8 @@ class EvidenceConfig(StrictModel):
     computed once and cached) and fine-tunes the rest; the scratch arm trains every layer of a
     randomly initialised copy whose channels are scaled by ``scratch_width`` (1.0 = the same
     network; narrower is cheaper on CPU and, with few labels, no handicap for the scratch arm).
+    ``class_balance`` weights both arms' loss by inverse class frequency (skewed tasks: PneumoniaMNIST's
+    training split is 90% pneumonia).
     """
 
     fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1)
@@ -54,6 +56,7 @@ class EvidenceConfig(StrictModel):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
     target_accuracy: float = Field(0.8, gt=0, le=1.0)
+    class_balance: bool = False
 
     @model_validator(mode="after")
     def _fractions_in_range(self) -> "EvidenceConfig":

@@ -45,6 +45,7 @@ from triad.heads.transfer.config import EvidenceConfig
 from triad.heads.transfer.data import load_split, stratified_subset
 from triad.heads.transfer.evaluate import classification_metrics
 from triad.heads.transfer.model import EfficientNetLite
+from triad.heads.transfer.module import balanced_class_weights
 
 
 class UpperLayers(nn.Module):
@@ -98,19 +99,20 @@ def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
 
 
 def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-              y_val: np.ndarray, cfg: EvidenceConfig, seed: int) -> dict[str, Any]:
-    """AdamW for cfg.max_epochs epochs, then back to the weights of the epoch with the best validation
+              y_val: np.ndarray, cfg: EvidenceConfig, seed: int, n_classes: int = 2) -> dict[str, Any]:
+    """AdamW for cfg.max_epochs epochs (cross-entropy, class-balanced if cfg.class_balance), then back to the weights of the epoch with the best validation
     score (the task's gate score: AUC for two classes, accuracy otherwise; chosen on val, never on
     test). Returns wall seconds, the epoch and second the target accuracy was first reached, the best
     epoch and every epoch's validation score."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
+    weight = balanced_class_weights(y_train, n_classes) if cfg.class_balance else None
     start, hit_epoch, hit_seconds = time.perf_counter(), math.nan, math.nan
     val_scores, val_accuracy, best_epoch, best_state = [], [], 0, None
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         for idx in torch.randperm(len(y_train), generator=generator).split(cfg.batch_size):
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            loss = F.cross_entropy(model(x_train[idx]), y_train[idx], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -162,7 +164,7 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
         for arm, (make, x_train, x_val, x_test) in arms.items():
             torch.manual_seed(seed)
             model = make()
-            result = train_arm(model, x_train, y_train, x_val, val.y, cfg, seed)
+            result = train_arm(model, x_train, y_train, x_val, val.y, cfg, seed, n_classes)
             overhead = seconds_per_image * (len(idx) + len(val)) if arm == "fine-tuned" else 0.0
             scores = classification_metrics(_probabilities(model, x_test), test.y)
             rows.append({"arm": arm, "fraction": fraction, "seed": seed, "n_labels": len(idx),
