@@ -8,6 +8,7 @@ import torch
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadData
 from triad.heads.spread.data import load_split, prepare
+from triad.heads.spread.evaluate import speed_table
 from triad.heads.spread.graphs import Graph, canonical_edges, generate
 from triad.heads.spread.influence import degree_seeds, greedy_model, greedy_monte_carlo
 from triad.heads.spread.model import SpreadGNN, mean_adjacency
@@ -76,3 +77,18 @@ def test_influence_choosers_on_a_star():
     assert greedy_monte_carlo(star, 1, 0.3, 400, torch.Generator().manual_seed(0)) == [0]
     chosen = greedy_model(_network(), star, 3, 0.3)
     assert len(set(chosen)) == 3 and all(0 <= v < 9 for v in chosen)
+
+
+def test_speed_table_times_each_process_on_its_largest_questions():
+    graphs = [generate("erdos_renyi", n, 3, seed=n) for n in (20, 40, 30)]
+    questions = [Question(g, np.array([0]), "ic", {"p": 0.2}) for g in graphs]
+    questions.append(Question(graphs[0], np.array([1]), "heat", {"t": 0.5}))
+    table = speed_table(_network(), questions, samples=50, per_process=2, rounds=2).set_index("process")
+    assert list(table.index) == ["heat", "ic"]
+    assert table.loc["ic", "questions"] == 2 and table.loc["ic", "mean_nodes"] == 35.0  # the 40- and 30-node graphs
+    assert table.loc["heat", "reference"] == "heat kernel (eigh)"
+    assert table.loc["ic", "reference"] == "Monte-Carlo, 50 cascades"
+    for column in ("reference_seconds", "model_seconds", "model_batched_seconds"):
+        assert (table[column] > 0).all()
+    np.testing.assert_allclose(table.speedup, table.reference_seconds / table.model_seconds)
+    np.testing.assert_allclose(table.speedup_batched, table.reference_seconds / table.model_batched_seconds)

@@ -68,35 +68,34 @@ def accuracy_table(questions: list[Question], answers: list[np.ndarray], priors:
     return pd.DataFrame(table)
 
 
-def _median_seconds(fn, repeats: int = 5) -> float:
-    """Median wall seconds of ``repeats`` calls: a few milliseconds are at the mercy of one stray
-    pause, so the network's timings are repeated (each Monte-Carlo run takes long enough alone)."""
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - started)
-    return float(np.median(seconds))
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def speed_table(network: SpreadGNN, questions: list[Question], samples: int, per_process: int,
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, rounds: int = 3) -> pd.DataFrame:
     """Seconds per question: Monte-Carlo (``samples`` cascades; heat: its exact kernel) against the
     network, one question per forward pass (``model_seconds``) and all of them in one batch
-    (``model_batched_seconds``; both the median of 5 repeats), on up to ``per_process`` of the
-    largest questions per process."""
+    (``model_batched_seconds``), on up to ``per_process`` of the largest questions per process.
+
+    The three take turns for ``rounds`` rounds and each figure is the median over the rounds, so
+    a slow spell of a shared machine lands on all of them rather than on one."""
     generator = torch.Generator().manual_seed(seed)
     rows = []
     with simulate.one_thread():
         for process in sorted({q.process for q in questions}):
             chosen = sorted((q for q in questions if q.process == process), key=lambda q: -q.graph.n)[:per_process]
-            started = time.perf_counter()
-            for q in chosen:
-                simulate.run(q.process, q.graph, q.seeds, q.params, samples, generator)
-            simulation = (time.perf_counter() - started) / len(chosen)
             predict(network, chosen[:1])  # warm-up
-            model = _median_seconds(lambda: [predict(network, [q]) for q in chosen]) / len(chosen)
-            batched = _median_seconds(lambda: predict(network, chosen)) / len(chosen)
+            timings = {"reference": [], "model": [], "batched": []}
+            for _ in range(rounds):
+                timings["reference"].append(_seconds(lambda: [simulate.run(q.process, q.graph, q.seeds, q.params,
+                                                                           samples, generator) for q in chosen]))
+                timings["model"].append(_seconds(lambda: [predict(network, [q]) for q in chosen]))
+                timings["batched"].append(_seconds(lambda: predict(network, chosen)))
+            simulation, model, batched = (float(np.median(timings[k])) / len(chosen)
+                                          for k in ("reference", "model", "batched"))
             rows.append({"process": process, "questions": len(chosen), "mean_nodes": float(np.mean([q.graph.n for q in chosen])),
                          "reference": "heat kernel (eigh)" if process == "heat" else f"Monte-Carlo, {samples} cascades",
                          "reference_seconds": simulation, "model_seconds": model, "speedup": simulation / model,
