@@ -26,6 +26,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 
 from triad.heads.transfer.backbones import EfficientNetLite0Backbone, adapt_images, imagenet_lite0
 from triad.heads.transfer.config import EvidenceConfig
-from triad.heads.transfer.data import load_split, stratified_subset
+from triad.heads.transfer.data import Split, load_split, stratified_subset
 from triad.heads.transfer.evaluate import classification_metrics
 from triad.heads.transfer.model import EfficientNetLite
 from triad.heads.transfer.module import balanced_class_weights
@@ -129,6 +130,69 @@ def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_
             "val_accuracy": val_accuracy[best_epoch - 1], "val_scores": val_scores}
 
 
+ARMS = ("fine-tuned", "scratch")
+
+
+@dataclass
+class EvidenceData:
+    """What every run of the evidence shares: the splits, the ImageNet network and its frozen trunk's
+    cached activations of every pool, val and test image (and the seconds that caching took)."""
+
+    pool: Split
+    val: Split
+    test: Split
+    n_classes: int
+    image_size: int
+    pretrained: EfficientNetLite
+    cached: dict[str, torch.Tensor]
+    cache_seconds: float
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.cache_seconds / (len(self.pool) + len(self.val) + len(self.test))
+
+
+def load_evidence_data(data_dir: Path, cfg: EvidenceConfig, image_size: int) -> EvidenceData:
+    """Read a prepared image task (``triad stage prepare transfer``) and cache the frozen trunk's outputs."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    pool = load_split(data_dir, "pool")
+    if cfg.pool_per_class is not None:
+        pool = pool.subset(stratified_subset(pool.y, seed=0, per_class=cfg.pool_per_class))
+    val, test = load_split(data_dir, "val"), load_split(data_dir, "test")
+    torch.manual_seed(0)
+    pretrained = imagenet_lite0(n_classes=None)
+    started = time.perf_counter()
+    cached = {name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
+              for name, split in (("pool", pool), ("val", val), ("test", test))}
+    return EvidenceData(pool, val, test, len(meta["class_names"]), image_size, pretrained, cached,
+                        time.perf_counter() - started)
+
+
+def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, seed: int) -> dict[str, Any]:
+    """Train one arm on a stratified ``fraction`` of the pool (drawn with ``seed``); score it on test."""
+    idx = stratified_subset(data.pool.y, seed=seed, fraction=fraction)
+    y_train = torch.from_numpy(data.pool.y[idx])
+    torch.manual_seed(seed)
+    if arm == "fine-tuned":
+        model = UpperLayers(data.pretrained, cfg.frozen_groups, data.n_classes)
+        x_train, x_val, x_test = data.cached["pool"][idx], data.cached["val"], data.cached["test"]
+        overhead = data.seconds_per_image * (len(idx) + len(data.val))  # its share of the trunk's pass
+    elif arm == "scratch":
+        model = ScratchNet(data.n_classes, cfg.scratch_width, data.image_size)
+        x_train, x_val, x_test = (torch.from_numpy(data.pool.x[idx]), torch.from_numpy(data.val.x),
+                                  torch.from_numpy(data.test.x))
+        overhead = 0.0
+    else:
+        raise ValueError(f"unknown evidence arm {arm!r}: choose one of {ARMS}")
+    result = train_arm(model, x_train, y_train, x_val, data.val.y, cfg, seed, data.n_classes)
+    scores = classification_metrics(_probabilities(model, x_test), data.test.y)
+    return {"arm": arm, "fraction": fraction, "seed": seed, "n_labels": len(idx),
+            "test_score": scores["score"], "test_accuracy": scores["accuracy"], "test_auc": scores["auc"],
+            "wall_seconds": result["train_seconds"] + overhead, "epochs_to_target": result["epochs_to_target"],
+            "seconds_to_target": result["seconds_to_target"] + overhead,
+            "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"]}
+
+
 def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path) -> dict[str, Any]:
     """Train both arms for every fraction and seed; write runs.csv, summary.csv and evidence.png."""
     meta = json.loads((data_dir / "meta.json").read_text())
@@ -136,43 +200,10 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
         note = f"the evidence compares EfficientNet-lite arms on images; task {meta['task']} is {meta['modality']}"
         (out_dir / "SKIPPED.txt").write_text(note + "\n")
         return {"skipped": note}
-    pool = load_split(data_dir, "pool")
-    if cfg.pool_per_class is not None:
-        pool = pool.subset(stratified_subset(pool.y, seed=0, per_class=cfg.pool_per_class))
-    val, test = load_split(data_dir, "val"), load_split(data_dir, "test")
-    n_classes = len(meta["class_names"])
-
-    torch.manual_seed(0)
-    pretrained = imagenet_lite0(n_classes=None)
-    started = time.perf_counter()
-    cached = {name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
-              for name, split in (("pool", pool), ("val", val), ("test", test))}
-    cache_seconds = time.perf_counter() - started
-    seconds_per_image = cache_seconds / (len(pool) + len(val) + len(test))
-
-    rows = []
+    data = load_evidence_data(data_dir, cfg, image_size)
     runs = [(f, s) for f in cfg.fractions for s in cfg.seeds]
-    for fraction, seed in tqdm(runs, desc="evidence runs"):
-        idx = stratified_subset(pool.y, seed=seed, fraction=fraction)
-        y_train = torch.from_numpy(pool.y[idx])
-        arms = {
-            "fine-tuned": (lambda: UpperLayers(pretrained, cfg.frozen_groups, n_classes),
-                           cached["pool"][idx], cached["val"], cached["test"]),
-            "scratch": (lambda: ScratchNet(n_classes, cfg.scratch_width, image_size),
-                        torch.from_numpy(pool.x[idx]), torch.from_numpy(val.x), torch.from_numpy(test.x)),
-        }
-        for arm, (make, x_train, x_val, x_test) in arms.items():
-            torch.manual_seed(seed)
-            model = make()
-            result = train_arm(model, x_train, y_train, x_val, val.y, cfg, seed, n_classes)
-            overhead = seconds_per_image * (len(idx) + len(val)) if arm == "fine-tuned" else 0.0
-            scores = classification_metrics(_probabilities(model, x_test), test.y)
-            rows.append({"arm": arm, "fraction": fraction, "seed": seed, "n_labels": len(idx),
-                         "test_score": scores["score"], "test_accuracy": scores["accuracy"], "test_auc": scores["auc"],
-                         "wall_seconds": result["train_seconds"] + overhead,
-                         "epochs_to_target": result["epochs_to_target"],
-                         "seconds_to_target": result["seconds_to_target"] + overhead,
-                         "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"]})
+    rows = [run_one(data, cfg, arm, fraction, seed)
+            for fraction, seed in tqdm(runs, desc="evidence runs") for arm in ARMS]
     runs_table = pd.DataFrame(rows)
     summary = (runs_table.groupby(["arm", "fraction"])
                .agg(n_labels=("n_labels", "mean"), test_score_mean=("test_score", "mean"),
@@ -182,7 +213,7 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
     runs_table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     plot_evidence(runs_table, summary, cfg, out_dir / "evidence.png")
-    return {"cache_seconds": cache_seconds, "runs": len(rows),
+    return {"cache_seconds": data.cache_seconds, "runs": len(rows),
             "summary": summary.round(4).to_dict(orient="records"), "verdicts": verdicts(summary)}
 
 
