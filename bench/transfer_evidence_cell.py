@@ -56,10 +56,13 @@ def main(argv: list[str]) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         print(f"preparing {cfg.data.transfer.task} into {data_dir}")
         prepare(cfg.data.transfer, data_dir, cfg.paths.mirror_dir)
-    task = json.loads((data_dir / "meta.json").read_text())["task"]
+    meta = json.loads((data_dir / "meta.json").read_text())
+    task = meta["task"]
     if task != cfg.data.transfer.task:
         sys.exit(f"{data_dir} holds task {task}, not {cfg.data.transfer.task}: "
                  f"pass another paths.data_dir, or delete that folder to prepare it again")
+    if meta["modality"] != "image":
+        sys.exit(f"task {task} is {meta['modality']}; the evidence compares EfficientNet-lite arms on images")
     print(f"task {task}, image size {image_size}, evidence config {evidence.model_dump()}")
     data = load_evidence_data(data_dir, evidence, image_size)
     print(f"frozen trunk cached for {len(data.pool) + len(data.val) + len(data.test)} images in {data.cache_seconds:.1f} s")

@@ -17,7 +17,7 @@ def test_an_evidence_arm_ends_with_the_weights_of_its_best_validation_epoch():
     y_val = (x_val[:, 0] > 0).long().numpy()
     model = nn.Linear(16, 2)
     cfg = EvidenceConfig(max_epochs=8, batch_size=8, lr=0.5)
-    result = train_arm(model, x_train, y_train, x_val, y_val, cfg, seed=0)
+    result = train_arm(model, x_train, y_train, x_val, y_val, cfg, seed=0, n_classes=2)
     scores = result["val_scores"]
     assert len(scores) == 8
     assert result["best_epoch"] == int(np.argmax(scores)) + 1

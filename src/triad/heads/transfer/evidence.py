@@ -100,11 +100,12 @@ def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
 
 
 def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-              y_val: np.ndarray, cfg: EvidenceConfig, seed: int, n_classes: int = 2) -> dict[str, Any]:
-    """AdamW for cfg.max_epochs epochs (cross-entropy, class-balanced if cfg.class_balance), then back to the weights of the epoch with the best validation
-    score (the task's gate score: AUC for two classes, accuracy otherwise; chosen on val, never on
-    test). Returns wall seconds, the epoch and second the target accuracy was first reached, the best
-    epoch and every epoch's validation score."""
+              y_val: np.ndarray, cfg: EvidenceConfig, seed: int, n_classes: int) -> dict[str, Any]:
+    """AdamW on cross-entropy (weighted by inverse class frequency if cfg.class_balance) for
+    cfg.max_epochs epochs, then back to the weights of the epoch with the best validation score (the
+    task's gate score: AUC for two classes, accuracy otherwise; chosen on val, never on test).
+    Returns wall seconds, the epoch and second the target accuracy was first reached, the best epoch
+    and every epoch's validation score."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     weight = balanced_class_weights(y_train, n_classes) if cfg.class_balance else None
