@@ -13,7 +13,8 @@ embeddings' lookup but including the tied output projection, L layers, T context
 the PaLM appendix-B count), divided by the device's peak dense bf16 (or tf32) FLOP/s. Reported for
 the translation model and, with ``--gpt``, a 124M-parameter decoder-only model at sequence 1024.
 
-Run:  python bench/translator_throughput.py [--size small|base] [--rounds 5] [--device cuda] [--bf16] [--compile] [--gpt]
+Run:  python bench/translator_throughput.py [--size small|base] [--rounds 5] [--device cuda] [--bf16] [--compile]
+           [--gpt | --gpt-only] [--gpt-batch 8 32]
 """
 
 from __future__ import annotations
@@ -101,14 +102,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (GPU)")
     parser.add_argument("--gpt", action="store_true", help="also time a 124M decoder-only model at seq 1024")
+    parser.add_argument("--gpt-only", action="store_true", help="time only the GPT model (implies --gpt)")
+    parser.add_argument("--gpt-batch", type=int, nargs="+", default=[8],
+                        help="sequences of 1024 tokens per GPT step; several values time each (default 8)")
     args = parser.parse_args(argv)
     print("command: python bench/translator_throughput.py " + shlex.join(argv))
 
     torch.manual_seed(0)
     device = torch.device(args.device)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
+    peak = peak_flops(device)
+    if args.gpt_only:
+        time_gpt(args, device, autocast, peak)
+        return
     size = SIZES[args.size]
     ours, marian = (m.to(device) for m in build_models(size, max_len=max(args.src_len, args.tgt_len) + 2))
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
     src = torch.randint(3, size["vocab_size"], (args.batch_size, args.src_len), device=device)
     tgt = torch.randint(3, size["vocab_size"], (args.batch_size, args.tgt_len + 1), device=device)
     tokens = src.numel() + tgt[:, 1:].numel()
@@ -136,7 +144,6 @@ def main(argv: list[str]) -> None:
     compare("greedy decoding", args.batch_size, "sentences", decode["triad"], decode["marian"], names)
     triad_tokens_per_s = tokens / statistics.median(train["triad"])
 
-    peak = peak_flops(device)
     if peak is None:
         print("MFU: n/a (needs a GPU with a known peak)")
         return
@@ -144,10 +151,23 @@ def main(argv: list[str]) -> None:
     per_token = flops_per_token(count_parameters(ours), n_layers, max(args.src_len, args.tgt_len), size["d_model"])
     print(f"MFU triad translation model: {triad_tokens_per_s * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s")
     if args.gpt:
-        gpt = DecoderOnlyTransformer(50304, 768, 12, 12, max_len=1024).to(device)
-        tokens_in = torch.randint(0, 50304, (8, 1025), device=device)
-        optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4)
-        step_model = torch.compile(gpt) if args.compile else gpt
+        time_gpt(args, device, autocast, peak)
+
+
+def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
+    """Tokens/s and MFU of a GPT-2-small-sized (124M) decoder-only model at sequence 1024."""
+    if peak is None:
+        print("GPT MFU: n/a (needs a GPU with a known peak)")
+        return
+    gpt = DecoderOnlyTransformer(50304, 768, 12, 12, max_len=1024).to(device)
+    # fused AdamW: one kernel for all parameters' updates (CUDA only; nanoGPT does the same)
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4, fused=device.type == "cuda")
+    step_model = torch.compile(gpt, dynamic=False) if args.compile else gpt
+    per_token = flops_per_token(count_parameters(gpt), 12, 1024, 768)
+    print(f"GPT on {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
+          f"fused AdamW {device.type == 'cuda'}; {per_token / 1e9:.2f} GFLOP per token", flush=True)
+    for batch in args.gpt_batch:
+        tokens_in = torch.randint(0, 50304, (batch, 1025), device=device)
 
         def gpt_step():
             with autocast():
@@ -157,10 +177,10 @@ def main(argv: list[str]) -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        seconds = seconds_per_call(gpt_step, args.steps, device)
-        rate = 8 * 1024 / seconds
-        per_token = flops_per_token(count_parameters(gpt), 12, 1024, 768)
-        print(f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024: {rate:,.0f} tokens/s, MFU {rate * per_token / peak:.1%}")
+        seconds = seconds_per_call(gpt_step, args.steps, device, warmup=3)
+        rate = batch * 1024 / seconds
+        print(f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024, batch {batch}: {rate:,.0f} tokens/s, "
+              f"MFU {rate * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s", flush=True)
 
 
 if __name__ == "__main__":

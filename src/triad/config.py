@@ -58,6 +58,8 @@ class TrainerConfig(StrictModel):
     num_workers: int = Field(0, ge=0)  # DataLoader workers
     gradient_clip_val: float | None = Field(1.0, gt=0)
     early_stopping_patience: int | None = Field(None, ge=1)
+    # stop training after this many minutes (a job's wall limit); the last weights are kept and evaluated
+    max_time_minutes: float | None = Field(None, gt=0)
     checkpoint_every_n_steps: int = Field(50, ge=1)  # resume points within an epoch
     limit_train_batches: float | int | None = None
     limit_val_batches: float | int | None = None

@@ -23,6 +23,7 @@ import logging
 import shutil
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         deterministic=t.deterministic,
         max_epochs=optim.max_epochs,
         max_steps=optim.max_steps,
+        max_time=None if t.max_time_minutes is None else timedelta(minutes=t.max_time_minutes),
         gradient_clip_val=t.gradient_clip_val,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
@@ -124,6 +126,15 @@ def _cluster_plugins(t) -> list[Any] | None:
     if not SLURMEnvironment.detect():
         return None
     return [SLURMEnvironment(auto_requeue=t.slurm_requeue, requeue_signal=getattr(signal, t.slurm_requeue_signal))]
+
+
+def _max_time_reached(trainer: "L.Trainer") -> bool:
+    """Whether Lightning's Timer (``trainer.max_time_minutes``) ended the fit."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    return remaining is not None and remaining <= 0
 
 
 def _resume_checkpoint(state: Path) -> Path | None:
@@ -194,7 +205,11 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
         "epochs": int(trainer.current_epoch),
         "fit_seconds": round(seconds, 2),
         "resumed_from": str(resume) if resume else None,
+        "max_time_reached": _max_time_reached(trainer),
     }
+    if summary["max_time_reached"]:
+        log.warning("%s training stopped at trainer.max_time_minutes=%s after %d epoch(s); the weights of that "
+                    "moment are kept and evaluated", head_name, cfg.trainer.max_time_minutes, summary["epochs"])
     if not trainer.is_global_zero:
         return summary
     if logger is not None:
