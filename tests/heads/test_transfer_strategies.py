@@ -139,6 +139,28 @@ def test_random_shift_translates_each_image_within_the_bound():
     assert torch.equal(random_shift(images, 0), images)
 
 
+def test_random_shift_crops_the_padded_image_at_each_drawn_offset():
+    images = torch.randint(0, 256, (5, 6, 7), dtype=torch.uint8)
+    shifted = random_shift(images, 3, torch.Generator().manual_seed(1))
+    offsets = torch.randint(0, 7, (5, 2), generator=torch.Generator().manual_seed(1))  # the same draw
+    padded = torch.nn.functional.pad(images[:, None].float(), (3,) * 4, mode="replicate")[:, 0]
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(shifted[i], padded[i, dy:dy + 6, dx:dx + 7].to(torch.uint8))
+
+
+def test_random_shift_runs_inside_a_compiled_training_step():
+    """trainer.compile compiles the module around it; on an H200 a symbolic batch size broke the draw."""
+    weight = torch.ones(8 * 8)
+
+    def step(x):
+        return (random_shift(x, 2).float().flatten(1) @ weight).mean()
+
+    compiled = torch.compile(step, dynamic=True, backend="aot_eager")
+    for batch in (4, 6, 9):
+        x = torch.ones(batch, 8, 8)
+        assert compiled(x).item() == pytest.approx(64.0)  # replicate padding of ones stays ones
+
+
 @pytest.mark.slow
 def test_class_balance_weights_the_training_loss(tiny_images):
     datamodule = TransferDataModule(tiny_images, batch_size=10)

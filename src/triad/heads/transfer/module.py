@@ -180,14 +180,22 @@ def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
+@torch.compiler.disable  # data augmentation: stays eager when trainer.compile compiles the module around it
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, H, W) images, each translated by its own offset in [-max_shift, max_shift]^2 (edges repeated)."""
+    """(B, H, W) images, each translated by its own offset in [-max_shift, max_shift]^2 (edges repeated).
+
+    The offsets are drawn on the CPU (from ``generator`` when given); the crop is one gather on the
+    images' own device.
+    """
     if max_shift == 0:
         return images
     b, h, w = images.shape
     padded = F.pad(images[:, None].float(), (max_shift,) * 4, mode="replicate")[:, 0].to(images.dtype)
-    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
-    return torch.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).to(images.device)
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
 class TransferModule(L.LightningModule):
