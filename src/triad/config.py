@@ -67,6 +67,13 @@ class TrainerConfig(StrictModel):
     enable_progress_bar: bool = True
     log_every_n_steps: int = Field(10, ge=1)
 
+    def torch_device(self) -> str:
+        """Where work outside the Lightning Trainer runs (the translator's language model):
+        "cuda" when ``accelerator`` is gpu or auto and a GPU is visible, else "cpu"."""
+        import torch
+
+        return "cuda" if self.accelerator in ("gpu", "auto") and torch.cuda.is_available() else "cpu"
+
 
 class LoggerConfig(StrictModel):
     """MLflow tracking. ``tracking_uri`` null means $MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``."""

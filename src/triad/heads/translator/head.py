@@ -22,7 +22,8 @@ class TranslatorHead(Head):
         def lm(out_dir: Path) -> dict[str, Any]:
             from triad.heads.translator.language_model import train_language_model
 
-            return train_language_model(self.model_cfg.lm, self.dir("data"), out_dir, seed=self.cfg.seed)
+            return train_language_model(self.model_cfg.lm, self.dir("data"), out_dir, seed=self.cfg.seed,
+                                        device=self.cfg.trainer.torch_device())
 
         return {"lm": lm}
 

@@ -57,7 +57,7 @@ def perplexity(model: DecoderOnlyTransformer, rows: list[list[int]], batch_size:
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        batch = pad_batch(rows[start:start + batch_size])
+        batch = pad_batch(rows[start:start + batch_size]).to(next(model.parameters()).device)
         total += next_token_loss(model, batch, reduction="sum").item()
         count += int((batch[:, 1:] != PAD_ID).sum())
     return math.exp(total / count)
@@ -85,8 +85,12 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path, seed: int) -> dict:
-    """Train on the English training sentences; report perplexities; save weights, config and samples."""
+def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path, seed: int,
+                         device: str | torch.device = "cpu") -> dict:
+    """Train on the English training sentences; report perplexities; save weights, config and samples.
+
+    Training and the perplexities run on ``device``; sampling and the saved weights are on the CPU.
+    """
     side = english_side(data_dir)
     tokenizer = load_tokenizer(data_dir / "tokenizer.json")
     rows = {split: encode([p[side] for p in read_jsonl(data_dir / f"{split}.jsonl")], tokenizer, cfg.max_len)
@@ -94,7 +98,7 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
     torch.manual_seed(seed)
     architecture = dict(vocab_size=tokenizer.get_vocab_size(), d_model=cfg.d_model, n_heads=cfg.n_heads,
                         n_layers=cfg.n_layers, d_ff=4 * cfg.d_model, dropout=cfg.dropout, max_len=cfg.max_len)
-    model = DecoderOnlyTransformer(**architecture)
+    model = DecoderOnlyTransformer(**architecture).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(rows["train"]) / cfg.batch_size)
     schedule = warmup_cosine(optimizer, total_steps=cfg.max_epochs * steps_per_epoch)
@@ -105,7 +109,7 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
         order = torch.randperm(len(rows["train"]), generator=generator).tolist()
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         for batch_ids in tqdm(batches, desc=f"language model epoch {epoch + 1}/{cfg.max_epochs}", leave=False):
-            loss = next_token_loss(model, pad_batch([rows["train"][i] for i in batch_ids]))
+            loss = next_token_loss(model, pad_batch([rows["train"][i] for i in batch_ids]).to(device))
             if not torch.isfinite(loss):
                 raise DataError(f"the language model's loss became {loss.item()} in epoch {epoch + 1}; "
                                 f"lower model.translator.lm.lr (now {cfg.lr})")
@@ -115,17 +119,19 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
             optimizer.step()
             schedule.step()
     train_seconds = time.perf_counter() - started
+    perplexities = {"lm_val_perplexity": perplexity(model, rows["val"]), "lm_test_perplexity": perplexity(model, rows["test"])}
 
+    model.cpu()  # sampling draws from a CPU generator; the weights are saved for any machine
     samples = write_samples(model, tokenizer, rows["test"], cfg, out_dir / SAMPLES, seed)
     torch.save({"state_dict": model.state_dict(), "architecture": architecture}, out_dir / WEIGHTS)
     (out_dir / "lm.json").write_text(json.dumps({"english_side": side, **architecture}, indent=2) + "\n")
     return {
         "lm_parameters": sum(p.numel() for p in model.parameters()),
         "lm_train_sentences": len(rows["train"]),
-        "lm_val_perplexity": perplexity(model, rows["val"]),
-        "lm_test_perplexity": perplexity(model, rows["test"]),
+        **perplexities,
         "lm_unigram_test_perplexity": unigram_perplexity(rows["train"], rows["test"], architecture["vocab_size"]),
         "lm_train_seconds": round(train_seconds, 2),
+        "lm_device": str(torch.device(device)),
         "lm_samples": len(samples),
     }
 
