@@ -62,6 +62,11 @@ def load_trained(cfg: TriadConfig, head_name: str):
     return head, datamodule, module, summary
 
 
+def evaluation_device(cfg: TriadConfig, head) -> str:
+    """The trainer's GPU for heads that evaluate there (``Head.evaluate_on_accelerator``), else the CPU."""
+    return cfg.trainer.torch_device() if head.evaluate_on_accelerator else "cpu"
+
+
 def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[str, Any]:
     import torch
 
@@ -69,8 +74,12 @@ def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[st
     with atomic_dir(head.dir("reports")) as report_dir:
         plots_dir = report_dir / "plots"  # DVC plots: the head's pictures and CSV tables
         plots_dir.mkdir()
-        with torch.no_grad():
-            evaluation = head.evaluate(module, datamodule, plots_dir)
+        device = evaluation_device(cfg, head)
+        try:
+            with torch.no_grad():
+                evaluation = head.evaluate(module.to(device), datamodule, plots_dir)
+        finally:
+            module.cpu()  # the registered model loads on any machine
         metrics = {k: float(v) for k, v in evaluation.metrics.items()}
         if head.gate_metric not in metrics:
             raise TrainingError(f"the {head_name} evaluation did not report its gate metric {head.gate_metric!r}")

@@ -50,20 +50,6 @@ def test_the_language_model_learns_the_english_side(tmp_path):
     assert summary["lm_device"] == "cpu"
 
 
-@pytest.mark.parametrize("accelerator, cuda, device", [
-    ("cpu", True, "cpu"), ("gpu", True, "cuda"), ("auto", True, "cuda"), ("gpu", False, "cpu"), ("auto", False, "cpu"),
-])
-def test_the_language_model_follows_the_trainer_onto_a_gpu(monkeypatch, accelerator, cuda, device):
-    """On a GPU machine the language model must not train on the CPU: on the H200 machine one epoch
-    of Multi30k took 4.5 minutes there (beside another check), more than the translator's training."""
-    import torch
-
-    from triad.config import TrainerConfig
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    assert TrainerConfig(accelerator=accelerator).torch_device() == device
-
-
 @pytest.mark.parametrize("total", [1, 5, 10, 100])
 def test_the_schedule_warms_up_then_decays_for_any_number_of_steps(total):
     import torch

@@ -64,6 +64,9 @@ class Head(abc.ABC):
     name: ClassVar[str]
     gate_metric: ClassVar[str]
     gate_mode: ClassVar[Literal["max", "min"]] = "max"
+    # evaluate on the trainer's GPU when there is one (``TrainerConfig.torch_device``): for heads whose
+    # ``evaluate`` keeps its tensors on the module's device; the module goes back to the CPU before logging
+    evaluate_on_accelerator: ClassVar[bool] = False
 
     def __init__(self, cfg: "TriadConfig"):
         from triad.config import project_root

@@ -18,6 +18,7 @@ class DiffusionHead(Head):
     name = "diffusion"
     gate_metric = "fid"
     gate_mode = "min"
+    evaluate_on_accelerator = True  # sampling thousands of images at up to 1000 steps: hours on a CPU
 
     def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
         return {"judge": self.train_judge}
