@@ -68,8 +68,8 @@ class TrainerConfig(StrictModel):
     log_every_n_steps: int = Field(10, ge=1)
 
     def torch_device(self) -> str:
-        """Where work outside the Lightning Trainer runs (the translator's language model):
-        "cuda" when ``accelerator`` is gpu or auto and a GPU is visible, else "cpu"."""
+        """Where work outside the Lightning Trainer runs (the translator's language model, the diffusion
+        evaluation): "cuda" when ``accelerator`` is gpu or auto and a GPU is visible, else "cpu"."""
         import torch
 
         return "cuda" if self.accelerator in ("gpu", "auto") and torch.cuda.is_available() else "cpu"

@@ -119,7 +119,7 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
             optimizer.step()
             schedule.step()
     train_seconds = time.perf_counter() - started
-    perplexities = {"lm_val_perplexity": perplexity(model, rows["val"]), "lm_test_perplexity": perplexity(model, rows["test"])}
+    perplexities = {f"lm_{split}_perplexity": perplexity(model, rows[split]) for split in ("val", "test")}
 
     model.cpu()  # sampling draws from a CPU generator; the weights are saved for any machine
     samples = write_samples(model, tokenizer, rows["test"], cfg, out_dir / SAMPLES, seed)
