@@ -10,7 +10,7 @@ Checks (each a subprocess with its own time limit; a failure is reported and the
   translator_multi30k Multi30k de->en, stages prepare/train/evaluate, trainer=gpu, 3-minute cap: BLEU, wall time
   diffusion_gpu       `triad train diffusion` with a full-resolution UNet on MNIST-5k, trainer=gpu
   transfer_pneumonia  experiment=pneumonia_full, stages prepare/train/evaluate: accuracy and AUC on the official test split
-  transfer_evidence   the evidence stage of the same experiment (fine-tuned against scratch at 3 label fractions)
+  transfer_evidence   the evidence stage of the same experiment, after transfer_pneumonia (its params and data)
 
 Usage (on the GPU machine, repository root; data mirror and wheels prepared as bench/GPU.md says):
   python bench/gpu_checks.py [--only a,b+c] [--budget SECONDS] [--out DIR]
@@ -89,7 +89,7 @@ CHECKS: dict[str, tuple[list[str], int]] = {
         ">params-pneumonia.yaml",
         *(f"{PY} -m triad.cli stage --params params-pneumonia.yaml {step} transfer"
           for step in ("prepare", "train", "evaluate")),
-        f"cat reports/transfer/metrics.json"])], 360),
+        "cat reports/transfer/metrics.json"])], 360),
     "transfer_evidence": ([PY, "-m", "triad.cli", "stage", "--params", "params-pneumonia.yaml", "evidence", "transfer"], 420),
 }
 # lines worth carrying into the summary
