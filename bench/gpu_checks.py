@@ -4,7 +4,8 @@ Checks (each a subprocess with its own time limit; a failure is reported and the
   env                 the device, its measured bf16 matrix-product ceiling (8192^3) and copy bandwidth
   translator_bench    tokens/s against Marian of the same size, bf16 + torch.compile, MFU; GPT-124M at seq 1024
   translator_eager    the translator against Marian in bf16 without compile (seconds, not minutes)
-  gpt_mfu             GPT-124M at seq 1024, bf16 + compile + fused AdamW, batch 32 then 8: tokens/s and MFU
+  gpt_mfu             GPT-124M at seq 1024, bf16 + compile (loss included) + fused AdamW, batch 32 then 8: tokens/s, MFU
+  gpt_mfu_autotune    the same at batch 32 with compile mode max-autotune-no-cudagraphs (minutes of autotuning)
   diffusion_bench     images/s against diffusers' UNet2DModel, bf16 + compile; DDIM 10/50/1000-step sampling
   diffusion_eager     the same in fp32 without compile
   translator_multi30k Multi30k de->en, stages prepare/train/evaluate, trainer=gpu, 3-minute cap: BLEU, wall time
@@ -67,6 +68,8 @@ CHECKS: dict[str, tuple[list[str], int]] = {
                           "--batch-size", "128", "--steps", "20"], 90),
     "gpt_mfu": ([PY, "bench/translator_throughput.py", "--gpt-only", "--device", "cuda", "--bf16", "--compile",
                  "--gpt-batch", "32", "8", "--steps", "10"], 150),
+    "gpt_mfu_autotune": ([PY, "bench/translator_throughput.py", "--gpt-only", "--device", "cuda", "--bf16", "--compile",
+                          "--compile-mode", "max-autotune-no-cudagraphs", "--gpt-batch", "32", "--steps", "10"], 360),
     "diffusion_bench": ([PY, "bench/diffusion_throughput.py", "--device", "cuda", "--bf16", "--compile",
                          "--batch-size", "256", "--channels", "64", "--res-blocks", "2", "--steps", "20",
                          "--sample-steps", "10", "50", "--sample-batch", "500"], 150),
