@@ -7,7 +7,8 @@
 #   --no-efficientnet  leave out the ImageNet EfficientNet-lite0 weights (17 MiB; only the transfer head needs them)
 #   --no-diffusers     leave out diffusers (only bench/diffusion_throughput.py needs it)
 #   --fashion          add Fashion-MNIST (25 MiB) from /usr/share/datasets/fashion-mnist
-#                      (apt-get install dataset-fashion-mnist); needs --no-efficientnet to fit
+#                      (apt-get install dataset-fashion-mnist); fits with --no-efficientnet (45 MiB) or
+#                      --no-diffusers (62 MiB: the tracked tree, under 1 MiB, must fit beside it)
 #   --mirror DIR       where multi30k/ and pneumoniamnist/ are (default ../shared/data)
 #   --out DIR          where to write site.tar.xz and data/ (default .gpu, which git ignores)
 # Versions come from requirements.lock; diffusers, not a triad dependency, is pinned here.
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --fashion) fashion=1 ;;
     --mirror) mirror="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
