@@ -53,19 +53,19 @@ specs=$(for name in $CORE; do pinned "$name"; done)
 # shellcheck disable=SC2086
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  --platform any -d "$wheels" $(echo "$specs" | tr ' ' '\n' | grep -v '^antlr4') 
+  --platform any -d "$wheels" $(echo "$specs" | tr ' ' '\n' | grep -v '^antlr4')
 python3 -m pip wheel --quiet --no-deps -w "$wheels" "$(pinned antlr4-python3-runtime)"
 for w in "$wheels"/*.whl; do python3 -m zipfile -e "$w" "$site"; done
 rm -rf "$site/mlflow/server/js"  # the dashboard's web files (27 MiB); nothing there serves it
 mkdir -p "$out"
-tar -cJf $out/site.tar.xz -C "$site" .
+tar -cJf "$out/site.tar.xz" -C "$site" .
 
 rm -rf "$out/data" && mkdir -p "$out/data"
 cp -r "$mirror/multi30k" "$out/data/"
 [ "$efficientnet" = 1 ] && cp -r "$mirror/pneumoniamnist" "$out/data/"
 if [ "$fashion" = 1 ]; then
-  # the mirror wants the four canonical .gz files; xz carries them in 25 MiB instead of 30, and the GPU side
-  # re-gzips them (bench/GPU.md): tar -xJf .gpu/data/fashion-mnist.tar.xz -C .gpu/data && gzip -1 .gpu/data/fashion-mnist/*
+  # the mirror wants the four canonical .gz files; xz carries them in 25 MiB instead of 30, and the
+  # diffusion_fashion check (bench/gpu_checks.py) unpacks and re-gzips them there
   unpacked=$(mktemp -d)
   mkdir "$unpacked/fashion-mnist"
   for f in /usr/share/datasets/fashion-mnist/*-ubyte.gz; do gunzip -c "$f" >"$unpacked/fashion-mnist/$(basename "$f" .gz)"; done
