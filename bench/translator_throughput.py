@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from timing import compare, seconds_per_call, take_turns
 
 from triad.heads.translator.decoding import greedy_decode
+from triad.heads.translator.language_model import next_token_loss
 from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer, count_parameters
 
 SIZES = {  # conf/model/translator/small.yaml and base.yaml
@@ -166,9 +167,8 @@ def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
     # fused AdamW: one kernel for all parameters' updates (CUDA only; nanoGPT does the same)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4, fused=device.type == "cuda")
 
-    def lm_loss(inputs, targets):
-        logits = gpt(inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    def lm_loss(batch):  # the loss triad's language model trains on
+        return next_token_loss(gpt, batch)
 
     # the loss is compiled with the model, as nanoGPT's forward returns it: Inductor then fuses the fp32
     # cast and the softmax instead of writing (B*T, 50304) fp32 logits out and reading them back, eagerly
@@ -182,7 +182,7 @@ def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
 
         def gpt_step():
             with autocast():
-                loss = loss_fn(tokens_in[:, :-1], tokens_in[:, 1:])
+                loss = loss_fn(tokens_in)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
