@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
     if meta["modality"] != "image":
         sys.exit(f"task {task} is {meta['modality']}; the evidence compares EfficientNet-lite arms on images")
     print(f"task {task}, image size {image_size}, evidence config {evidence.model_dump()}")
-    data = load_evidence_data(data_dir, evidence, image_size)
+    data = load_evidence_data(data_dir, evidence, image_size, cfg.trainer.torch_device())
     print(f"frozen trunk cached for {len(data.pool) + len(data.val) + len(data.test)} images in {data.cache_seconds:.1f} s")
     for arm, fraction in args.cell:
         scores = []

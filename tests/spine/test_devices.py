@@ -1,6 +1,8 @@
 """Where work outside the Lightning Trainer runs: the translator's language model and the heads'
 evaluation follow the trainer onto a GPU when there is one."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -28,3 +30,24 @@ def test_only_heads_made_for_it_evaluate_on_the_gpu(monkeypatch, head, accelerat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cfg = compose([f"trainer.accelerator={accelerator}"])
     assert evaluation_device(cfg, get_head(head, cfg)) == device
+
+
+@pytest.mark.parametrize("head, step, target", [
+    ("diffusion", "judge", "triad.heads.diffusion.judge.train_judge"),
+    ("transfer", "evidence", "triad.heads.transfer.head.run_evidence"),
+    ("translator", "lm", "triad.heads.translator.language_model.train_language_model"),
+])
+@pytest.mark.parametrize("accelerator, device", [("gpu", "cuda"), ("cpu", "cpu")])
+def test_each_heads_extra_step_trains_on_the_trainers_device(monkeypatch, tmp_path, head, step, target,
+                                                             accelerator, device):
+    """The judge (10 epochs over 57,000 Fashion-MNIST images: about 10 minutes an epoch on 2 CPU
+    cores) and the transfer evidence (dozens of trainings) would overrun a GPU check on the CPU.
+    The step's training function is replaced by one that records where it was asked to run."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    asked = {}
+    module_name, _, function = target.rpartition(".")
+    monkeypatch.setattr(importlib.import_module(module_name), function,
+                        lambda *args, **kwargs: asked.update(device=kwargs.get("device")) or {})
+    steps = get_head(head, compose([f"trainer.accelerator={accelerator}"])).steps()
+    steps[step](tmp_path)
+    assert asked == {"device": device}

@@ -26,7 +26,8 @@ class DiffusionHead(Head):
     def train_judge(self, out_dir: Path) -> dict[str, Any]:
         from triad.heads.diffusion.judge import train_judge
 
-        return train_judge(self.model_cfg, self.dir("data"), out_dir, seed=self.cfg.seed)
+        return train_judge(self.model_cfg, self.dir("data"), out_dir, seed=self.cfg.seed,
+                           device=self.cfg.trainer.torch_device())
 
     def prepare(self, out_dir: Path) -> dict[str, Any]:
         from triad.heads.diffusion.data import prepare

@@ -78,15 +78,17 @@ def accuracy(judge: JudgeNet, images: np.ndarray, labels: np.ndarray) -> float:
     return float((predicted == labels).mean())
 
 
-def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -> dict:
-    """Train the judge on the train split, report val/test accuracy, save weights + config to ``out_dir``."""
+def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int, device: str = "cpu") -> dict:
+    """Train the judge on ``device`` on the train split, report val/test accuracy, save weights (on
+    the CPU) + config to ``out_dir``. Batches and their noise are drawn on the CPU with ``seed``, so
+    the order and noise do not depend on the device."""
     meta = json.loads((data_dir / "meta.json").read_text()) if (data_dir / "meta.json").is_file() else None
     if meta is None:
         raise DataError(f"{data_dir}/meta.json is missing. Run the prepare stage before the judge.")
     images, labels = load_split(data_dir, "train")
     n_classes = len(meta["class_names"])
     torch.manual_seed(seed)
-    judge = JudgeNet(meta["channels"], n_classes, cfg.judge_channels, cfg.judge_stages)
+    judge = JudgeNet(meta["channels"], n_classes, cfg.judge_channels, cfg.judge_stages).to(device)
     optimizer = torch.optim.Adam(judge.parameters(), lr=cfg.judge_lr)
     steps_per_epoch = -(-len(images) // cfg.judge_batch_size)
     # cosine decay to zero over the whole run: the last epochs settle instead of bouncing at full rate
@@ -103,7 +105,7 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -
             x = x_all[idx]
             if cfg.judge_noise:
                 x = x + cfg.judge_noise * torch.randn(x.shape, generator=generator)
-            loss = F.cross_entropy(judge(x), y_all[idx])
+            loss = F.cross_entropy(judge(x.to(device)), y_all[idx].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -113,8 +115,9 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int) -
         "test_accuracy": accuracy(judge, *load_split(data_dir, "test")),
         "train_seconds": round(time.perf_counter() - started, 1),
         "epochs": cfg.judge_epochs,
+        "device": device,
     }
-    torch.save(judge.state_dict(), out_dir / WEIGHTS)
+    torch.save(judge.cpu().state_dict(), out_dir / WEIGHTS)
     config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.judge_channels,
               "stages": cfg.judge_stages, **summary}
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

@@ -82,12 +82,14 @@ class ScratchNet(nn.Module):
 @torch.no_grad()
 def trunk_activations(net: EfficientNetLite, frozen_groups: int, images: np.ndarray, image_size: int,
                       batch_size: int = 256) -> torch.Tensor:
-    """The frozen lower groups' output for uint8 images (N, H, W): (N, C, h, w), computed in eval mode."""
+    """The frozen lower groups' output for uint8 images (N, H, W): (N, C, h, w), computed in eval mode
+    on the network's device and kept there."""
     net.eval()
+    device = next(net.parameters()).device
     trunk = nn.Sequential(*list(net.layer_groups().values())[:frozen_groups])
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="cache frozen trunk", leave=False):
-        x = adapt_images(torch.from_numpy(images[start:start + batch_size]), image_size,
+        x = adapt_images(torch.from_numpy(images[start:start + batch_size]).to(device), image_size,
                          EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)
         out.append(trunk(x))
     return torch.cat(out)
@@ -96,7 +98,7 @@ def trunk_activations(net: EfficientNetLite, frozen_groups: int, images: np.ndar
 @torch.no_grad()
 def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    return torch.cat([torch.softmax(model(x[i:i + batch_size]), -1) for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat([torch.softmax(model(x[i:i + batch_size]), -1).cpu() for i in range(0, len(x), batch_size)]).numpy()
 
 
 def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
@@ -105,15 +107,18 @@ def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_
     cfg.max_epochs epochs, then back to the weights of the epoch with the best validation score (the
     task's gate score: AUC for two classes, accuracy otherwise; chosen on val, never on test).
     Returns wall seconds, the epoch and second the target accuracy was first reached, the best epoch
-    and every epoch's validation score."""
+    and every epoch's validation score. Trains where ``x_train`` lies; the batch order is drawn on
+    the CPU with ``seed``, the same on every device."""
+    device = x_train.device
+    y_train = y_train.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
-    weight = balanced_class_weights(y_train, n_classes) if cfg.class_balance else None
+    weight = balanced_class_weights(y_train.cpu(), n_classes).to(device) if cfg.class_balance else None
     start, hit_epoch, hit_seconds = time.perf_counter(), math.nan, math.nan
     val_scores, val_accuracy, best_epoch, best_state = [], [], 0, None
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
-        for idx in torch.randperm(len(y_train), generator=generator).split(cfg.batch_size):
+        for idx in torch.randperm(len(y_train), generator=generator).to(device).split(cfg.batch_size):
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,7 +142,8 @@ ARMS = ("fine-tuned", "scratch")
 @dataclass
 class EvidenceData:
     """What every run of the evidence shares: the splits, the ImageNet network and its frozen trunk's
-    cached activations of every pool, val and test image (and the seconds that caching took)."""
+    cached activations of every pool, val and test image (and the seconds that caching took), and the
+    device every run trains on (the network and the cached activations live there)."""
 
     pool: Split
     val: Split
@@ -147,26 +153,30 @@ class EvidenceData:
     pretrained: EfficientNetLite
     cached: dict[str, torch.Tensor]
     cache_seconds: float
+    device: str = "cpu"
 
     @property
     def seconds_per_image(self) -> float:
         return self.cache_seconds / (len(self.pool) + len(self.val) + len(self.test))
 
 
-def load_evidence_data(data_dir: Path, cfg: EvidenceConfig, image_size: int) -> EvidenceData:
-    """Read a prepared image task (``triad stage prepare transfer``) and cache the frozen trunk's outputs."""
+def load_evidence_data(data_dir: Path, cfg: EvidenceConfig, image_size: int, device: str = "cpu") -> EvidenceData:
+    """Read a prepared image task (``triad stage prepare transfer``) and cache the frozen trunk's
+    outputs on ``device``."""
     meta = json.loads((data_dir / "meta.json").read_text())
     pool = load_split(data_dir, "pool")
     if cfg.pool_per_class is not None:
         pool = pool.subset(stratified_subset(pool.y, seed=0, per_class=cfg.pool_per_class))
     val, test = load_split(data_dir, "val"), load_split(data_dir, "test")
     torch.manual_seed(0)
-    pretrained = imagenet_lite0(n_classes=None)
+    pretrained = imagenet_lite0(n_classes=None).to(device)
     started = time.perf_counter()
     cached = {name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
               for name, split in (("pool", pool), ("val", val), ("test", test))}
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()  # the caching's wall time, not just its launch
     return EvidenceData(pool, val, test, len(meta["class_names"]), image_size, pretrained, cached,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, device)
 
 
 def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, seed: int) -> dict[str, Any]:
@@ -175,13 +185,14 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
     y_train = torch.from_numpy(data.pool.y[idx])
     torch.manual_seed(seed)
     if arm == "fine-tuned":
-        model = UpperLayers(data.pretrained, cfg.frozen_groups, data.n_classes)
+        model = UpperLayers(data.pretrained, cfg.frozen_groups, data.n_classes).to(data.device)
         x_train, x_val, x_test = data.cached["pool"][idx], data.cached["val"], data.cached["test"]
         overhead = data.seconds_per_image * (len(idx) + len(data.val))  # its share of the trunk's pass
     elif arm == "scratch":
-        model = ScratchNet(data.n_classes, cfg.scratch_width, data.image_size)
-        x_train, x_val, x_test = (torch.from_numpy(data.pool.x[idx]), torch.from_numpy(data.val.x),
-                                  torch.from_numpy(data.test.x))
+        model = ScratchNet(data.n_classes, cfg.scratch_width, data.image_size).to(data.device)
+        x_train, x_val, x_test = (torch.from_numpy(data.pool.x[idx]).to(data.device),
+                                  torch.from_numpy(data.val.x).to(data.device),
+                                  torch.from_numpy(data.test.x).to(data.device))
         overhead = 0.0
     else:
         raise ValueError(f"unknown evidence arm {arm!r}: choose one of {ARMS}")
@@ -194,14 +205,15 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
             "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"]}
 
 
-def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path) -> dict[str, Any]:
-    """Train both arms for every fraction and seed; write runs.csv, summary.csv and evidence.png."""
+def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Train both arms for every fraction and seed on ``device``; write runs.csv, summary.csv and evidence.png."""
     meta = json.loads((data_dir / "meta.json").read_text())
     if meta["modality"] != "image":
         note = f"the evidence compares EfficientNet-lite arms on images; task {meta['task']} is {meta['modality']}"
         (out_dir / "SKIPPED.txt").write_text(note + "\n")
         return {"skipped": note}
-    data = load_evidence_data(data_dir, cfg, image_size)
+    data = load_evidence_data(data_dir, cfg, image_size, device)
     runs = [(f, s) for f in cfg.fractions for s in cfg.seeds]
     rows = [run_one(data, cfg, arm, fraction, seed)
             for fraction, seed in tqdm(runs, desc="evidence runs") for arm in ARMS]
@@ -214,7 +226,7 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
     runs_table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     plot_evidence(runs_table, summary, cfg, out_dir / "evidence.png")
-    return {"cache_seconds": data.cache_seconds, "runs": len(rows),
+    return {"cache_seconds": data.cache_seconds, "runs": len(rows), "device": device,
             "summary": summary.round(4).to_dict(orient="records"), "verdicts": verdicts(summary)}
 
 

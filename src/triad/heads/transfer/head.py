@@ -31,7 +31,8 @@ class TransferHead(Head):
 
     def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
         def evidence(out_dir: Path) -> dict[str, Any]:
-            return run_evidence(self.dir("data"), self.model_cfg.evidence, self.model_cfg.image_size, out_dir)
+            return run_evidence(self.dir("data"), self.model_cfg.evidence, self.model_cfg.image_size, out_dir,
+                                device=self.cfg.trainer.torch_device())
 
         return {"evidence": evidence}
 
