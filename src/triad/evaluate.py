@@ -6,7 +6,6 @@ tables; DVC plots) and ``registry.json`` (the version registered and the gate's 
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -83,7 +82,7 @@ def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[st
         metrics = {k: float(v) for k, v in evaluation.metrics.items()}
         if head.gate_metric not in metrics:
             raise TrainingError(f"the {head_name} evaluation did not report its gate metric {head.gate_metric!r}")
-        (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        tracking.write_json(report_dir / "metrics.json", metrics)
         for name, table in evaluation.tables.items():
             table.to_csv(plots_dir / f"{name}.csv", index=False)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from triad.atomic import atomic_dir
 from triad.config import TriadConfig
 from triad.errors import DataError
 from triad.heads import get_head
+from triad.tracking import write_json
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def prepare(cfg: TriadConfig, head_name: str) -> dict:
     with atomic_dir(target) as tmp:
         summary = head.prepare(tmp)
         summary = {"head": head_name, **summary, "seconds": round(time.perf_counter() - started, 2)}
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "summary.json", summary)
     log.info("prepared %s in %.1fs: %s", target, summary["seconds"], summary)
     return summary
 
@@ -48,7 +48,7 @@ def run_step(cfg: TriadConfig, head_name: str, step: str) -> dict:
     with atomic_dir(target) as tmp:
         summary = steps[step](tmp)
         summary = {"head": head_name, "step": step, **summary, "seconds": round(time.perf_counter() - started, 2)}
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / "summary.json", summary)
     _log_step(cfg, head, step, target, summary)
     return summary
 
