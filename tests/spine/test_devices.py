@@ -45,9 +45,13 @@ def test_each_heads_extra_step_trains_on_the_trainers_device(monkeypatch, tmp_pa
     The step's training function is replaced by one that records where it was asked to run."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     asked = {}
+
+    def record(*args, **kwargs):
+        asked["device"] = kwargs.get("device")
+        return {}
+
     module_name, _, function = target.rpartition(".")
-    monkeypatch.setattr(importlib.import_module(module_name), function,
-                        lambda *args, **kwargs: asked.update(device=kwargs.get("device")) or {})
+    monkeypatch.setattr(importlib.import_module(module_name), function, record)
     steps = get_head(head, compose([f"trainer.accelerator={accelerator}"])).steps()
     steps[step](tmp_path)
     assert asked == {"device": device}

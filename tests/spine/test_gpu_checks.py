@@ -25,10 +25,9 @@ def load_checks() -> dict[str, tuple[list[str], int]]:
 
 def triad_commands(argv: list[str]) -> list[list[str]]:
     """Each ``python -m triad.cli ...`` in a check, as the arguments after ``triad.cli`` (redirects cut)."""
-    pieces = argv[2].split(" && ") if argv[0] == "bash" else [shlex.join(argv)]
+    pieces = [shlex.split(piece) for piece in argv[2].split(" && ")] if argv[0] == "bash" else [argv]
     commands = []
-    for piece in pieces:
-        tokens = shlex.split(piece)
+    for tokens in pieces:
         if "triad.cli" in tokens:
             args = tokens[tokens.index("triad.cli") + 1:]
             commands.append([token for token in args if not token.startswith(">")])

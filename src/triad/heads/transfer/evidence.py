@@ -113,7 +113,7 @@ def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_
     y_train = y_train.to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
-    weight = balanced_class_weights(y_train.cpu(), n_classes).to(device) if cfg.class_balance else None
+    weight = balanced_class_weights(y_train, n_classes) if cfg.class_balance else None
     start, hit_epoch, hit_seconds = time.perf_counter(), math.nan, math.nan
     val_scores, val_accuracy, best_epoch, best_state = [], [], 0, None
     for epoch in range(1, cfg.max_epochs + 1):
