@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
             row = run_one(data, evidence, arm, fraction, seed)
             scores.append(row["test_score"])
             print(f"{arm} {fraction:g} seed {seed}: {row['n_labels']} labels, test score {row['test_score']:.4f} "
-                  f"(accuracy {row['test_accuracy']:.3f}), best val epoch {row['best_epoch']}, "
+                  f"(accuracy {row['test_accuracy']:.3f}), val score {row['val_score']:.4f} at its best epoch {row['best_epoch']}, "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
         spread = f" ± {np.std(scores, ddof=1):.4f}" if len(scores) > 1 else ""
         print(f"CELL {arm} {fraction:g}: test score {np.mean(scores):.4f}{spread} over {len(scores)} seeds")

@@ -41,8 +41,9 @@ class EvidenceConfig(StrictModel):
     Both arms are EfficientNet-lite networks at ``image_size``. The fine-tuned arm starts from the
     ImageNet weights, keeps its lowest ``frozen_groups`` layer groups frozen (their outputs are
     computed once and cached) and fine-tunes the rest; the scratch arm trains every layer of a
-    randomly initialised copy whose channels are scaled by ``scratch_width`` (1.0 = the same
-    network; narrower is cheaper on CPU and, with few labels, no handicap for the scratch arm).
+    randomly initialised copy whose channels are scaled by ``scratch_width`` (1.0, the default, is
+    the same network; narrower is cheaper but no longer a like-for-like comparison, and the
+    evidence's caveats say so).
     ``class_balance`` weights both arms' loss by inverse class frequency (skewed tasks: PneumoniaMNIST's
     training split is 90% pneumonia).
     """
@@ -51,7 +52,7 @@ class EvidenceConfig(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     pool_per_class: int | None = Field(50, ge=1)
     frozen_groups: int = Field(7, ge=0, le=9)
-    scratch_width: float = Field(0.25, gt=0, le=1.0)
+    scratch_width: float = Field(1.0, gt=0, le=1.0)
     max_epochs: int = Field(6, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)

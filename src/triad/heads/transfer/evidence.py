@@ -6,8 +6,8 @@ labelled examples and are scored on the same test split:
 - fine-tuned: ImageNet EfficientNet-lite0. Its lowest ``frozen_groups`` layer groups stay frozen,
   so their outputs are computed once for all images and cached ("frozen trunk"); the upper groups
   and a new classifier are fine-tuned on those cached activations.
-- scratch:    a randomly initialised EfficientNet-lite (channels scaled by ``scratch_width``),
-  every layer trained on the images.
+- scratch:    a randomly initialised EfficientNet-lite0, the same network (``scratch_width`` 1.0;
+  narrower is an option, flagged in the caveats), every layer trained on the images.
 
 Both see images through the same input adaptation (grey -> 3 channels, resize, [-1, 1] scaling),
 train with AdamW for ``max_epochs`` epochs, and are scored on test with the weights of the epoch
@@ -16,14 +16,17 @@ labelled set decides the comparison: over 3 seeds, the fine-tuned arm at 10% of 
 ended at test AUC 0.80 after 12 epochs against 0.92 after 6.) Compute is measured as wall seconds
 (for the fine-tuned arm including the cached trunk's forward pass over its own training and
 validation images) and as the first epoch whose validation accuracy reaches ``target_accuracy``.
-Outputs: ``runs.csv`` (one row per run), ``summary.csv`` (mean and std per arm and fraction) and
-``evidence.png``.
+Outputs: ``runs.csv`` (one row per run), ``summary.csv`` (mean and std per arm and fraction, with
+how many runs reached the target and how many were still improving at their last epoch) and
+``evidence.png``; the step's summary adds the verdicts and the caveats a reader needs before
+trusting them.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -47,6 +50,8 @@ from triad.heads.transfer.data import Split, load_split, stratified_subset
 from triad.heads.transfer.evaluate import classification_metrics
 from triad.heads.transfer.model import EfficientNetLite
 from triad.heads.transfer.module import balanced_class_weights
+
+log = logging.getLogger(__name__)
 
 
 class UpperLayers(nn.Module):
@@ -202,7 +207,9 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
             "test_score": scores["score"], "test_accuracy": scores["accuracy"], "test_auc": scores["auc"],
             "wall_seconds": result["train_seconds"] + overhead, "epochs_to_target": result["epochs_to_target"],
             "seconds_to_target": result["seconds_to_target"] + overhead,
-            "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"]}
+            "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"],
+            "val_score": result["val_scores"][result["best_epoch"] - 1],
+            "still_improving": result["best_epoch"] == cfg.max_epochs}
 
 
 def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path,
@@ -218,16 +225,46 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
     rows = [run_one(data, cfg, arm, fraction, seed)
             for fraction, seed in tqdm(runs, desc="evidence runs") for arm in ARMS]
     runs_table = pd.DataFrame(rows)
-    summary = (runs_table.groupby(["arm", "fraction"])
-               .agg(n_labels=("n_labels", "mean"), test_score_mean=("test_score", "mean"),
-                    test_score_std=("test_score", "std"), wall_seconds_mean=("wall_seconds", "mean"),
-                    epochs_to_target_mean=("epochs_to_target", "mean"))
-               .reset_index())
+    summary = summarise(runs_table)
     runs_table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     plot_evidence(runs_table, summary, cfg, out_dir / "evidence.png")
+    notes = caveats(summary, cfg)
+    for note in notes:
+        log.warning("evidence: %s", note)
     return {"cache_seconds": data.cache_seconds, "runs": len(rows), "device": device,
-            "summary": summary.round(4).to_dict(orient="records"), "verdicts": verdicts(summary)}
+            "scratch_width": cfg.scratch_width, "summary": summary.round(4).to_dict(orient="records"),
+            "verdicts": verdicts(summary), "caveats": notes}
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm and fraction: mean labels, test score (mean, std), val score, wall seconds, and
+    how many runs reached the target accuracy (epochs_to_target_mean averages only those) and how many
+    were still improving at their last epoch (best val epoch == max_epochs)."""
+    return (runs.groupby(["arm", "fraction"])
+            .agg(n_labels=("n_labels", "mean"), runs=("seed", "count"), test_score_mean=("test_score", "mean"),
+                 test_score_std=("test_score", "std"), val_score_mean=("val_score", "mean"),
+                 wall_seconds_mean=("wall_seconds", "mean"),
+                 runs_reaching_target=("epochs_to_target", lambda e: int(e.notna().sum())),
+                 epochs_to_target_mean=("epochs_to_target", "mean"),
+                 runs_still_improving=("still_improving", "sum"))
+            .reset_index())
+
+
+def caveats(summary: pd.DataFrame, cfg: EvidenceConfig) -> list[str]:
+    """What a reader must know before trusting the verdicts: a scratch arm narrower than the
+    pretrained network, and cells whose runs were still improving when the epochs ran out (an
+    under-trained arm makes the comparison say more about the budget than about transfer)."""
+    notes = []
+    if cfg.scratch_width < 1.0:
+        notes.append(f"the scratch arm is {cfg.scratch_width:g}x as wide as the pretrained network, not the same "
+                     "architecture: set model.transfer.evidence.scratch_width=1.0 for a like-for-like comparison")
+    for row in summary.itertuples():
+        if row.runs_still_improving > row.runs / 2:
+            notes.append(f"{row.arm} at {row.fraction:g} of the labels was still improving at its last epoch in "
+                         f"{int(row.runs_still_improving)} of {int(row.runs)} runs: raise "
+                         f"model.transfer.evidence.max_epochs (now {cfg.max_epochs}) before trusting a verdict against it")
+    return notes
 
 
 def verdicts(summary: pd.DataFrame) -> dict[str, bool]:
