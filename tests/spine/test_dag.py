@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,38 @@ def test_dvc_lock_is_not_git_ignored():
 
     ignored = subprocess.run(["git", "check-ignore", "-q", "dvc.lock"], cwd=REPO).returncode == 0
     assert not ignored, "remove dvc.lock from .gitignore: DVC stops with \"'dvc.lock' is git-ignored\""
+
+
+# Where each kind of stage enters its head's code; the stage must list every module of the head that
+# those entry modules import, directly or through each other, or an edit there would leave it stale.
+ENTRY_MODULES = {"prepare": ["data.py"], "train": ["module.py", "data.py"], "evaluate": ["evaluate.py", "pyfunc.py"],
+                 "evidence": ["evidence.py"], "judge": ["judge.py"], "lm": ["language_model.py"]}
+
+
+def _head_imports(path: Path, head: str) -> set[Path]:
+    """``path`` and every module of ``triad.heads.<head>`` it imports, transitively."""
+    seen, todo = set(), [path]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith(f"triad.heads.{head}."):
+                    todo.append(REPO / "src" / Path(*name.split(".")).with_suffix(".py"))
+    return seen
+
+
+def test_each_stage_depends_on_the_head_code_it_runs():
+    for stage in load_stages(REPO):
+        step = stage.name.removesuffix(f"_{stage.head}")
+        assert step in ENTRY_MODULES, f"stage {stage.name}: add its entry modules to ENTRY_MODULES"
+        head_dir = REPO / "src/triad/heads" / stage.head
+        code = set().union(*(_head_imports(head_dir / entry, stage.head) for entry in ENTRY_MODULES[step]))
+        listed = {REPO / dep for dep in stage.deps}
+        missing = sorted(str(m.relative_to(REPO)) for m in code
+                         if not any(m == d or d in m.parents for d in listed))
+        assert not missing, f"dvc.yaml stage {stage.name} runs {missing} but does not list them in its deps"
