@@ -6,6 +6,7 @@ from torch import nn
 
 from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
+from triad.errors import TriadError
 from triad.heads.diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample, guided_output
 
 MEAN, STD = 0.3, 0.5  # per-pixel data distribution N(MEAN, STD^2) for the exact denoiser
@@ -110,3 +111,67 @@ def test_guidance_combines_conditional_and_unconditional_outputs(tiny_unet):
         torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 0.0, 3), uncond, atol=1e-5, rtol=0)
         torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 3.0, 3), uncond + 3 * (cond - uncond),
                                    atol=1e-5, rtol=0)
+
+
+class LabelSpy(nn.Module):
+    """A stand-in denoiser (predicts zero noise) that records the labels of every call."""
+
+    def __init__(self, n_classes: int | None):
+        super().__init__()
+        if n_classes is not None:
+            self.n_classes = n_classes
+        self.seen: list[list[int]] = []
+
+    def forward(self, x, t, y):
+        self.seen.append(y.tolist())
+        return torch.zeros_like(x)
+
+
+SAMPLERS = {
+    "ddim": lambda model, process, labels, **kw: ddim_sample(model, process, labels, (1, 2, 2), steps=4, **kw),
+    "ddpm": lambda model, process, labels, **kw: ddpm_sample(model, process, labels, (1, 2, 2), **kw),
+}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("given", ["attribute", "argument"])
+def test_guidance_asks_the_model_for_the_null_label_n_classes(sampler, given):
+    """With guidance != 1 each call is [labels, null]: the null half must be label n_classes (3), never class 0."""
+    process, labels = GaussianDiffusion(10, "cosine", "epsilon"), torch.tensor([0, 2, 1])
+    spy = LabelSpy(3) if given == "attribute" else LabelSpy(None)
+    extra = {} if given == "attribute" else {"n_classes": 3}
+    SAMPLERS[sampler](spy, process, labels, guidance=2.0, generator=torch.Generator().manual_seed(0), **extra)
+    assert spy.seen, "the sampler never called the model"
+    for call in spy.seen:
+        assert call == [0, 2, 1, 3, 3, 3]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_samplers_refuse_a_model_that_hides_n_classes(sampler):
+    """A wrapper without n_classes must not silently make class 0 the null label."""
+    with pytest.raises(TriadError, match="n_classes"):
+        SAMPLERS[sampler](LabelSpy(None), GaussianDiffusion(10), torch.tensor([1]), guidance=2.0)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("labels,guidance,match", [
+    ([3], 2.0, "labels"),  # 3 of 3 classes is the null label, not a class
+    ([0, -1], 1.0, "labels"),
+    ([1], -0.5, "guidance"),
+])
+def test_samplers_reject_labels_outside_the_classes_and_negative_guidance(sampler, labels, guidance, match):
+    spy = LabelSpy(3)
+    with pytest.raises(TriadError, match=match):
+        SAMPLERS[sampler](spy, GaussianDiffusion(10), torch.tensor(labels), guidance=guidance)
+    assert spy.seen == []  # refused before any work
+
+
+@pytest.mark.parametrize("steps", [0, -1, 11, 2.5])
+def test_ddim_rejects_steps_outside_one_to_t(steps):
+    """Zero steps would return the starting noise; more than T would repeat timesteps."""
+    spy = LabelSpy(3)
+    with pytest.raises(TriadError, match=r"steps.*\[1, timesteps=10\]"):
+        ddim_sample(spy, GaussianDiffusion(10), torch.tensor([1]), (1, 2, 2), steps=steps)
+    assert spy.seen == []
+    with pytest.raises(TriadError, match="steps"):
+        ddim_timesteps(10, steps)

@@ -1,8 +1,9 @@
 """Config schema of the diffusion head: ``cfg.data.diffusion`` and ``cfg.model.diffusion``.
 
-The defaults are the default profile (``conf/data/diffusion/mnist5k.yaml`` and
-``conf/model/diffusion/small.yaml``): 5,000 real MNIST digits, a ~0.4M-parameter UNet, a few
-minutes on two CPU cores.
+The defaults describe the data and the network of the default profile (``conf/data/diffusion/mnist5k.yaml``
+and ``conf/model/diffusion/small.yaml``): 5,000 real MNIST digits and a UNet of 0.70M parameters
+(704,484 for 10 classes at 28x28), trained in a few minutes on two CPU cores. The profile's yaml, which
+is what runs, also sets its own training length, learning rate, guidance and evaluation sizes.
 """
 
 from __future__ import annotations
@@ -91,8 +92,22 @@ class DiffusionModel(OptimConfig):
         too_many = [s for s in [self.sample_steps, *self.eval_steps] if not 1 <= s <= self.timesteps]
         if too_many:
             raise ValueError(f"sampling steps {too_many} must lie in [1, timesteps={self.timesteps}]")
+        repeated = sorted({s for s in self.eval_steps if self.eval_steps.count(s) > 1})
+        if repeated:
+            raise ValueError(f"eval_steps={self.eval_steps} lists {repeated} more than once; "
+                             f"give each step count once, e.g. {sorted(set(self.eval_steps))}")
         if self.sample_steps not in self.eval_steps:
             raise ValueError(f"sample_steps={self.sample_steps} must be one of eval_steps={self.eval_steps}")
         if any(m < 1 for m in self.channel_mults):
             raise ValueError(f"channel_mults must be positive, got {self.channel_mults}")
+        return self
+
+    @model_validator(mode="after")
+    def _guidance_has_a_null_class(self) -> "DiffusionModel":
+        """Guidance != 1 mixes in the unconditional output, which only label dropout trains."""
+        if self.guidance != 1 and self.label_drop_prob == 0:
+            raise ValueError(
+                f"guidance={self.guidance} uses the unconditional (null-label) model, but label_drop_prob=0 "
+                f"never trains it: set label_drop_prob > 0 (0.1 is usual), or set guidance: 1 for plain "
+                f"conditional sampling")
         return self

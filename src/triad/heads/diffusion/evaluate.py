@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from scipy import linalg  # noqa: E402
 
 from triad.heads.base import Evaluation  # noqa: E402
 from triad.heads.diffusion.data import DiffusionDataModule, load_split, to_model_space  # noqa: E402
@@ -32,13 +31,56 @@ from triad.heads.diffusion.module import DiffusionModule, image_grid  # noqa: E4
 from triad.heads.diffusion.process import GaussianDiffusion  # noqa: E402
 
 
+def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix (F, F), by eigendecomposition.
+
+    Round-off can leave eigenvalues a hair below zero; they are set to zero. A clearly negative one
+    means the matrix was not a covariance, which is an error.
+    """
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    check_nonnegative(values, "the covariance", scale=float(np.abs(values).max(initial=0.0)))
+    return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+
+
+def check_nonnegative(eigenvalues: np.ndarray, what: str, scale: float, rtol: float = 1e-8) -> None:
+    """Eigenvalues of a PSD matrix may dip below 0 by round-off only: by at most rtol * scale.
+
+    ``scale`` is the size of the numbers the matrix was computed from (its largest eigenvalue, or
+    |A| |B| for a product), which bounds the round-off.
+    """
+    if eigenvalues.min(initial=0.0) < -rtol * max(1.0, scale):
+        raise ValueError(f"{what} has eigenvalue {eigenvalues.min():.3g} < 0: it is not positive semi-definite, "
+                         f"so the features are not a valid sample (check them for overflow)")
+
+
+def trace_sqrt_product(cov_a: np.ndarray, cov_b: np.ndarray) -> float:
+    """Tr((A B)^1/2) for covariances A and B (F, F).
+
+    A B is not symmetric, but it is similar to the symmetric PSD matrix A^1/2 B A^1/2, which has the
+    same eigenvalues, so the trace is the sum of the square roots of that matrix's eigenvalues: real,
+    with no imaginary part to discard (``scipy.linalg.sqrtm`` of A B can leave one).
+    """
+    root_a = psd_sqrt(cov_a)
+    middle = root_a @ cov_b @ root_a
+    values = np.linalg.eigvalsh((middle + middle.T) / 2)
+    scale = float(np.linalg.norm(cov_a, 2) * np.linalg.norm(cov_b, 2))
+    check_nonnegative(values, "A^1/2 B A^1/2", scale)
+    return float(np.sqrt(values.clip(min=0)).sum())
+
+
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID between two feature sets (N, F) and (M, F): |mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2)."""
+    """FID between two feature sets (N, F) and (M, F): |mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2).
+
+    Non-finite features (a diverged generator) give NaN, which fails any gate.
+    """
+    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
+    if not (np.isfinite(real).all() and np.isfinite(fake).all()):
+        return float("nan")
     mu_r, mu_f = real.mean(0), fake.mean(0)
-    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    root, _ = linalg.sqrtm(cov_r @ cov_f, disp=False)
-    root = root.real  # numerical noise can leave a tiny imaginary part
-    return float(((mu_r - mu_f) ** 2).sum() + np.trace(cov_r + cov_f - 2 * root))
+    cov_r, cov_f = np.atleast_2d(np.cov(real, rowvar=False)), np.atleast_2d(np.cov(fake, rowvar=False))
+    spread = np.trace(cov_r) + np.trace(cov_f) - 2 * trace_sqrt_product(cov_r, cov_f)
+    distance = ((mu_r - mu_f) ** 2).sum() + spread
+    return float(max(distance, 0.0))  # a distance; round-off can leave -1e-12 for identical sets
 
 
 def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,14 +1,18 @@
 """The servable diffusion model: requests for images of a class in, images out.
 
 Input: rows (a DataFrame or a list of dicts) of
-    label     class index to draw (int, required)
-    n         how many images (default 1)
-    steps     DDIM steps (default: the trained config's sample_steps)
-    guidance  classifier-free guidance scale (default: the config's)
-    seed      seed of the sampler's torch.Generator (default 0): the same row gives the same images
-    png       also return PNG bytes (default False)
+    label     class index to draw, in [0, n_classes) (int, required)
+    n         how many images, in [1, MAX_IMAGES] (default 1)
+    steps     DDIM steps, in [1, timesteps] (default: the trained config's sample_steps)
+    guidance  classifier-free guidance scale, >= 0 (default: the config's); only 1 for a model trained
+              without label dropout, which has no unconditional model
+    seed      seed of the sampler's torch.Generator, in [0, 2**63) (default 0): the same row gives the same images
+    png       also return PNG bytes: true or false (default false)
+A missing value (None or NaN) takes the default. Anything else that does not fit (a fractional count, a
+string for png, an unknown column) raises ``RequestError`` naming the row and the field.
 Output: a DataFrame with one row per image: request (row index), label, index (0 .. n-1),
 ``image`` (uint8 array (H, W) for grey, (H, W, 3) for colour) and, when asked, ``png``.
+An empty request gives an empty frame with those columns.
 
 ``load_context`` rebuilds the UNet from the EMA state_dict and the config json; nothing is pickled.
 """
@@ -19,11 +23,15 @@ import io
 import json
 from pathlib import Path
 
+import math
+import numbers
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 
+from triad.errors import TriadError
 from triad.heads.diffusion.config import DiffusionModel
 from triad.heads.diffusion.data import to_pixels
 from triad.heads.diffusion.module import build_unet
@@ -32,6 +40,14 @@ from triad.heads.diffusion.sampling import ddim_sample
 
 WEIGHTS = "ema_weights"
 CONFIG = "diffusion_config"
+FIELDS = ("label", "n", "steps", "guidance", "seed", "png")
+COLUMNS = ["request", "label", "index", "image"]  # of the output, plus "png" when asked
+MAX_IMAGES = 256  # per request row: one sampler batch (twice that with guidance) must fit in memory
+MAX_SEED = 2**63 - 1  # the signature's "long"
+
+
+class RequestError(TriadError, ValueError):
+    """A request row the model cannot serve; the message names the row and the field."""
 
 
 def write_artifacts(module, class_names: list[str], work_dir: Path) -> dict[str, str]:
@@ -81,29 +97,43 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
         self.net.eval()
         self.diffusion = GaussianDiffusion(self.cfg.timesteps, self.cfg.schedule, self.cfg.prediction)
 
-    def _request(self, row: dict) -> dict:
-        def given(key, default):
-            value = row.get(key)
-            return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
-
+    def _request(self, number: int, row) -> dict:
+        """One input row -> a checked request {label, n, steps, guidance, seed, png}; ``number`` names the row."""
+        if not isinstance(row, dict):
+            raise RequestError(f"request row {number} is a {type(row).__name__}; give a mapping with the "
+                               f"fields {', '.join(FIELDS)}")
+        unknown = sorted(str(key) for key in row if key not in FIELDS)
+        if unknown:
+            raise RequestError(f"request row {number} has unknown field(s) {unknown}; "
+                               f"the fields are {', '.join(FIELDS)}")
+        n_classes, timesteps = len(self.class_names), self.cfg.timesteps
+        field = RowReader(number, row)
         request = {
-            "label": int(row["label"]), "n": int(given("n", 1)), "steps": int(given("steps", self.cfg.sample_steps)),
-            "guidance": float(given("guidance", self.cfg.guidance)), "seed": int(given("seed", 0)),
-            "png": bool(given("png", False)),
+            "label": field.integer("label", None, 0, n_classes - 1, f"a class index of this model: "
+                                   f"0 .. {n_classes - 1} ({', '.join(self.class_names)})"),
+            "n": field.integer("n", 1, 1, MAX_IMAGES, f"a number of images in [1, {MAX_IMAGES}]"),
+            "steps": field.integer("steps", self.cfg.sample_steps, 1, timesteps,
+                                   f"a number of DDIM steps in [1, timesteps={timesteps}]"),
+            "guidance": field.real("guidance", self.cfg.guidance, 0.0,
+                                   "a finite guidance scale >= 0 (1 = plain conditional)"),
+            "seed": field.integer("seed", 0, 0, MAX_SEED, f"a seed in [0, {MAX_SEED}]"),
+            "png": field.boolean("png", False),
         }
-        if not 0 <= request["label"] < len(self.class_names):
-            raise ValueError(f"label {request['label']} is not a class index in [0, {len(self.class_names) - 1}]")
-        if not 1 <= request["steps"] <= self.cfg.timesteps:
-            raise ValueError(f"steps {request['steps']} must lie in [1, {self.cfg.timesteps}]")
-        if request["n"] < 1:
-            raise ValueError(f"n must be at least 1, got {request['n']}")
+        if request["guidance"] != 1 and self.cfg.label_drop_prob == 0:
+            raise RequestError(f"request row {number}: guidance={request['guidance']} needs the unconditional model, "
+                               f"which this model never trained (label_drop_prob=0); give guidance 1")
         return request
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
+        if isinstance(model_input, pd.DataFrame):
+            rows = model_input.to_dict("records")
+        elif isinstance(model_input, dict):
+            rows = [model_input]
+        else:
+            rows = list(model_input)
+        requests = [self._request(number, row) for number, row in enumerate(rows)]  # check all before any work
         out = []
-        for number, row in enumerate(rows):
-            request = self._request(row)
+        for number, request in enumerate(requests):
             labels = torch.full((request["n"],), request["label"], dtype=torch.long)
             generator = torch.Generator().manual_seed(request["seed"])
             images = ddim_sample(self.net, self.diffusion, labels, self.image_shape, request["steps"],
@@ -115,4 +145,64 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
                 if request["png"]:
                     record["png"] = png_bytes(image)
                 out.append(record)
-        return pd.DataFrame(out)
+        return pd.DataFrame(out) if out else pd.DataFrame(columns=COLUMNS)
+
+
+class RowReader:
+    """Reads the fields of one request row strictly: no silent truncation, no truthy strings.
+
+    A missing value (absent, None or NaN, which pandas puts where a row left a column out) takes
+    the default; a default of None makes the field required.
+    """
+
+    def __init__(self, number: int, row: dict):
+        self.number, self.row = number, row
+
+    def _given(self, key: str):
+        value = self.row.get(key)
+        if value is None or (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+                             and math.isnan(value)):
+            return None
+        return value
+
+    def _fail(self, key: str, value, wanted: str) -> RequestError:
+        return RequestError(f"request row {self.number}: {key}={value!r} is not valid; give {wanted}")
+
+    def integer(self, key: str, default: int | None, low: int, high: int, wanted: str) -> int:
+        """A whole number in [low, high]; 3.0 is accepted (pandas stores int columns with gaps as float), 2.7 is not."""
+        value = self._given(key)
+        if value is None:
+            if default is None:
+                raise RequestError(f"request row {self.number}: {key} is missing; give {wanted}")
+            return default
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise self._fail(key, value, wanted)
+        if not isinstance(value, numbers.Integral):
+            if not math.isfinite(value) or not float(value).is_integer():
+                raise self._fail(key, value, wanted)
+        number = int(value)
+        if not low <= number <= high:
+            raise self._fail(key, value, wanted)
+        return number
+
+    def real(self, key: str, default: float, low: float, wanted: str) -> float:
+        """A finite number >= low."""
+        value = self._given(key)
+        if value is None:
+            return default
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise self._fail(key, value, wanted)
+        if not math.isfinite(value) or value < low:
+            raise self._fail(key, value, wanted)
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        """True or False (numpy's too); 0 and 1 are accepted, strings such as "false" are not."""
+        value = self._given(key)
+        if value is None:
+            return default
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, numbers.Integral) and value in (0, 1):
+            return bool(value)
+        raise self._fail(key, value, "true or false")
