@@ -111,13 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate images of one class and write them as a PNG grid.")
     d.add_argument("--label", type=int, required=True, help="class to generate")
     d.add_argument("--n", type=int, default=16, help="number of images")
-    d.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    d.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    d.add_argument("--steps", type=int, default=None,
+                   help="DDIM steps (default: the model's own sample_steps, as its evaluation used)")
+    d.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's own guidance, as its evaluation used)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG")
-    x = predict.add_parser("transfer", help="classify images (PNG files) or texts",
-                           description="Classify PNG images, or texts with --text.")
-    x.add_argument("inputs", nargs="+", help="PNG paths (or texts with --text)")
+    x = predict.add_parser("transfer", help="classify images (PNG or JPEG files) or texts",
+                           description="Classify PNG or JPEG images (8 or 16 bits), or texts with --text, "
+                           "whichever the model was trained on.")
+    x.add_argument("inputs", nargs="+", help="PNG or JPEG paths (or texts with --text)")
     x.add_argument("--text", action="store_true", help="inputs are texts, not image paths")
     g = predict.add_parser("spread", help="each node's probability of being reached on a graph",
                            description="Predict how a cascade, an epidemic or heat spreads over a graph given as an "

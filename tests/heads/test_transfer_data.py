@@ -9,7 +9,8 @@ import pytest
 
 from triad.errors import DataError
 from triad.heads.transfer.config import TransferData
-from triad.heads.transfer.data import TransferDataModule, prepare, stratified_subset
+from triad.heads.transfer import data as transfer_data
+from triad.heads.transfer.data import TaskData, TransferDataModule, drop_held_out_copies, prepare, stratified_subset
 
 MIRROR = Path("/work/shared/data")
 
@@ -55,3 +56,33 @@ def test_a_corrupt_pneumoniamnist_file_is_refused(tmp_path):
     out.mkdir()
     with pytest.raises(DataError, match="neither the MedMNIST v2"):
         prepare(TransferData(task="pneumoniamnist"), out, mirror_dir=str(tmp_path / "mirror"))
+
+
+def tiny_task() -> TaskData:
+    """Distinct 2x2 images (pixel value = example id): the pool's 1 is a copy of val's first image,
+    its 2 (twice) of val's second, its 3 of test's first."""
+    def images(ids):
+        return np.repeat(np.array(ids, dtype=np.uint8), 4).reshape(-1, 2, 2)
+
+    return TaskData("image", ["even", "odd"], images([1, 2, 2, 3, 10, 11, 12, 13]), np.array([1, 0, 0, 1, 0, 1, 0, 1]),
+                    images([1, 2, 20, 21]), np.array([1, 0, 0, 1]), images([3, 30, 31]), np.array([1, 0, 1]),
+                    source="synthetic")
+
+
+def test_pool_copies_of_val_and_test_examples_are_dropped_and_counted(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(transfer_data, "load_task", lambda cfg, mirror_dir=None: tiny_task())
+    with caplog.at_level("WARNING", logger=transfer_data.__name__):
+        summary = prepare(TransferData(labels_per_class=None), tmp_path)
+    assert summary["dropped_from_pool"] == {"val": 3, "test": 1}
+    assert "dropped 4 pool example(s) identical to a held-out example (3 in val, 1 in test)" in caplog.text
+    dm = TransferDataModule(tmp_path, batch_size=2)
+    assert dm.pool.x[:, 0, 0].tolist() == [10, 11, 12, 13] and dm.pool.y.tolist() == [0, 1, 0, 1]
+    assert summary["sizes"] == {"train": 4, "pool": 4, "val": 4, "test": 3}  # val and test are left whole
+
+
+def test_text_pool_copies_are_dropped_and_a_clean_pool_is_left_alone():
+    task = TaskData("text", ["a", "b"], ["x", "y", "z", "w"], np.array([0, 1, 0, 1]), ["y"], np.array([1]),
+                    ["q"], np.array([0]), source="synthetic")
+    assert drop_held_out_copies(task) == {"val": 1, "test": 0}
+    assert task.pool_x == ["x", "z", "w"] and task.pool_y.tolist() == [0, 0, 1]
+    assert drop_held_out_copies(task) == {"val": 0, "test": 0} and task.pool_x == ["x", "z", "w"]

@@ -10,7 +10,8 @@ Three tasks, each a labelled pool plus val and test splits:
 
 The prepared folder holds ``pool_x``/``pool_y`` (every labelled training example), ``train_idx``
 (the few-label subset the model trains on, indices into the pool), ``val_*``, ``test_*`` and
-``meta.json``. Images are ``.npy`` (uint8, N x H x W); texts are JSON lists. Both formats are
+``meta.json``. Pool examples identical to a val or test example are dropped (``drop_held_out_copies``).
+Images are ``.npy`` (uint8, N x H x W); texts are JSON lists. Both formats are
 byte-identical for the same config, which ``np.savez`` (zip timestamps) would not be.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from triad.data.fetch import fetch, package_file
 from triad.data.validate import array_keys, check_array, check_labels, check_no_overlap, check_nonempty
 from triad.errors import DataError
 from triad.heads.transfer.config import TransferData
+
+log = logging.getLogger(__name__)
 
 PNEUMONIA_URLS = ("https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1",)
 # The file is accepted if it is either the official MedMNIST v2 release (its md5 is what the
@@ -160,6 +164,37 @@ def load_task(cfg: TransferData, mirror_dir: str | None = None) -> TaskData:
     return load_bible_sections(cfg)
 
 
+def _keys(task: TaskData, x) -> list:
+    """Hashable keys of the examples: raw bytes for images, the text itself for texts."""
+    return array_keys(x) if task.modality == "image" else list(x)
+
+
+def drop_held_out_copies(task: TaskData) -> dict[str, int]:
+    """Remove from the pool every example identical to a val or test example; -> rows dropped, per split.
+
+    The pool trains the model, val picks the decision threshold and the best epoch, test scores it:
+    a training copy of either would leak. The data are taken as they come (the official PneumoniaMNIST
+    train split holds 10 images byte-identical to 8 val images), so copies leave the pool, with a
+    warning and a count in the summary, instead of failing the run. Val and test cannot be trimmed
+    without changing the official splits, so an overlap between them still fails in ``_validate``.
+    """
+    pool_keys = _keys(task, task.pool_x)
+    keep = np.ones(len(pool_keys), dtype=bool)
+    dropped = {}
+    for name in ("val", "test"):
+        held_out = set(_keys(task, getattr(task, f"{name}_x")))
+        copies = np.array([key in held_out for key in pool_keys], dtype=bool) & keep
+        dropped[name] = int(copies.sum())
+        keep &= ~copies
+    if not keep.all():
+        log.warning("dropped %d pool example(s) identical to a held-out example (%d in val, %d in test)",
+                    int((~keep).sum()), dropped["val"], dropped["test"])
+        kept = np.flatnonzero(keep)
+        task.pool_x = task.pool_x[kept] if task.modality == "image" else [task.pool_x[i] for i in kept]
+        task.pool_y = task.pool_y[kept]
+    return dropped
+
+
 def _validate(task: TaskData) -> None:
     n_classes = len(task.class_names)
     check_nonempty({"pool": len(task.pool_y), "val": len(task.val_y), "test": len(task.test_y)})
@@ -173,9 +208,8 @@ def _validate(task: TaskData) -> None:
         missing = sorted(set(range(n_classes)) - set(y.tolist()))
         if missing:
             raise DataError(f"{name}: no examples of class(es) {[task.class_names[k] for k in missing]}")
-    keys = array_keys if task.modality == "image" else list
-    check_no_overlap(keys(task.pool_x), keys(task.test_x), f"{task.modality}s")
-    check_no_overlap(keys(task.val_x), keys(task.test_x), f"{task.modality}s")
+    check_no_overlap(_keys(task, task.pool_x), _keys(task, task.test_x), f"{task.modality}s")
+    check_no_overlap(_keys(task, task.val_x), _keys(task, task.test_x), f"{task.modality}s")
 
 
 def _write(x, path_stem: Path) -> None:
@@ -188,6 +222,7 @@ def _write(x, path_stem: Path) -> None:
 def prepare(cfg: TransferData, out_dir: Path, mirror_dir: str | None = None) -> dict[str, Any]:
     """Load ``cfg.task``, cap the pool, draw the few-label subset, validate and write ``out_dir``."""
     task = load_task(cfg, mirror_dir)
+    dropped = drop_held_out_copies(task)
     if cfg.pool_per_class is not None:
         keep = stratified_subset(task.pool_y, cfg.split_seed + 2, per_class=cfg.pool_per_class)
         task.pool_x = task.pool_x[keep] if task.modality == "image" else [task.pool_x[i] for i in keep]
@@ -207,7 +242,7 @@ def prepare(cfg: TransferData, out_dir: Path, mirror_dir: str | None = None) -> 
     meta = {"task": cfg.task, "modality": task.modality, "class_names": task.class_names}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return {**meta, "source": task.source, "class_counts": counts,
-            "sizes": {name: int(sum(c)) for name, c in counts.items()}}
+            "sizes": {name: int(sum(c)) for name, c in counts.items()}, "dropped_from_pool": dropped}
 
 
 @dataclass
