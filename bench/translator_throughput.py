@@ -8,10 +8,18 @@ The two take turns round after round (``bench/timing.py``); figures are medians 
 The Marian model is built from a ``MarianConfig`` (no download) with the same vocabulary, width,
 heads, layers, feed-forward size and tied embeddings; triad's model is run post-norm like Marian.
 
-MFU (GPU only): model FLOPs per token = 6 N + 12 L T d (training; N = parameters excluding
-embeddings' lookup but including the tied output projection, L layers, T context, d width;
-the PaLM appendix-B count), divided by the device's peak dense bf16 (or tf32) FLOP/s. Reported for
-the translation model and, with ``--gpt``, a 124M-parameter decoder-only model at sequence 1024.
+MFU (GPU only): model FLOPs of a training step divided by its time and by the device's peak dense
+bf16 FLOP/s (the PaLM paper's appendix-B count: 6 FLOPs per weight per token it processes, 2 forward
+and 4 backward, and 12 d per query-key pair per attention layer; embedding lookups are free).
+- Translation model, per sentence pair of S source and T target tokens (``seq2seq_training_flops``):
+  6 (N_enc S + N_dec T + N_out T) + 12 d (L_enc S^2 + L_dec T^2 + L_dec T S), where N_enc are the
+  encoder's parameters, N_dec the decoder's (its cross-attention key/value projections act on the S
+  source tokens and are charged S instead of T), N_out = d V the (tied) output projection, d the
+  width and L_enc, L_dec the layer counts. Each weight is charged only for the tokens that pass
+  through it; charging all N weights for every source and target token would double the count.
+- Decoder-only model, per token: 6 N + 12 L T d (N parameters, the tied output projection counted
+  once, L layers, T context), as nanoGPT's ``estimate_mfu``. Reported with ``--gpt`` for a
+  124M-parameter model at sequence 1024.
 
 Run:  python bench/translator_throughput.py [--size small|base] [--rounds 5] [--device cuda] [--bf16] [--compile]
            [--gpt | --gpt-only] [--gpt-batch 8 32] [--compile-mode max-autotune]
@@ -81,7 +89,29 @@ def train_step_fn(model, batch, marian: bool, autocast):
 
 
 def flops_per_token(n_params: int, n_layers: int, context: int, width: int) -> float:
+    """Training FLOPs per token of a decoder-only model: 6 N for the weights + 12 L T d for attention."""
     return 6 * n_params + 12 * n_layers * context * width
+
+
+def seq2seq_training_flops(model: Seq2SeqTransformer, src_len: int, tgt_len: int) -> float:
+    """Training FLOPs (forward + backward) of one sentence pair of ``src_len`` S and ``tgt_len`` T tokens.
+
+    Weights cost 6 FLOPs per token that passes through them: the encoder's and the decoder's
+    cross-attention key/value projections see the S source tokens; the rest of the decoder and
+    the output projection (d x V, tied or not) see the T target tokens. Attention costs 12 d per
+    query-key pair per layer (q k^T and weights @ v, forward and backward), causal masks not
+    discounted: S^2 (encoder self), T^2 (decoder self) and T S (cross) per layer.
+    """
+    width = model.generator.in_features
+    layers = list(model.decoder.layers)
+    cross_kv = sum(count_parameters(layer.cross_attn.k_proj) + count_parameters(layer.cross_attn.v_proj)
+                   for layer in layers)
+    n_source = count_parameters(model.encoder) + cross_kv
+    n_target = count_parameters(model.decoder) - cross_kv + model.generator.weight.numel()
+    weights = 6 * (n_source * src_len + n_target * tgt_len)
+    n_enc = len(model.encoder.layers)
+    attention = 12 * width * (n_enc * src_len**2 + len(layers) * (tgt_len**2 + tgt_len * src_len))
+    return weights + attention
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -146,14 +176,13 @@ def main(argv: list[str]) -> None:
     names = ("triad", "marian")
     compare("training", tokens, "tokens", train["triad"], train["marian"], names)
     compare("greedy decoding", args.batch_size, "sentences", decode["triad"], decode["marian"], names)
-    triad_tokens_per_s = tokens / statistics.median(train["triad"])
 
     if peak is None:
         print("MFU: n/a (needs a GPU with a known peak)")
         return
-    n_layers = 2 * size["layers"]
-    per_token = flops_per_token(count_parameters(ours), n_layers, max(args.src_len, args.tgt_len), size["d_model"])
-    print(f"MFU triad translation model: {triad_tokens_per_s * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s")
+    step_flops = args.batch_size * seq2seq_training_flops(ours, args.src_len, args.tgt_len)
+    print(f"MFU triad translation model: {step_flops / statistics.median(train['triad']) / peak:.1%} of "
+          f"{peak / 1e12:.0f} TFLOP/s ({step_flops / tokens / 1e6:.2f} MFLOP per source or target token)")
     if args.gpt:
         time_gpt(args, device, autocast, peak)
 

@@ -78,3 +78,31 @@ def test_a_corpus_without_english_is_refused(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"direction": "de-fr"}))
     with pytest.raises(DataError, match="no English side"):
         english_side(tmp_path)
+
+
+def test_a_config_whose_samples_overrun_max_len_is_refused_before_training():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"model\.translator\.lm\.max_new_tokens to 12 or less.*max_len to 34"):
+        LanguageModelConfig(max_len=16, max_new_tokens=30)  # BOS + 3 prompt tokens + 30 = 34 > 16
+    assert LanguageModelConfig(max_len=34, max_new_tokens=30).max_len == 34  # exactly fits
+
+
+def test_the_weights_are_saved_before_sampling(tmp_path, monkeypatch):
+    import torch
+
+    from triad.heads.translator import language_model
+
+    def failing_sample(*args, **kwargs):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr(language_model, "sample", failing_sample)
+    data_dir, out_dir = tmp_path / "data", tmp_path / "lm"
+    data_dir.mkdir(), out_dir.mkdir()
+    write_corpus(data_dir)
+    cfg = LanguageModelConfig(d_model=16, n_heads=2, n_layers=1, max_epochs=1, batch_size=16, max_len=32,
+                              n_samples=1, max_new_tokens=4)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        train_language_model(cfg, data_dir, out_dir, seed=0)
+    saved = torch.load(out_dir / "lm.pt")
+    assert saved["architecture"]["max_len"] == 32 and saved["state_dict"]

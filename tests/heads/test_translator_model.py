@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch import nn
 
-from triad.heads.translator.decoding import beam_search, greedy_decode, sample
+from triad.errors import ConfigError
+from triad.heads.translator.decoding import beam_search, filter_logits, greedy_decode, sample
 from triad.heads.translator.model import (
     DecoderOnlyTransformer,
     EncoderOnlyTransformer,
@@ -148,32 +150,78 @@ def test_cached_decoder_equals_uncached(norm_first, positional):
     torch.testing.assert_close(torch.cat([prefill, *rest], dim=1), gpt(tgt), rtol=1e-5, atol=1e-5)
 
 
-def test_beam_search_of_width_one_is_greedy():
-    model = tiny_seq2seq()
-    src = padded_sources()
-    greedy = greedy_decode(model, src, BOS, EOS, max_len_a=1.0, max_len_b=6)
-    beam = beam_search(model, src, BOS, EOS, beam_size=1, max_len_a=1.0, max_len_b=6)
-    assert beam == greedy
-    assert all(len(h) <= 15 for h in greedy) and any(len(h) > 0 for h in greedy)
+def eos_biased_seq2seq(eos_bias: float, sharpness: float = 1.0, vocab_size: int = 7) -> Seq2SeqTransformer:
+    """A tiny untied model whose logits are scaled by ``sharpness`` and whose EOS logit gets ``eos_bias``.
+
+    The bias sets how soon hypotheses end with EOS. Flat distributions (sharpness 1) make the best
+    beam change lineage, which shows a cache that is not reordered; sharper ones make the length
+    penalty change which hypothesis wins.
+    """
+    model = tiny_seq2seq(vocab_size=vocab_size, tie_embeddings=False)
+    generator = nn.Linear(model.generator.in_features, vocab_size)
+    with torch.no_grad():
+        generator.weight.copy_(sharpness * model.generator.weight)
+        generator.bias.zero_()
+        generator.bias[EOS] = eos_bias
+    model.generator = generator
+    return model
 
 
-def test_wider_beam_finds_hypotheses_at_least_as_likely():
-    """Without a length penalty, beam search maximises log P(Y|X), so width 4 never does worse than 1."""
-    model = tiny_seq2seq(vocab_size=12)
-    src = padded_sources() % 12
+def small_vocab_sources(vocab_size: int = 7) -> torch.Tensor:
+    """Three sources (B=3, S=9) of ids 3 .. V-1, two of them right-padded to lengths 5 and 3."""
+    torch.manual_seed(1)
+    src = torch.randint(3, vocab_size, (3, 9))
     src[1, 5:] = PAD
+    src[2, 3:] = PAD
+    return src
 
-    def log_prob(source, hypothesis):
-        tgt = torch.tensor([[BOS] + hypothesis + [EOS]])
-        logp = model(source[None], tgt[:, :-1]).log_softmax(-1)
-        return logp[0].gather(1, tgt[0, 1:, None]).sum().item()
 
-    narrow = beam_search(model, src, BOS, EOS, beam_size=1, alpha=0.0, max_len_a=0.0, max_len_b=8)
-    wide = beam_search(model, src, BOS, EOS, beam_size=4, alpha=0.0, max_len_a=0.0, max_len_b=8)
-    for i in range(2):
-        source = src[i][src[i] != PAD]
-        if len(narrow[i]) < 8 and len(wide[i]) < 8:  # both finished with EOS within the budget
-            assert log_prob(source, wide[i]) >= log_prob(source, narrow[i]) - 1e-4
+def reference_beam_search(model, source: torch.Tensor, beam_size: int, alpha: float, steps: int) -> list[int]:
+    """Beam search for one unpadded source (S,), written plainly and without a cache.
+
+    A hypothesis is (tokens, log P, finished). Each step every unfinished hypothesis is extended by
+    every vocabulary entry (its prefix re-run through the whole model); finished ones are carried
+    over unchanged. The ``beam_size`` best by log P / ((5 + n) / 6) ** alpha survive, where n counts
+    the generated tokens, EOS included. The best survivor is returned without BOS and EOS.
+    """
+
+    def score(hypothesis):
+        tokens, log_p, _ = hypothesis
+        return log_p / ((5 + len(tokens) - 1) / 6) ** alpha
+
+    beams = [([BOS], 0.0, False)]
+    for _ in range(steps):
+        candidates = [beam for beam in beams if beam[2]]
+        for tokens, log_p, finished in beams:
+            if not finished:
+                step = model(source[None], torch.tensor([tokens]))[0, -1].float().log_softmax(-1)
+                candidates += [(tokens + [v], log_p + step[v].item(), v == EOS) for v in range(step.numel())]
+        beams = sorted(candidates, key=score, reverse=True)[:beam_size]
+        if all(finished for _, _, finished in beams):
+            break
+    tokens = max(beams, key=score)[0][1:]
+    return tokens[: tokens.index(EOS)] if EOS in tokens else tokens
+
+
+@pytest.mark.parametrize("sharpness, eos_bias", [(1.0, -1.0), (1.0, -0.5), (3.0, -1.0), (3.0, 0.0)])
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_batched_cached_beam_search_equals_a_plain_reference(alpha, sharpness, eos_bias):
+    model = eos_biased_seq2seq(eos_bias, sharpness)
+    src = small_vocab_sources()
+    for beam_size in (2, 3):
+        batched = beam_search(model, src, BOS, EOS, beam_size=beam_size, alpha=alpha, max_len_a=0.0, max_len_b=6)
+        plain = [reference_beam_search(model, row[row != PAD], beam_size, alpha, steps=6) for row in src]
+        assert batched == plain, f"beam_size={beam_size}"
+
+
+def test_beam_search_of_width_one_is_greedy():
+    model = eos_biased_seq2seq(eos_bias=-0.5)
+    src = small_vocab_sources()
+    greedy = greedy_decode(model, src, BOS, EOS, max_len_a=0.0, max_len_b=8)
+    beam = beam_search(model, src, BOS, EOS, beam_size=1, max_len_a=0.0, max_len_b=8)
+    assert beam == greedy
+    assert len({len(h) for h in greedy}) > 1, "hypotheses should end at different lengths"
+    assert min(len(h) for h in greedy) < 8, "some hypothesis should end with EOS within the budget"
 
 
 def test_sampling_respects_top_k_and_is_reproducible():
@@ -188,6 +236,70 @@ def test_sampling_respects_top_k_and_is_reproducible():
     for _ in range(6):  # top_k=1 is greedy decoding without a cache
         tokens = torch.cat([tokens, gpt(tokens)[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(greedy, tokens)
+
+
+def tiny_gpt() -> DecoderOnlyTransformer:
+    torch.manual_seed(0)
+    return DecoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, max_len=32).eval()
+
+
+def uncached_greedy(gpt: DecoderOnlyTransformer, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    tokens = prompt
+    for _ in range(steps):
+        tokens = torch.cat([tokens, gpt(tokens)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return tokens
+
+
+@pytest.mark.parametrize("setting, match", [
+    (dict(temperature=0.0), "temperature must be a positive number, got 0.0"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(temperature=float("inf")), "temperature"),
+    (dict(top_k=-1), "top_k must be None or 0"),
+    (dict(top_p=-0.1), "top_p must be None or a probability"),
+    (dict(top_p=float("nan")), "top_p"),
+    (dict(max_new_tokens=-1), "max_new_tokens must be 0 or more"),
+    (dict(max_new_tokens=30), "needs 33 positions, more than the model's max_len \\(32\\): lower max_new_tokens to 29"),
+])
+def test_sampling_settings_that_cannot_work_are_refused_up_front(setting, match):
+    gpt, prompt = tiny_gpt(), torch.randint(0, 50, (2, 4))
+    with pytest.raises(ConfigError, match=match):
+        sample(gpt, prompt, **(dict(max_new_tokens=6) | setting))
+
+
+def test_sampling_fills_the_context_exactly():
+    gpt, prompt = tiny_gpt(), torch.randint(0, 50, (2, 4))
+    assert sample(gpt, prompt, 29, generator=torch.Generator().manual_seed(0)).shape == (2, 33)
+    assert torch.equal(sample(gpt, prompt, 0), prompt)
+
+
+@pytest.mark.parametrize("setting", [dict(temperature=1e-40), dict(top_p=0.0), dict(top_p=1e-9), dict(top_k=1, top_p=0.0)])
+def test_settings_that_leave_one_token_sample_greedily(setting):
+    gpt, prompt = tiny_gpt(), torch.randint(0, 50, (3, 4))
+    tokens = sample(gpt, prompt, 6, generator=torch.Generator().manual_seed(2), **setting)
+    assert torch.equal(tokens, uncached_greedy(gpt, prompt, 6))
+
+
+@pytest.mark.parametrize("off, none", [(dict(top_k=0), dict(top_k=None)), (dict(top_p=1.0), dict(top_p=None)),
+                                       (dict(top_p=1.5), dict(top_p=None))])
+def test_top_k_zero_and_top_p_of_one_switch_filtering_off(off, none):
+    gpt, prompt = tiny_gpt(), torch.randint(0, 50, (3, 4))
+    first = sample(gpt, prompt, 6, generator=torch.Generator().manual_seed(3), **off)
+    second = sample(gpt, prompt, 6, generator=torch.Generator().manual_seed(3), **none)
+    assert torch.equal(first, second)
+    # One very likely token: float32 cumulative probabilities reach 1 long before the last token.
+    peaked = torch.cat([torch.tensor([[40.0]]), torch.zeros(1, 999)], dim=1)
+    assert torch.equal(filter_logits(peaked, **off), peaked)
+
+
+def test_the_nucleus_is_the_smallest_set_reaching_top_p():
+    logits = torch.tensor([[0.05, 0.5, 0.15, 0.3]]).log()
+    kept = lambda p: torch.isfinite(filter_logits(logits, top_p=p))[0].tolist()  # noqa: E731
+    assert kept(0.4) == [False, True, False, False]
+    assert kept(0.7) == [False, True, False, True]
+    assert kept(0.9) == [False, True, True, True]
+    assert kept(0.0) == [False, True, False, False]
+    assert torch.isfinite(filter_logits(logits, top_k=2))[0].tolist() == [False, True, False, True]
 
 
 def test_encoder_only_backbone_gives_features_that_ignore_padding():

@@ -59,13 +59,27 @@ class LanguageModelConfig(StrictModel):
     prompt_tokens: int = Field(3, ge=1)
     max_new_tokens: int = Field(30, ge=1)
     temperature: float = Field(0.8, gt=0)
-    top_k: int | None = Field(50, ge=1)
+    top_k: int | None = Field(50, ge=0)  # None or 0: off
     top_p: float | None = Field(0.95, gt=0, le=1)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "LanguageModelConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+    @model_validator(mode="after")
+    def _samples_fit_the_context(self) -> "LanguageModelConfig":
+        """A sample is BOS + ``prompt_tokens`` + ``max_new_tokens`` ids; all must fit in ``max_len``,
+        checked here because sampling runs only after training."""
+        length = 1 + self.prompt_tokens + self.max_new_tokens
+        if length > self.max_len:
+            raise ValueError(
+                f"samples would be {length} tokens long (BOS + prompt_tokens {self.prompt_tokens} + max_new_tokens "
+                f"{self.max_new_tokens}), more than max_len ({self.max_len}): lower "
+                f"model.translator.lm.max_new_tokens to {self.max_len - 1 - self.prompt_tokens} or less, "
+                f"or raise model.translator.lm.max_len to {length} or more"
+            )
         return self
 
 

@@ -7,11 +7,13 @@ each step feeds only the newest token through the decoder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from triad.errors import ConfigError
 from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer
 
 
@@ -108,6 +110,47 @@ def beam_search(
     return [_strip(row, eos_id) for row in chosen.tolist()]
 
 
+def _check_sampling(model: DecoderOnlyTransformer, prompt: Tensor, max_new_tokens: int, temperature: float,
+                    top_k: int | None, top_p: float | None) -> None:
+    """Raise ``ConfigError`` for settings that ``sample`` cannot honour, before any work is done."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be a positive number, got {temperature}; use top_k=1 for greedy decoding")
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"top_k must be None or 0 (both: off) or a positive number of tokens, got {top_k}")
+    if top_p is not None and not top_p >= 0:  # also refuses NaN
+        raise ConfigError(f"top_p must be None or a probability in [0, 1] (1 or more: off), got {top_p}")
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    # The last new token is never fed back, so the model sees prompt + max_new_tokens - 1 positions.
+    positions = prompt.size(1) + max_new_tokens - 1
+    if max_new_tokens > 0 and positions > model.max_len:
+        raise ConfigError(
+            f"a prompt of {prompt.size(1)} tokens continued by {max_new_tokens} new tokens needs {positions} "
+            f"positions, more than the model's max_len ({model.max_len}): lower max_new_tokens to "
+            f"{model.max_len - prompt.size(1) + 1} or less, or shorten the prompt"
+        )
+
+
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set to -inf the logits (B, V) of tokens outside the top-k and outside the nucleus.
+
+    The nucleus is the smallest set of likeliest tokens whose probability reaches ``top_p``
+    (Holtzman et al., 2020). ``top_k`` None or 0 and ``top_p`` None or >= 1 switch a filter off;
+    the likeliest token is always kept, so ``top_p=0`` is greedy. Returns (B, V).
+    """
+    if top_k:
+        kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs  # probability of the likelier tokens
+        drop_sorted = mass_before >= top_p
+        drop_sorted[:, 0] = False  # the likeliest token stays whatever top_p is
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    return logits
+
+
 @torch.no_grad()
 def sample(
     model: DecoderOnlyTransformer,
@@ -118,25 +161,20 @@ def sample(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Continue ``prompt`` (B, T) by sampling from a decoder-only model; returns (B, T + new).
+    """Continue ``prompt`` (B, T) by sampling from a decoder-only model; returns (B, T + max_new_tokens).
 
-    ``temperature`` divides the logits; ``top_k`` keeps the k likeliest tokens; ``top_p`` keeps the
-    smallest set whose probability reaches p (nucleus sampling, Holtzman et al., 2020).
+    ``temperature`` (> 0) divides the logits; small values approach greedy decoding. ``top_k`` and
+    ``top_p`` restrict each draw as in ``filter_logits``. Raises ``ConfigError`` for invalid settings
+    or when prompt + new tokens would not fit in the model's ``max_len``.
     """
-    if temperature <= 0:
-        raise ValueError("temperature must be positive (use top_k=1 for greedy)")
+    _check_sampling(model, prompt, max_new_tokens, temperature, top_k, top_p)
     cache = model.new_cache()
     tokens, new = prompt, prompt
     for _ in range(max_new_tokens):
-        logits = model(new, cache)[:, -1].float() / temperature  # (B, V)
-        if top_k is not None:
-            kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p is not None:
-            sorted_logits, order = logits.sort(dim=-1, descending=True)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this token
-            logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+        logits = model(new, cache)[:, -1].float()  # (B, V)
+        # Shift so the largest logit is 0: a tiny temperature then sends the others to -inf, never NaN.
+        logits = (logits - logits.max(-1, keepdim=True).values) / temperature
+        logits = filter_logits(logits, top_k, top_p)
         new = torch.multinomial(logits.softmax(-1), 1, generator=generator)
         tokens = torch.cat([tokens, new], dim=1)
     return tokens

@@ -121,10 +121,11 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
     train_seconds = time.perf_counter() - started
     perplexities = {f"lm_{split}_perplexity": perplexity(model, rows[split]) for split in ("val", "test")}
 
-    model.cpu()  # sampling draws from a CPU generator; the weights are saved for any machine
-    samples = write_samples(model, tokenizer, rows["test"], cfg, out_dir / SAMPLES, seed)
+    model.cpu()  # the weights are saved for any machine; sampling draws from a CPU generator
+    # Save before sampling, so that a failure while sampling never loses the trained model.
     torch.save({"state_dict": model.state_dict(), "architecture": architecture}, out_dir / WEIGHTS)
     (out_dir / "lm.json").write_text(json.dumps({"english_side": side, **architecture}, indent=2) + "\n")
+    samples = write_samples(model, tokenizer, rows["test"], cfg, out_dir / SAMPLES, seed)
     return {
         "lm_parameters": sum(p.numel() for p in model.parameters()),
         "lm_train_sentences": len(rows["train"]),

@@ -541,7 +541,8 @@ class EncoderOnlyTransformer(nn.Module):
     """Bidirectional Transformer encoder used as a feature extractor (a backbone).
 
     ``forward(tokens (B, S)) -> features (B, S, D)``; ``pooled(tokens) -> (B, D)``, the mean of
-    the features over non-padding positions. ``feature_dim`` is D.
+    the features over non-padding positions. ``feature_dim`` is D. With the default ReLU it is the
+    ``Seq2SeqTransformer``'s encoder half: ``translator_encoder_state`` copies a translator's weights in.
     """
 
     def __init__(
@@ -556,13 +557,14 @@ class EncoderOnlyTransformer(nn.Module):
         positional: Literal["sinusoidal", "learned"] = "sinusoidal",
         norm_first: bool = True,
         pad_id: int = 0,
+        activation: Literal["relu", "gelu"] = "relu",
     ):
         super().__init__()
         self.pad_id = pad_id
         self.feature_dim = d_model
         self.embed = TokenEmbedding(vocab_size, d_model, pad_id)
         self.position = PositionalEncoding(d_model, max_len, dropout, positional)
-        self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout, norm_first, activation="gelu")
+        self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout, norm_first, activation)
 
     def forward(self, tokens: Tensor) -> Tensor:
         features, _ = self.encoder(self.position(self.embed(tokens)), padding_mask(tokens, self.pad_id))
@@ -571,3 +573,10 @@ class EncoderOnlyTransformer(nn.Module):
     def pooled(self, tokens: Tensor) -> Tensor:
         keep = (tokens != self.pad_id).unsqueeze(-1).to(torch.float32)
         return (self(tokens) * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+def translator_encoder_state(model: Seq2SeqTransformer) -> dict[str, Tensor]:
+    """The encoder half of a translator as an ``EncoderOnlyTransformer`` state_dict: source embedding,
+    source positions and encoder stack, under that model's names."""
+    parts = {"embed": model.src_embed, "position": model.src_position, "encoder": model.encoder}
+    return {f"{prefix}.{name}": tensor for prefix, part in parts.items() for name, tensor in part.state_dict().items()}
