@@ -20,6 +20,17 @@ if TYPE_CHECKING:  # keep `triad --help` fast: heavy imports only where used
     from triad.config import TriadConfig
 
 
+def request_rows(model_input: Any) -> list[dict]:
+    """A pyfunc's request as a list of row dicts: a DataFrame's records, one dict, or an iterable of dicts."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        return model_input.to_dict("records")
+    if isinstance(model_input, dict):
+        return [model_input]
+    return list(model_input)
+
+
 @dataclass
 class Evaluation:
     """What a head's evaluation produced.

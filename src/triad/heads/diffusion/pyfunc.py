@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
-
 import math
 import numbers
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
@@ -32,6 +31,7 @@ import pandas as pd
 import torch
 
 from triad.errors import TriadError
+from triad.heads.base import request_rows
 from triad.heads.diffusion.config import DiffusionModel
 from triad.heads.diffusion.data import to_pixels
 from triad.heads.diffusion.module import build_unet
@@ -125,13 +125,7 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
         return request
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        if isinstance(model_input, pd.DataFrame):
-            rows = model_input.to_dict("records")
-        elif isinstance(model_input, dict):
-            rows = [model_input]
-        else:
-            rows = list(model_input)
-        requests = [self._request(number, row) for number, row in enumerate(rows)]  # check all before any work
+        requests = [self._request(number, row) for number, row in enumerate(request_rows(model_input))]  # check all before any work
         out = []
         for number, request in enumerate(requests):
             labels = torch.full((request["n"],), request["label"], dtype=torch.long)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from triad.heads.base import request_rows
 from triad.heads.spread.batch import Question
 from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.evaluate import predict
@@ -93,13 +94,7 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
         self.network.eval()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        if isinstance(model_input, pd.DataFrame):
-            requests = model_input.to_dict("records")
-        elif isinstance(model_input, dict):
-            requests = [model_input]
-        else:
-            requests = list(model_input)
-        parsed = [to_question(request) for request in requests]
+        parsed = [to_question(request) for request in request_rows(model_input)]
         answers = predict(self.network, [q for q, _ in parsed], iterations=self.cfg.eval_iterations) if parsed else []
         return pd.DataFrame({
             "nodes": [nodes for _, nodes in parsed],
