@@ -7,6 +7,7 @@ by ``triad.heads.transfer.backbones.save_backbone``), so that ``backbone: regist
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -19,11 +20,12 @@ from triad.heads.translator.model import EncoderOnlyTransformer, Seq2SeqTransfor
 def encoder_architecture(translator: dict[str, Any]) -> dict[str, Any]:
     """``EncoderOnlyTransformer`` arguments for the encoder half of a translator built from ``translator``
     (``Seq2SeqTransformer`` arguments; a missing one takes that class's default)."""
-    defaults = dict(d_model=128, n_heads=4, n_encoder_layers=2, d_ff=256, dropout=0.1, norm_first=True,
-                    positional="sinusoidal", max_len=128, pad_id=0)
-    args = defaults | {k: v for k, v in translator.items() if k in defaults or k == "vocab_size"}
-    args["n_layers"] = args.pop("n_encoder_layers")
-    return args | {"activation": "relu"}  # the translator's encoder layers use ReLU
+    translator_args = inspect.signature(Seq2SeqTransformer).parameters
+    full = {name: p.default for name, p in translator_args.items() if p.default is not inspect.Parameter.empty}
+    full |= translator
+    shared = ("vocab_size", "d_model", "n_heads", "d_ff", "dropout", "norm_first", "positional", "max_len", "pad_id")
+    args = {name: full[name] for name in shared}
+    return args | {"n_layers": full["n_encoder_layers"], "activation": "relu"}  # its encoder layers use ReLU
 
 
 class TranslatorEncoderBackbone(Backbone):
