@@ -146,3 +146,34 @@ def test_gate_requires_beating_the_copy_baseline():
     passes, reason = head.gate_passes({"test_bleu": 1.5, "copy_baseline_bleu": 2.0})
     assert not passes and "copy-the-source" in reason
     assert not head.gate_passes({"test_bleu": float("nan"), "copy_baseline_bleu": 2.0})[0]
+
+
+def test_val_ppl_is_the_corpus_perplexity_of_the_validation_tokens():
+    """exp(summed NLL / target tokens) over all batches, not the mean of per-batch perplexities, which
+    differs whenever batches differ in loss or length."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    module = TranslatorModule(TINY, vocab_size=20, pad_id=PAD_ID)
+    short = {"src": torch.randint(3, 20, (2, 4)), "tgt": torch.randint(3, 20, (2, 3))}
+    long = {"src": torch.randint(3, 20, (3, 9)), "tgt": torch.randint(3, 20, (3, 12))}
+    long["tgt"][0, 7:] = PAD_ID  # one padded target: its pads must not count as tokens
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.validate(module, DataLoader([short, long], batch_size=None))
+
+    module.eval()
+    nll, tokens, per_batch = 0.0, 0, []
+    with torch.no_grad():
+        for batch in (short, long):
+            logits = module(batch["src"], batch["tgt"][:, :-1]).flatten(0, 1)
+            targets = batch["tgt"][:, 1:].flatten()
+            batch_nll = F.cross_entropy(logits, targets, ignore_index=PAD_ID, reduction="sum").item()
+            batch_tokens = int((targets != PAD_ID).sum())
+            nll, tokens = nll + batch_nll, tokens + batch_tokens
+            per_batch.append(torch.exp(torch.tensor(batch_nll / batch_tokens)).item())
+    corpus = float(torch.exp(torch.tensor(nll / tokens)))
+    assert trainer.callback_metrics["val_ppl"].item() == pytest.approx(corpus, rel=1e-5)
+    assert corpus != pytest.approx(sum(per_batch) / 2, rel=1e-3)  # the old, per-batch mean would not pass

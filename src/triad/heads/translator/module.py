@@ -36,7 +36,7 @@ class TranslatorModule(L.LightningModule):
 
     A batch is ``{"src": (B, S), "tgt": (B, T)}`` with ``tgt`` = BOS y_1 .. y_n EOS; the model
     reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``. Logs ``train_loss`` per step, and
-    ``val_loss`` and ``val_ppl`` (perplexity without label smoothing) per epoch.
+    ``val_loss`` and ``val_ppl`` (the corpus perplexity of val, without label smoothing) per epoch.
     """
 
     def __init__(self, cfg: TranslatorModel, vocab_size: int, pad_id: int):
@@ -50,26 +50,36 @@ class TranslatorModule(L.LightningModule):
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.model(src, tgt_in)
 
-    def _loss(self, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
+    def _logits_and_targets(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: (B*(T-1), V) float logits for tgt[:, :-1] and the (B*(T-1),) next tokens tgt[:, 1:]."""
         logits = self.model(batch["src"], batch["tgt"][:, :-1])
-        return F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            batch["tgt"][:, 1:].flatten(),
-            ignore_index=self.pad_id,
-            label_smoothing=label_smoothing,
-        )
+        return logits.flatten(0, 1).float(), batch["tgt"][:, 1:].flatten()
+
+    def _loss(self, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
+        logits, targets = self._logits_and_targets(batch)
+        return F.cross_entropy(logits, targets, ignore_index=self.pad_id, label_smoothing=label_smoothing)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch, self.cfg.label_smoothing)
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["src"].size(0))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_nll = torch.zeros(2, device=self.device)  # summed NLL (no smoothing), target tokens
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        size = batch["src"].size(0)
-        loss = self._loss(batch, self.cfg.label_smoothing)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        nll = self._loss(batch, 0.0)
-        self.log("val_ppl", torch.exp(nll), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        logits, targets = self._logits_and_targets(batch)
+        loss = F.cross_entropy(logits, targets, ignore_index=self.pad_id, label_smoothing=self.cfg.label_smoothing)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["src"].size(0),
+                 sync_dist=True)
+        nll = F.cross_entropy(logits, targets, ignore_index=self.pad_id, reduction="sum")
+        self.val_nll += torch.stack([nll, (targets != self.pad_id).sum().float()])
+
+    def on_validation_epoch_end(self) -> None:
+        """Corpus perplexity exp(sum NLL / tokens) over every process's batches, not a mean of per-batch
+        perplexities (which overstates it: exp is convex)."""
+        nll, tokens = self.trainer.strategy.reduce(self.val_nll, reduce_op="sum")
+        self.log("val_ppl", torch.exp(nll / tokens.clamp(min=1)))
 
     def configure_optimizers(self):
         # Weight decay on matrices only, not on biases and LayerNorm gains (as in nanoGPT).
