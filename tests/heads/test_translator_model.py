@@ -224,6 +224,24 @@ def test_beam_search_of_width_one_is_greedy():
     assert min(len(h) for h in greedy) < 8, "some hypothesis should end with EOS within the budget"
 
 
+@pytest.mark.parametrize("decode", ["greedy", "beam"])
+def test_a_translation_does_not_depend_on_the_rest_of_the_batch(decode):
+    """Each sentence has its own length budget (a * its length + b): decoded alone or beside a longer
+    one, a short sentence gets the same hypothesis. EOS is made rare so that hypotheses run to the budget."""
+    model = eos_biased_seq2seq(eos_bias=-20.0)
+    src = small_vocab_sources()  # source lengths 9, 5, 3: budgets 1.0 * length + 2 = 11, 7, 5
+
+    def run(rows):
+        if decode == "greedy":
+            return greedy_decode(model, rows, BOS, EOS, max_len_a=1.0, max_len_b=2)
+        return beam_search(model, rows, BOS, EOS, beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=2)
+
+    together = run(src)
+    alone = [run(src[i:i + 1, : int((src[i] != PAD).sum())])[0] for i in range(3)]
+    assert together == alone
+    assert [len(h) for h in together] == [11, 7, 5]
+
+
 def test_sampling_respects_top_k_and_is_reproducible():
     torch.manual_seed(0)
     gpt = DecoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, max_len=32).eval()

@@ -18,15 +18,17 @@ from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransfor
 
 
 def _strip(tokens: list[int], eos_id: int) -> list[int]:
-    """Hypothesis ids without the leading BOS, cut before the first EOS."""
+    """Hypothesis ids without the leading BOS, cut before the first EOS (callers first cut a row to
+    BOS + its budget, dropping the padding a sentence gets once its budget is spent)."""
     tokens = tokens[1:]
     return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
 
 
-def _max_steps(model: Seq2SeqTransformer, src: Tensor, max_len_a: float, max_len_b: int) -> int:
-    """Target length budget: a * (longest source) + b, within the model's positional table."""
-    src_len = int((src != model.pad_id).sum(1).max())
-    return min(int(max_len_a * src_len + max_len_b), model.tgt_position.max_len - 1)
+def _budgets(model: Seq2SeqTransformer, src: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
+    """Each sentence's target length budget (B,): a * (its source length) + b, within the model's
+    positional table. Per sentence, so that a translation never depends on what else is in the batch."""
+    src_len = (src != model.pad_id).sum(1)
+    return (max_len_a * src_len + max_len_b).long().clamp(max=model.tgt_position.max_len - 1)
 
 
 @torch.no_grad()
@@ -38,14 +40,16 @@ def greedy_decode(
     cache = model.new_cache()
     tokens = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
-    for _ in range(_max_steps(model, src, max_len_a, max_len_b)):
+    budgets = _budgets(model, src, max_len_a, max_len_b)
+    for step in range(int(budgets.max())):
+        finished |= budgets <= step  # this sentence's budget is spent
         logits = model.decode(tokens[:, -1:], memory, src_mask, cache)[:, -1]
         next_token = logits.argmax(-1).masked_fill(finished, model.pad_id)
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         finished |= next_token == eos_id
         if finished.all():
             break
-    return [_strip(row, eos_id) for row in tokens.tolist()]
+    return [_strip(row[: 1 + budget], eos_id) for row, budget in zip(tokens.tolist(), budgets.tolist())]
 
 
 def length_penalty(length: Tensor, alpha: float) -> Tensor:
@@ -68,7 +72,7 @@ def beam_search(
 
     Hypotheses are ranked by log P(Y | X) / lp(|Y|). A finished hypothesis (it emitted EOS) stays
     in its beam with a frozen score and competes with the unfinished ones until every beam of
-    every sentence has finished or the length budget is spent; the best-ranked beam is returned.
+    every sentence has finished or its length budget is spent; the best-ranked beam is returned.
     With ``beam_size=1`` this is exactly ``greedy_decode``.
     """
     batch, k = src.size(0), beam_size
@@ -83,7 +87,9 @@ def beam_search(
     log_probs[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     lengths = torch.zeros(batch, k, device=device)
     finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
-    for _ in range(_max_steps(model, src, max_len_a, max_len_b)):
+    budgets = _budgets(model, src, max_len_a, max_len_b)
+    for t in range(int(budgets.max())):
+        finished |= (budgets <= t).unsqueeze(1)  # a sentence whose budget is spent keeps its beams as they are
         logits = model.decode(tokens[:, -1:], memory, src_mask, cache)[:, -1]  # (B*K, V)
         step = logits.float().log_softmax(-1).view(batch, k, -1)
         vocab = step.size(-1)
@@ -107,7 +113,7 @@ def beam_search(
             break
     final = (log_probs / length_penalty(lengths, alpha)).argmax(-1)  # (B,)
     chosen = tokens.view(batch, k, -1)[torch.arange(batch, device=device), final]
-    return [_strip(row, eos_id) for row in chosen.tolist()]
+    return [_strip(row[: 1 + budget], eos_id) for row, budget in zip(chosen.tolist(), budgets.tolist())]
 
 
 def _check_sampling(model: DecoderOnlyTransformer, prompt: Tensor, max_new_tokens: int, temperature: float,
