@@ -125,7 +125,8 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
         return request
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        requests = [self._request(number, row) for number, row in enumerate(request_rows(model_input))]  # check all before any work
+        # every row is checked before any sampling starts
+        requests = [self._request(number, row) for number, row in enumerate(request_rows(model_input))]
         out = []
         for number, request in enumerate(requests):
             labels = torch.full((request["n"],), request["label"], dtype=torch.long)

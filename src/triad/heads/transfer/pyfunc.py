@@ -111,10 +111,9 @@ def _check_pixels(pixels: np.ndarray) -> None:
     if pixels.dtype.kind not in "ui":
         raise InputError(f"an array of dtype {pixels.dtype}; pass images as uint8 arrays (values 0-255) "
                          "or PNG/JPEG bytes")
-    shape = pixels.shape
-    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))) or 0 in shape:
-        raise InputError(f"an array of shape {shape}; pass one image as (H, W) or (H, W, C) with C = 1, 3 or 4 "
-                         "channels last")
+    if not looks_like_one_image(pixels) or 0 in pixels.shape:
+        raise InputError(f"an array of shape {pixels.shape}; pass one image as (H, W) or (H, W, C) with C = 1, 3 "
+                         "or 4 channels last")
     low, high = int(pixels.min()), int(pixels.max())
     if low < 0 or high > 255:
         raise InputError(f"pixel values range over [{low}, {high}], outside 0-255: scale to 0-255 uint8 first, "
