@@ -13,6 +13,7 @@ Run it with ``triad pipeline [overrides]``; serve it on a schedule with ``triad 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from triad import dag, tracking
 from triad.config import compose, project_root, write_params
+from triad.errors import TriadError
 
 
 def _retry_if_transient(task, task_run, state) -> bool:
@@ -31,17 +32,31 @@ def _retry_if_transient(task, task_run, state) -> bool:
     return isinstance(error, dag.StageFailed) and error.transient
 
 
+# At most ``pipeline.max_parallel`` stages run at once. The limit is held here, not in the task runner,
+# so that it holds however the flow is started: ``triad pipeline``, a deployment's entrypoint
+# (``flows/pipeline.py:pipeline``, whose thread pool is unbounded) or ``triad schedule``.
+_stage_slots = threading.BoundedSemaphore(1)
+
+
 @task(task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_retry_if_transient)
 def run_stage(stage: dag.Stage, root: Path, remote: str | None = None) -> dict[str, Any]:
     """Run one DVC stage if DVC says it changed (pulling and pushing through ``remote`` if given)."""
-    return dag.run_if_changed(root, stage, get_run_logger(), remote,
-                              env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
+    with _stage_slots:
+        return dag.run_if_changed(root, stage, get_run_logger(), remote,
+                                  env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
 
 
 def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
-    """The run's summary table; ``ui`` is the MLflow dashboard the run links point into."""
-    lines = ["# triad pipeline", "", "| head | gate metric | value | version | decision | MLflow run |",
-             "|---|---|---|---|---|---|"]
+    """The run's summary table; ``ui`` is the MLflow dashboard the run links point into.
+
+    A stage's result has ``status`` ran, skipped, failed (with ``error``) or not run (an upstream
+    stage failed); failures head the summary so that a failed scheduled run says what broke.
+    """
+    lines = ["# triad pipeline", ""]
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        lines += ["**FAILED**: " + "; ".join(f"`{r['stage']}`: {r['error']}" for r in failed), ""]
+    lines += ["| head | gate metric | value | version | decision | MLflow run |", "|---|---|---|---|---|---|"]
     for head in heads:
         registry_file = root / "reports" / head / "registry.json"
         if registry_file.is_file():
@@ -55,10 +70,32 @@ def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]]
             lines.append(f"| {head} | {reg['metric']} | {reg['value']:.4f} | v{reg['version']} | {decision} | {link} |")
         else:
             lines.append(f"| {head} | - | - | - | not evaluated | - |")
-    ran = [r["stage"] for r in results if r["status"] == "ran"]
-    skipped = [r["stage"] for r in results if r["status"] == "skipped"]
-    lines += ["", f"Stages run: {', '.join(ran) or 'none'}.", f"Stages unchanged (skipped): {', '.join(skipped) or 'none'}."]
+    lines.append("")
+    for status, label in (("ran", "Stages run"), ("skipped", "Stages unchanged (skipped)"), ("failed", "Stages failed"),
+                          ("not run", "Stages not run (an upstream stage failed)")):
+        names = [r["stage"] for r in results if r["status"] == status]
+        if names or status in ("ran", "skipped"):
+            lines.append(f"{label}: {', '.join(names) or 'none'}.")
     return "\n".join(lines)
+
+
+class PipelineFailed(TriadError):
+    """One or more stages failed; the flow run ends Failed after writing its summary."""
+
+    exit_code = 1
+
+
+def _outcome(stage: dag.Stage, future) -> dict[str, Any]:
+    """A finished stage task as a result row: its own result, or why it has none."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return future.result()
+    if state.is_failed() or state.is_crashed():
+        error = future.result(raise_on_failure=False)
+        return {"stage": stage.name, "head": stage.head, "status": "failed",
+                "error": str(error) if isinstance(error, BaseException) else (state.message or state.name)}
+    return {"stage": stage.name, "head": stage.head, "status": "not run"}
 
 
 @flow(name="triad-pipeline", log_prints=True)
@@ -74,6 +111,8 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     if remote.url:
         dag.use_remote(root, remote.name, remote.url)
     stage_task = run_stage.with_options(retries=cfg.pipeline.retries, retry_delay_seconds=2)
+    global _stage_slots
+    _stage_slots = threading.BoundedSemaphore(cfg.pipeline.max_parallel)
     # Stages run side by side; create the tracking store's tables once, here, so that two stages
     # never race to migrate a fresh SQLite file (alembic: "table _alembic_tmp_experiments already exists").
     tracking.init_store(cfg)
@@ -82,7 +121,7 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     for stage in stages:
         upstream = [futures[name] for name in stage.upstream if name in futures]
         futures[stage.name] = stage_task.submit(stage, root, remote.name if remote.url else None, wait_for=upstream)
-    results = [futures[stage.name].result() for stage in stages]
+    results = [_outcome(stage, futures[stage.name]) for stage in stages]
 
     ran = [r for r in results if r["status"] == "ran"]
     if not ran:
@@ -91,22 +130,35 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # a server, else `triad ui`
     markdown = summary_markdown(root, cfg.pipeline.heads, results, ui)
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        raise PipelineFailed("; ".join(f"{r['stage']}: {r['error']}" for r in failed)
+                             + " (the run's summary artifact lists every stage)")
     return {"stages": results, "heads": cfg.pipeline.heads}
 
 
-def pipeline_with_parallelism(max_parallel: int):
-    """The flow with a thread pool as wide as ``pipeline.max_parallel``."""
-    return pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max_parallel))
+def scheduled_deployment(overrides: list[str] | None = None):
+    """The deployment ``triad schedule`` serves: this flow on ``pipeline.schedule``, one run at a time.
 
+    The schedule is ``interval`` seconds when set, else ``cron``, in ``timezone``. A run that falls
+    due while another run of the deployment is still going is cancelled, not queued: the pipeline is
+    idempotent, so the next due run after the long one ends does all the work a queued one would
+    have done, and a queue behind a slow run would only replay it. The limit is held by the Prefect
+    server, so it also holds between two schedulers serving one deployment.
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron, Interval
 
-def scheduled_deployment(overrides: list[str] | None = None, cron: str | None = None):
-    """The deployment ``triad schedule`` serves: the flow on the cron of ``pipeline.schedule``."""
-    cfg = compose(overrides or [])
-    schedule = cfg.pipeline.schedule
-    flow = pipeline_with_parallelism(cfg.pipeline.max_parallel)
-    return flow.to_deployment(
+    schedule = compose(overrides or []).pipeline.schedule
+    if schedule.interval:
+        when = Interval(schedule.interval, timezone=schedule.timezone)
+    else:
+        when = Cron(schedule.cron, timezone=schedule.timezone)
+    return pipeline.to_deployment(
         name=schedule.name,
-        cron=cron or schedule.cron,
+        schedules=[when],
         parameters={"overrides": list(overrides or [])},
-        description="The triad pipeline on a schedule (conf/pipeline/*.yaml: schedule).",
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        description="The triad pipeline on a schedule (conf/pipeline/default.yaml: schedule); one run at a time, "
+        "a run due while another is going is cancelled.",
     )

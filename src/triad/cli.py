@@ -74,10 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dag", help="list the pipeline's stages in order with their upstream stages",
                        description="Read dvc.yaml (the one definition of the DAG) and print it.")
 
-    p = sub.add_parser("schedule", help="serve the pipeline as a Prefect deployment on a cron schedule",
-                       description="Serve the flow with the cron in pipeline.schedule (a long-running process; "
-                       "Ctrl-C stops it). Uses PREFECT_API_URL when set.")
-    p.add_argument("--cron", help="override pipeline.schedule.cron")
+    p = sub.add_parser(
+        "schedule", help="run the pipeline on a schedule (cron or interval) until stopped",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the pipeline as a Prefect deployment on pipeline.schedule (a long-running process; "
+        "Ctrl-C or SIGTERM stops it).",
+        epilog="""\
+server:     PREFECT_API_URL when set (e.g. after `eval "$(triad services up)"`); otherwise the
+            project's own Prefect server, scheduler included, on SQLite in .triad/scheduler,
+            started here and stopped on exit. The dashboard's URL is printed at start.
+overlap:    one run at a time. A run due while another is going is skipped (cancelled, shown in
+            the dashboard): the pipeline is idempotent, so the next due run does the work.
+            A second `triad schedule` in the same project refuses to start.
+downtime:   pipeline.schedule.missed=run_once (default) runs once at start if any run fell due
+            while nothing served the schedule; =skip waits for the next due time.
+failures:   a run whose stage fails ends Failed in the dashboard; its summary artifact names
+            the stage and its error.
+
+examples:
+  triad schedule                                     # conf/pipeline/default.yaml: 0 3 * * * UTC
+  triad schedule --cron "*/30 * * * *" 'pipeline.heads=[spread]'
+  triad schedule --interval 600 pipeline.schedule.missed=skip""")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron expression (sets pipeline.schedule.cron)")
+    when.add_argument("--interval", type=int, metavar="SECONDS", help="run every SECONDS instead of on a cron "
+                      "(sets pipeline.schedule.interval)")
     _overrides(p)
 
     p = sub.add_parser("ui", help="open the MLflow dashboard on localhost",
@@ -147,10 +168,10 @@ def cmd_pipeline(args) -> int:
 
     root = project_root()
     sys.path.insert(0, str(root))
-    from flows.pipeline import pipeline_with_parallelism
+    from flows.pipeline import pipeline
 
     cfg = compose(args.overrides)  # fail on a bad config before Prefect starts
-    result = pipeline_with_parallelism(cfg.pipeline.max_parallel)(overrides=args.overrides)
+    result = pipeline(overrides=args.overrides)
     ran = [s["stage"] for s in result["stages"] if s["status"] == "ran"]
     print()
     print(f"stages run: {', '.join(ran) if ran else 'none: everything was up to date, nothing was trained'}")
@@ -259,18 +280,14 @@ def cmd_dag(args) -> int:
 
 
 def cmd_schedule(args) -> int:
-    from triad.config import compose, project_root
+    from triad.schedule import serve
 
-    from prefect import serve
-
-    compose(args.overrides)  # a bad config fails here, not at 3 a.m.
-    sys.path.insert(0, str(project_root()))
-    from flows.pipeline import scheduled_deployment
-
-    deployment = scheduled_deployment(args.overrides, args.cron)
-    print(f"serving deployment {deployment.name!r} on {deployment.schedules[0].schedule.cron!r}; Ctrl-C stops it")
-    serve(deployment)
-    return 0
+    overrides = list(args.overrides)
+    if args.cron:
+        overrides += [f"pipeline.schedule.cron='{args.cron}'", "pipeline.schedule.interval=null"]
+    if args.interval is not None:
+        overrides.append(f"pipeline.schedule.interval={args.interval}")
+    return serve(overrides)
 
 
 def cmd_ui(args) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from triad.errors import ConfigError
 from triad.heads.diffusion.config import DiffusionData, DiffusionModel
@@ -84,9 +84,30 @@ class LoggerConfig(StrictModel):
 
 
 class ScheduleConfig(StrictModel):
+    """When ``triad schedule`` runs the pipeline (``triad schedule --help`` and the README say more).
+
+    ``interval`` (seconds), when set, replaces ``cron``. ``missed``: what a scheduler that starts
+    after downtime does about the runs that fell due while nothing served the schedule: ``run_once``
+    starts one run at once (the pipeline is idempotent: one run brings every model up to date);
+    ``skip`` waits for the next due time.
+    """
+
     name: str = "nightly"
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
+    interval: int | None = Field(None, ge=1)
+    missed: Literal["run_once", "skip"] = "run_once"
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        return value
 
 
 class RemoteConfig(StrictModel):

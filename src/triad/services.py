@@ -433,6 +433,64 @@ def _start_worker(layout: Layout, state: dict, root: Path) -> None:
     _wait("the Prefect worker", lambda: _pool_ready(state), lambda: _alive(pid), layout.log("worker"))
 
 
+# --- a project's own Prefect server (``triad schedule`` without PREFECT_API_URL) -------------------------
+# Prefect's temporary server (what a client starts when PREFECT_API_URL is unset) runs no scheduler
+# service, so a served schedule never fires there. ``triad schedule`` starts this one instead: the
+# full server, scheduler included, on a SQLite database in ``home`` (``<project>/.triad/scheduler``),
+# so its runs' history survives restarts. Its port is kept in ``home/services.json``.
+SCHEDULER_TUNING = ("PREFECT_SERVER_SERVICES_", "PREFECT_API_SERVICES_", "PREFECT_SERVER_LOGGING_LEVEL")
+
+
+def local_prefect_url(home: Path) -> str:
+    """The API URL of the project's own Prefect server in ``home`` (it may not be running)."""
+    layout = Layout(home.resolve())
+    return _local_prefect_api(_local_prefect_state(layout))
+
+
+def _local_prefect_state(layout: Layout) -> dict:
+    if layout.state.is_file():
+        return json.loads(layout.state.read_text())
+    state = {"ports": {"prefect": free_port()}}
+    layout.home.mkdir(parents=True, exist_ok=True)
+    layout.state.write_text(json.dumps(state, indent=2) + "\n")
+    return state
+
+
+def _local_prefect_api(state: dict) -> str:
+    return f"http://127.0.0.1:{state['ports']['prefect']}/api"
+
+
+def local_prefect_up(home: Path) -> tuple[str, bool]:
+    """Start the project's own Prefect server in ``home`` unless it is running and healthy.
+
+    Returns its API URL and whether this call started it. ``PREFECT_SERVER_SERVICES_*`` variables
+    (the scheduler's loop, for example) are passed on to the server.
+    """
+    layout = Layout(home.resolve())
+    state = _local_prefect_state(layout)
+    def healthy() -> bool:
+        return _http_ok(f"{_local_prefect_api(state)}/health", "true")
+
+    if _pid(layout, "prefect") and healthy():
+        return _local_prefect_api(state), False
+    _stop(layout, "prefect")
+    if _ensure_port_free(state, "prefect"):
+        layout.state.write_text(json.dumps(state, indent=2) + "\n")
+    layout.prefect_home.mkdir(parents=True, exist_ok=True)
+    env = {**_base_env(layout),
+           **{k: v for k, v in os.environ.items() if k.startswith(SCHEDULER_TUNING)},
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{layout.prefect_home / 'prefect.db'}"}
+    argv = [_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state["ports"]["prefect"])]
+    pid = _spawn(layout, "prefect", argv, env, cwd=layout.home)
+    _wait("the Prefect server", healthy, lambda: _alive(pid), layout.log("prefect"))
+    return _local_prefect_api(state), True
+
+
+def local_prefect_down(home: Path) -> bool:
+    """Stop the project's own Prefect server in ``home``; True if it was running."""
+    return _stop(Layout(home.resolve()), "prefect")
+
+
 # --- the commands ---------------------------------------------------------------------------------------
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, make_project
+from tests.scheduling import of_state, scheduler_env, slow_project, start_scheduler, stop, summary, wait_for_line, wait_for_runs
 from tests.tiny import tiny
 from triad import services
 
@@ -231,6 +232,32 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
     for version in promoted:
         if version.version != best.version:  # promoted in the race, then overtaken: says so
             assert version.tags["gate.superseded_by"] == best.version
+
+
+def test_a_schedule_fires_on_the_services(home, state, tmp_path):
+    """`triad schedule` with the services' PREFECT_API_URL: the server's scheduler creates the runs
+    (with SQLAlchemy 2.1 its every loop failed and nothing ever ran), and triad starts no server of its own."""
+    urls = services.client_env(state)
+    project = slow_project(tmp_path / "project", 1)
+    env = scheduler_env(project, TRIAD_CACHE_DIR=str(tmp_path / "cache"), **urls)
+    log = tmp_path / "scheduler.log"
+    name = "every-3s"
+    scheduler = start_scheduler(project, env, "--interval", "3", "pipeline.heads=[spread]",
+                                f"pipeline.schedule.name={name}", log=log)
+    try:
+        line = wait_for_line(log, "Prefect dashboard: ", scheduler, timeout=120)
+        assert line.split()[2] == urls["PREFECT_API_URL"].removesuffix("/api")
+        runs = wait_for_runs(urls["PREFECT_API_URL"], name, lambda rs: len(of_state(rs, "COMPLETED")) >= 2,
+                             scheduler, log, timeout=240)
+    finally:
+        assert stop(scheduler, log) == 0, log.read_text()[-3000:]
+    first, second = of_state(runs, "COMPLETED")[:2]
+    assert "Stages run: slow." in summary(urls["PREFECT_API_URL"], first)
+    assert "Stages unchanged (skipped): slow." in summary(urls["PREFECT_API_URL"], second)
+    assert not (project / ".triad/scheduler/logs").exists()  # no server of its own
+    assert not (project / "mlflow.db").exists()  # tracked to the services' MLflow
+    prefect_log = services.Layout(home).log("prefect").read_text()
+    assert "Traceback" not in prefect_log, prefect_log[-4000:]
 
 
 def test_down_stops_everything(home, state):

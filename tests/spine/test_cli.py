@@ -45,21 +45,29 @@ def test_training_without_prepared_data_says_what_to_run(project, capsys):
     assert not (project / "artifacts").exists()
 
 
-def test_schedule_serves_the_configured_cron():
+def test_schedule_serves_the_configured_cron_one_run_at_a_time():
     import sys
+
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
     from triad.config import project_root
 
     sys.path.insert(0, str(project_root()))
     from flows.pipeline import scheduled_deployment
 
-    deployment = scheduled_deployment(["pipeline.schedule.cron=*/30 * * * *"])
+    deployment = scheduled_deployment(["pipeline.schedule.cron=*/30 * * * *", "pipeline.schedule.timezone=Europe/Berlin"])
     assert deployment.name == "nightly"
     assert deployment.schedules[0].schedule.cron == "*/30 * * * *"
-    assert deployment.parameters == {"overrides": ["pipeline.schedule.cron=*/30 * * * *"]}
+    assert deployment.schedules[0].schedule.timezone == "Europe/Berlin"
+    assert deployment.parameters == {"overrides": ["pipeline.schedule.cron=*/30 * * * *",
+                                                   "pipeline.schedule.timezone=Europe/Berlin"]}
+    assert deployment.concurrency_limit == 1
+    assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+    every = scheduled_deployment(["pipeline.schedule.interval=90"])
+    assert every.schedules[0].schedule.interval.total_seconds() == 90
 
 
-def test_prefect_yaml_uses_the_configured_cron():
+def test_prefect_yaml_uses_the_configured_cron_one_run_at_a_time():
     import yaml
 
     from triad.config import compose, project_root
@@ -68,6 +76,7 @@ def test_prefect_yaml_uses_the_configured_cron():
     cron = compose([]).pipeline.schedule.cron
     assert {d["schedules"][0]["cron"] for d in deployments} == {cron}
     assert all(d["entrypoint"] == "flows/pipeline.py:pipeline" for d in deployments)
+    assert all(d["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"} for d in deployments)
 
 
 @pytest.mark.slow
