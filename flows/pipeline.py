@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from triad import dag, tracking
+from triad import dag, locks, reconcile, tracking
 from triad.config import compose, project_root, write_params
 from triad.errors import TriadError
 
@@ -39,15 +39,16 @@ _stage_slots = threading.BoundedSemaphore(1)
 
 
 @task(task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_retry_if_transient)
-def run_stage(stage: dag.Stage, root: Path, remote: str | None = None) -> dict[str, Any]:
-    """Run one DVC stage if DVC says it changed (pulling and pushing through ``remote`` if given)."""
+def run_stage(stage: dag.Stage, root: Path, remote: str | None = None, force: str | None = None) -> dict[str, Any]:
+    """Run one DVC stage if DVC says it changed, or ``force`` says why it must run anyway
+    (pulling and pushing through ``remote`` if given)."""
     with _stage_slots:
         return dag.run_if_changed(root, stage, get_run_logger(), remote,
-                                  env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")})
+                                  env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")}, force=force)
 
 
-def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
-    """The run's summary table; ``ui`` is the MLflow dashboard the run links point into.
+def summary_markdown(reports: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
+    """The run's summary table from ``reports/<head>/registry.json``; ``ui`` is the MLflow dashboard the run links point into.
 
     A stage's result has ``status`` ran, skipped, failed (with ``error``) or not run (an upstream
     stage failed); failures head the summary so that a failed scheduled run says what broke.
@@ -58,7 +59,7 @@ def summary_markdown(root: Path, heads: list[str], results: list[dict[str, Any]]
         lines += ["**FAILED**: " + "; ".join(f"`{r['stage']}`: {r['error']}" for r in failed), ""]
     lines += ["| head | gate metric | value | version | decision | MLflow run |", "|---|---|---|---|---|---|"]
     for head in heads:
-        registry_file = root / "reports" / head / "registry.json"
+        registry_file = reports / head / "registry.json"
         if registry_file.is_file():
             reg = json.loads(registry_file.read_text())
             link = f"[run]({tracking.run_url(reg, ui)})"
@@ -99,13 +100,32 @@ def _outcome(stage: dag.Stage, future) -> dict[str, Any]:
 
 
 @flow(name="triad-pipeline", log_prints=True)
-def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
-    """Compose the config (``overrides`` as on the command line), write params.yaml, run the DAG."""
+def pipeline(overrides: list[str] | None = None, wait: bool = True) -> dict[str, Any]:
+    """Compose the config (``overrides`` as on the command line), write params.yaml, run the DAG.
+
+    One pipeline runs at a time in a project: params.yaml, the stages' outputs and the checkpoints
+    are the project's, so a second pipeline started meanwhile (another ``triad pipeline``, a
+    scheduled run) waits for the first, saying which one it waits for; with ``wait=False`` it
+    refuses at once. Either way, what a pipeline registers was trained with its own settings.
+    """
     logger = get_run_logger()
     root = project_root()
     cfg = compose(overrides or [])
+    holder = locks.describe(f"flow run {flow_run.name or '-'} ({flow_run.id or 'no id'}), overrides {overrides or []}")
+    with locks.exclusive(
+        root / cfg.paths.state_dir / "pipeline.lock", holder, wait=wait,
+        refuse=lambda theirs: f"another pipeline is running in this project ({theirs}). Wait for it, "
+        "or run again without --no-wait to queue behind it.",
+        waiting=lambda theirs: logger.warning("another pipeline is running in this project (%s): waiting for it "
+                                              "to finish (--no-wait refuses instead)", theirs),
+    ):
+        return _run_dag(root, cfg, overrides or [])
+
+
+def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
+    logger = get_run_logger()
     if write_params(cfg, root / "params.yaml"):
-        logger.info("params.yaml updated from conf/ and overrides %s", overrides or [])
+        logger.info("params.yaml updated from conf/ and overrides %s", overrides)
     stages = dag.load_stages(root, heads=cfg.pipeline.heads)
     remote = cfg.pipeline.remote
     if remote.url:
@@ -116,19 +136,30 @@ def pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
     # Stages run side by side; create the tracking store's tables once, here, so that two stages
     # never race to migrate a fresh SQLite file (alembic: "table _alembic_tmp_experiments already exists").
     tracking.init_store(cfg)
+    closed = reconcile.close_abandoned_runs(cfg, root, cfg.pipeline.heads)
+    if closed:
+        logger.warning("marked %d MLflow run(s) left RUNNING by a killed pipeline as KILLED: %s", len(closed), closed)
+    force = {}
+    for head, why in reconcile.lost_registrations(cfg, root, cfg.pipeline.heads).items():
+        registry = f"{cfg.paths.reports_dir}/{head}/registry.json"
+        for stage in stages:
+            if registry in stage.outs:
+                force[stage.name] = f"{why}: evaluating and registering again"
+                logger.warning("%s: %s", stage.name, force[stage.name])
 
     futures: dict[str, Any] = {}
     for stage in stages:
         upstream = [futures[name] for name in stage.upstream if name in futures]
-        futures[stage.name] = stage_task.submit(stage, root, remote.name if remote.url else None, wait_for=upstream)
+        futures[stage.name] = stage_task.submit(stage, root, remote.name if remote.url else None,
+                                                force.get(stage.name), wait_for=upstream)
     results = [_outcome(stage, futures[stage.name]) for stage in stages]
 
     ran = [r for r in results if r["status"] == "ran"]
-    if not ran:
+    if not ran and all(r["status"] == "skipped" for r in results):
         logger.info("nothing changed since the last run: no stage ran, nothing was trained")
     uri = tracking.tracking_uri(cfg)
     ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # a server, else `triad ui`
-    markdown = summary_markdown(root, cfg.pipeline.heads, results, ui)
+    markdown = summary_markdown(root / cfg.paths.reports_dir, cfg.pipeline.heads, results, ui)
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:

@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="run the whole pipeline (Prefect flow over dvc.yaml)",
                        description="Compose the config, write params.yaml and run every changed DVC stage "
-                       "as a Prefect flow; unchanged stages are skipped. Ends with where the results are.")
+                       "as a Prefect flow; unchanged stages are skipped. Ends with where the results are. "
+                       "One pipeline runs at a time in a project: a second one waits for the first.")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another pipeline is running in this project, refuse at once instead of waiting for it")
     _overrides(p)
 
     p = sub.add_parser("train", help="prepare (if needed), train, evaluate and register one head",
@@ -171,7 +174,7 @@ def cmd_pipeline(args) -> int:
     from flows.pipeline import pipeline
 
     cfg = compose(args.overrides)  # fail on a bad config before Prefect starts
-    result = pipeline(overrides=args.overrides)
+    result = pipeline(overrides=args.overrides, wait=not args.no_wait)
     ran = [s["stage"] for s in result["stages"] if s["status"] == "ran"]
     print()
     print(f"stages run: {', '.join(ran) if ran else 'none: everything was up to date, nothing was trained'}")

@@ -169,8 +169,9 @@ def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
 
 
 def run_if_changed(root: Path, stage: Stage, logger: logging.Logger | logging.LoggerAdapter,
-                   remote: str | None = None, env: dict[str, str] | None = None) -> dict:
-    """One stage as the flow runs it: run it only if DVC says it changed, then record it in dvc.lock.
+                   remote: str | None = None, env: dict[str, str] | None = None, force: str | None = None) -> dict:
+    """One stage as the flow runs it: run it only if DVC says it changed (or ``force`` gives a reason
+    to run it anyway), then record it in dvc.lock.
 
     With a DVC ``remote``: missing outputs are pulled first (so data prepared on another machine is
     not prepared again) and the stage's outputs are pushed after it ran.
@@ -178,7 +179,7 @@ def run_if_changed(root: Path, stage: Stage, logger: logging.Logger | logging.Lo
     """
     if remote and pull_missing(root, stage, remote):
         logger.info("%s: pulled its missing outputs from DVC remote %s", stage.name, remote)
-    changed = changes(root, stage.name)
+    changed = changes(root, stage.name) or ([force] if force else [])
     if not changed:
         logger.info("%s is unchanged: skipped", stage.name)
         return {"stage": stage.name, "head": stage.head, "status": "skipped"}

@@ -6,6 +6,7 @@ tables; DVC plots) and ``registry.json`` (the version registered and the gate's 
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from triad import tracking
 from triad.atomic import atomic_dir
-from triad.config import TriadConfig
+from triad.config import TriadConfig, to_yaml
 from triad.errors import DataError, TrainingError
 from triad.heads import get_head
 from triad.prepare import require_prepared
@@ -87,10 +88,77 @@ def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[st
             table.to_csv(plots_dir / f"{name}.csv", index=False)
 
         result: dict[str, Any] = {"head": head_name, "metrics": metrics}
-        if register and "run_id" in trained:
+        if register and not cfg.trainer.fast_dev_run:
+            trained = {**trained, **training_run(cfg, head, trained)}
             result["registry"] = _log_and_register(head, module, datamodule, trained, metrics, evaluation)
             tracking.write_json(report_dir / "registry.json", result["registry"])
     return result
+
+
+def training_run(cfg: TriadConfig, head, trained: dict[str, Any]) -> dict[str, Any]:
+    """The MLflow run that trained these weights: ``run_id``, ``experiment_id``, ``tracking_uri``.
+
+    Found from training's run record (``.triad/<head>/runs/<fingerprint>.json``) when the tracking
+    store still holds that run, else by the run's ``triad.fingerprint`` tag (weights trained on
+    another machine and pulled through DVC). When the store has neither (it was deleted or
+    replaced), a new run is opened for the evaluation, with the training's params and a tag that
+    says why, so that the weights DVC holds are still evaluated and registered.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from triad.train import run_record_path
+
+    uri = tracking.tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    fingerprint = trained["fingerprint"]
+    record_file = run_record_path(head, fingerprint)
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+        try:
+            run = client.get_run(record["run_id"])
+            if run.info.lifecycle_stage == "active":
+                return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": uri}
+        except MlflowException:
+            pass  # the store lost it: look further
+    experiment_id = tracking.ensure_experiment(cfg, head.name)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`triad.fingerprint` = '{fingerprint}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        return {"run_id": found[0].info.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
+    tags = {**tracking.run_tags(cfg, head, head.dir("data")), "triad.fingerprint": fingerprint,
+            "triad.note": "the tracking store holds no run that trained these weights (deleted, or trained with "
+                          "another store): this run evaluates the weights DVC keeps"}
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{head.name}-{fingerprint[:8]}-evaluation",
+                          tags=tags) as run:
+        mlflow.log_params(tracking.flat_params(cfg, head.name))
+        mlflow.log_text(to_yaml(cfg), "config/config.yaml")
+    return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
+
+
+def rescore(head, champion, datamodule) -> float:
+    """The gate metric of registered version ``champion`` on ``datamodule``'s test split (``Head.rescore``)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{champion.name}/{champion.version}"
+    try:
+        served = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except (MlflowException, OSError, RuntimeError) as exc:
+        raise tracking.NotComparable(f"{uri} does not load: {str(exc).splitlines()[0]}") from None
+    try:
+        with torch_no_grad():
+            return float(head.rescore(served, datamodule))
+    except (RuntimeError, ValueError, KeyError) as exc:  # another architecture, vocabulary or class list
+        raise tracking.NotComparable(f"{uri} cannot read this data: {str(exc).splitlines()[0][:200]}") from None
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
 
 
 def _log_and_register(head, module, datamodule, trained, metrics, evaluation) -> dict[str, Any]:
@@ -127,6 +195,7 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
         head.gate_mode,
         head.gate_passes(metrics),
         data_version_tag=trained.get("data_version"),
+        rescore=lambda champion: rescore(head, champion, datamodule),
     )
     decision.update({"run_id": trained["run_id"], "experiment_id": trained["experiment_id"],
                      "model_uri": info.model_uri})

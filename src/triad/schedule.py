@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fcntl
 import os
 import signal
 import sys
@@ -29,13 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from triad import locks
 from triad.errors import TriadError
 
 LOCK_FILE = "scheduler.lock"
-
-
-class SchedulerBusy(TriadError):
-    """Another ``triad schedule`` already serves this project."""
 
 
 def scheduler_home(root: Path, state_dir: str) -> Path:
@@ -44,26 +40,36 @@ def scheduler_home(root: Path, state_dir: str) -> Path:
 
 @contextmanager
 def project_lock(home: Path) -> Iterator[None]:
-    """Hold the project's scheduler lock while the block runs; refuse at once if another process holds it.
-
-    The lock is an ``flock`` on ``home/scheduler.lock``: the kernel drops it when its holder exits,
-    however it exits, so a killed scheduler never leaves a stale lock behind.
-    """
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = path.read_text().strip() or "another process"
-            raise SchedulerBusy(f"another `triad schedule` already serves this project ({holder}); two would "
-                                f"run the pipeline twice. Stop it first (Ctrl-C in its terminal, or kill the pid).") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, started {dt.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}\n".encode())
+    """Hold the project's scheduler lock (``home/scheduler.lock``) while the block runs; refuse at once
+    (``triad.locks.Busy``) if another ``triad schedule`` holds it."""
+    with locks.exclusive(home / LOCK_FILE, locks.describe("triad schedule"), wait=False,
+                         refuse=lambda theirs: f"another `triad schedule` already serves this project ({theirs}); "
+                         f"two would run the pipeline twice. Stop it first (Ctrl-C in its terminal, or kill the pid)."):
         yield
-    finally:
-        os.close(fd)  # releases the lock
+
+
+async def close_orphans(client, deployment_id) -> list[str]:
+    """Mark the deployment's runs left PENDING or RUNNING by a scheduler that died as CRASHED.
+
+    Called at start on the project's own server, where no other scheduler can be running them (the
+    project lock): such a run still holds the deployment's concurrency slot, so every new run would
+    be cancelled as overlapping it until Prefect's lease on the slot ran out.
+    """
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.states import Crashed
+
+    runs = await client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+            any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]))),
+        sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)  # the server refuses null sort or limit
+    for run in runs:
+        await client.set_flow_run_state(run.id, Crashed(message="the scheduler running it stopped before it ended; "
+                                                                "marked when the next scheduler started"), force=True)
+    return [run.name for run in runs]
 
 
 def _server_schedule(schedule, anchor: dt.datetime | None = None):
@@ -140,27 +146,38 @@ async def catch_up(client, deployment_id, schedule, now: dt.datetime | None = No
     return f"{what}: running one now to catch up, {keep[0].name!r} (pipeline.schedule.missed=run_once)"
 
 
-def _runner_class():
+async def _serve(deployment, schedule, own_server: bool) -> None:
+    """Register ``deployment``, catch up, and run Prefect's runner until SIGINT or SIGTERM.
+
+    The signals only set an event here; the runner is then stopped from inside the event loop, so
+    it pauses the schedule and ends its loops cleanly. (Prefect's own SIGTERM handler exits from
+    inside the loop, with tracebacks, and a plain SIGINT may land in the middle of a run's start.)
+    """
+    from prefect.client.orchestration import get_client
     from prefect.runner import Runner
 
-    class QuietRunner(Runner):
-        """Prefect's runner, but SIGTERM shuts it down as Ctrl-C does (Prefect's own handler exits
-        from inside the event loop, with tracebacks, before the schedule is paused)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
 
-        def handle_sigterm(self, *args, **kwargs) -> None:
-            os.kill(os.getpid(), signal.SIGINT)
+    class Runner_(Runner):
+        def handle_sigterm(self, *args, **kwargs) -> None:  # installed by Runner.start for SIGTERM
+            loop.call_soon_threadsafe(stop.set)
 
-    return QuietRunner
-
-
-async def _serve(deployment, schedule) -> None:
-    from prefect.client.orchestration import get_client
-
-    runner = _runner_class()(pause_on_shutdown=True, limit=None)
+    runner = Runner_(pause_on_shutdown=True, limit=None)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     deployment_id = await runner.aadd_deployment(deployment)
     async with get_client() as client:
+        if own_server and (orphans := await close_orphans(client, deployment_id)):
+            print(f"marked run(s) {', '.join(orphans)} CRASHED: the scheduler running them had stopped", flush=True)
         print(f"missed runs: {await catch_up(client, deployment_id, schedule)}", flush=True)
-    await runner.start()
+    serving = asyncio.create_task(runner.start())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not serving.done():
+        print("stopping: pausing the schedule and cancelling the run in progress, if any", flush=True)
+        await runner.astop()
+        await serving
+    stopped.cancel()
 
 
 def serve(overrides: list[str]) -> int:
@@ -175,6 +192,7 @@ def serve(overrides: list[str]) -> int:
     home = scheduler_home(root, cfg.paths.state_dir)
     with project_lock(home):
         api = os.environ.get("PREFECT_API_URL")
+        external = bool(api)
         started = False
         if not api:
             print(f"starting the project's Prefect server (SQLite in {home}; log: {home / 'logs' / 'prefect.log'})",
@@ -194,11 +212,21 @@ def serve(overrides: list[str]) -> int:
                   f"serving the pipeline {when}, one run at a time: a run due while another is going is skipped; "
                   f"after downtime: {schedule.missed}. Ctrl-C stops it.", flush=True)
             with temporary_settings(updates={PREFECT_API_URL: api}):
-                asyncio.run(_serve(deployment, schedule))
-        except KeyboardInterrupt:
+                asyncio.run(_serve(deployment, schedule, own_server=not external))
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping
             pass
         finally:
             if started:
+                _flush_prefect_logs()  # before the server goes: else the last lines fail to send at exit
                 services.local_prefect_down(home)
                 print("stopped the project's Prefect server", flush=True)
     return 0
+
+
+def _flush_prefect_logs() -> None:
+    try:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
+    except Exception:  # nothing was logged to the API, or it is gone already: nothing to lose here
+        pass

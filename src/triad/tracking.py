@@ -13,7 +13,7 @@ import math
 import os
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -122,12 +122,20 @@ def run_tags(cfg: "TriadConfig", head: "Head", data_dir: Path) -> dict[str, str]
         "mlflow.source.git.commit": git_commit(),
         "triad.data_version": data_version(data_dir),
         "triad.experiment": cfg.experiment or "default",
+        "triad.project": project_id(),
     }
     if flow_run := os.environ.get("TRIAD_FLOW_RUN_ID"):
         tags["prefect.flow_run_id"] = flow_run
     if parent := os.environ.get("TRIAD_PARENT_RUN_ID"):  # a sweep's trial (triad.sweep)
         tags["mlflow.parentRunId"] = parent
     return tags
+
+
+def project_id() -> str:
+    """This checkout on this machine (``host:path``): tells a project's runs from another's on a shared server."""
+    import socket
+
+    return f"{socket.gethostname()}:{project_root()}"
 
 
 def flat_params(cfg: "TriadConfig", head: str) -> dict[str, Any]:
@@ -174,6 +182,15 @@ def is_better(new: float, old: float, mode: str) -> bool:
     return new > old if mode == "max" else new < old
 
 
+class NotComparable(Exception):
+    """The champion cannot be scored on the new version's test data (another architecture, a head
+    that cannot rescore, a model that no longer loads)."""
+
+
+def _short(data_version: str | None) -> str:
+    return (data_version or "unknown")[:12]
+
+
 def gate(
     client,
     name: str,
@@ -183,8 +200,16 @@ def gate(
     mode: str,
     passes: tuple[bool, str],
     data_version_tag: str | None = None,
+    rescore: Callable[[Any], float] | None = None,
 ) -> dict[str, Any]:
     """Move ``champion`` to ``version`` only if it clears the bar and beats the champion.
+
+    Like with like: a champion scored on another data version than the new version's (its
+    ``triad.data_version`` tag) is first scored again on the new version's test data by
+    ``rescore(champion)``, and the comparison uses that score. A champion that cannot be (``rescore``
+    missing or raising ``NotComparable``) is not compared at all: the new version is judged by the
+    bar alone, and its reason says why. Both data versions, and the champion's recorded and rescored
+    values, are tags on the new version.
 
     The decision, the compared values and the reason are recorded on the new version as tags and
     in its description, whichever way it goes. A promoted version then settles the alias
@@ -195,16 +220,34 @@ def gate(
     ok, bar_reason = passes
     before = None
     if champion is not None:
-        before = {"version": str(champion.version), "value": float(champion.tags.get("gate.value", "nan"))}
+        before = {"version": str(champion.version), "value": float(champion.tags.get("gate.value", "nan")),
+                  "data_version": champion.tags.get("triad.data_version")}
+        if data_version_tag and before["data_version"] != data_version_tag:
+            before["recorded_value"] = before["value"]
+            try:
+                if rescore is None:
+                    raise NotComparable("no way to score it on other data was given")
+                before["value"] = float(rescore(champion))
+            except NotComparable as exc:
+                before["value"], before["not_comparable"] = float("nan"), str(exc)
+    on_data = ""
+    if before and "recorded_value" in before and "not_comparable" not in before:
+        on_data = (f", rescored on this data {_short(data_version_tag)}; it had {before['recorded_value']:.4f} "
+                   f"on its own data {_short(before['data_version'])}")
     if not ok:
         promoted, reason = False, f"did not clear the bar: {bar_reason}"
     elif champion is None:
         promoted, reason = True, "first version to clear the bar"
+    elif "not_comparable" in before:
+        promoted = True
+        reason = (f"champion v{before['version']} was scored on other data ({_short(before['data_version'])}) and "
+                  f"cannot be scored on this data ({before['not_comparable']}): judged by the bar alone, {bar_reason}")
     elif is_better(value, before["value"], mode):
-        promoted, reason = True, f"{metric} {value:.4f} beats champion v{before['version']} ({before['value']:.4f})"
+        promoted = True
+        reason = f"{metric} {value:.4f} beats champion v{before['version']} ({before['value']:.4f}{on_data})"
     else:
         promoted = False
-        reason = f"{metric} {value:.4f} does not beat champion v{before['version']} ({before['value']:.4f})"
+        reason = f"{metric} {value:.4f} does not beat champion v{before['version']} ({before['value']:.4f}{on_data})"
     tags = {
         "gate.metric": metric,
         "gate.mode": mode,
@@ -216,17 +259,20 @@ def gate(
     }
     if data_version_tag:
         tags["triad.data_version"] = data_version_tag
+    if before and "recorded_value" in before:
+        tags["gate.champion_before_data_version"] = before["data_version"] or "unknown"
+        tags["gate.champion_before_recorded_value"] = repr(before["recorded_value"])
     for key, tag_value in tags.items():
         client.set_model_version_tag(name, version, key, tag_value)
     client.update_model_version(name, version, description=f"{'PROMOTED' if promoted else 'REJECTED'}: {reason}")
-    champion_after = settle_champion(client, name, mode) if promoted else (before or {}).get("version")
+    champion_after = settle_champion(client, name, mode, data_version_tag) if promoted else (before or {}).get("version")
     if promoted and champion_after != str(version):
         client.set_model_version_tag(name, version, "gate.superseded_by", champion_after)
     return {"model": name, "version": str(version), "promoted": promoted, "reason": reason,
             "champion_before": before, "champion_after": champion_after, "metric": metric, "value": float(value)}
 
 
-def settle_champion(client, name: str, mode: str, max_rounds: int = 20) -> str:
+def settle_champion(client, name: str, mode: str, data_version: str | None = None, max_rounds: int = 20) -> str:
     """Point ``champion`` at the best version the gate promoted; return that version.
 
     Run after a version's ``gate.*`` tags are written. Sequentially, the best promoted version is
@@ -236,11 +282,13 @@ def settle_champion(client, name: str, mode: str, max_rounds: int = 20) -> str:
     writes last has seen both sets of tags and the alias ends on the best one. Ties go to the
     lower version number, so racing processes agree. The version the alias leaves gets the tag
     ``gate.superseded_by``. To withdraw a champion, set its ``gate.decision`` tag to ``withdrawn``
-    before moving the alias.
+    before moving the alias. With ``data_version``, only versions scored on that data compete: a
+    value on other test data is not comparable.
     """
     for _ in range(max_rounds):
         promoted = [v for v in client.search_model_versions(f"name='{name}'")
-                    if v.tags.get("gate.decision") == "promoted"]
+                    if v.tags.get("gate.decision") == "promoted"
+                    and (data_version is None or v.tags.get("triad.data_version") == data_version)]
         if not promoted:
             raise TransientError(f"no promoted version of {name} is visible yet; run the evaluation again")
         best = promoted[0]

@@ -2,7 +2,12 @@
 
 ``train(cfg, head)`` builds the head's DataModule and LightningModule, trains them with a Trainer
 configured from ``cfg.trainer`` and the head's optimisation settings, logs to MLflow, and writes
-``artifacts/<head>/train/`` (``model.pt``: the state_dict; ``run.json``: the MLflow run).
+``artifacts/<head>/train/`` (``model.pt``: the state_dict; ``run.json``: what was trained). That
+folder is a DVC output, so it holds only what the inputs decide (the fingerprint, the data version,
+steps and epochs): the same inputs give the same bytes, and an unchanged model retrains nothing
+downstream. What differs from one run to the next (the MLflow run, the wall time, whether it
+resumed) goes to MLflow and to the run record ``.triad/<head>/runs/<fingerprint>.json``, which
+``triad.evaluate`` reads to log into the same run.
 
 Resume: checkpoints go to ``.triad/<head>/<fingerprint>/`` where the fingerprint hashes everything
 that shapes the model (seed, trainer, the head's data and model config, the data version). A run
@@ -63,6 +68,7 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from triad.callbacks import FiniteLossGuard
+    from triad.resumable import ExactResume
 
     t = cfg.trainer
     optim = getattr(cfg.model, head_name)
@@ -75,6 +81,7 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
             every_n_train_steps=t.checkpoint_every_n_steps,
         ),
         FiniteLossGuard(head_name),
+        ExactResume(cfg.seed),  # each step's draws depend on (seed, step) alone; a resumed epoch goes on where it was
     ]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -173,7 +180,7 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
             tracking_uri=tracking.tracking_uri(cfg),
             run_id=previous_run["run_id"] if previous_run else None,
             run_name=f"{head_name}-{fp[:8]}",
-            tags=None if previous_run else tracking.run_tags(cfg, head, data_dir),
+            tags=None if previous_run else {**tracking.run_tags(cfg, head, data_dir), "triad.fingerprint": fp},
         )
         run = {"run_id": logger.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(cfg)}
         tracking.write_json(run_file, run)
@@ -197,26 +204,32 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
         # Under ddp_spawn the workers trained; the main process's trainer never saw their step count,
         # but rank zero's last checkpoint recorded it.
         global_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    summary: dict[str, Any] = {
+    summary: dict[str, Any] = {  # what the inputs decide: the DVC output holds only this
         "head": head_name,
         "fingerprint": fp,
         "data_version": data_version,
         "global_step": int(global_step),
         "epochs": int(trainer.current_epoch),
-        "fit_seconds": round(seconds, 2),
-        "resumed_from": str(resume) if resume else None,
         "max_time_reached": _max_time_reached(trainer),
     }
+    record: dict[str, Any] = {"fingerprint": fp, "fit_seconds": round(seconds, 2),
+                              "resumed_from": str(resume) if resume else None}
     if summary["max_time_reached"]:
         log.warning("%s training stopped at trainer.max_time_minutes=%s after %d epoch(s); the weights of that "
                     "moment are kept and evaluated", head_name, cfg.trainer.max_time_minutes, summary["epochs"])
     if not trainer.is_global_zero:
-        return summary
+        return {**summary, **record}
     if logger is not None:
-        summary.update(run)
+        record.update(run)
         logger.log_metrics({"fit_seconds": seconds}, step=trainer.global_step)
+        tracking.write_json(run_record_path(head, fp), record)
     with atomic_dir(head.dir("artifacts") / "train") as tmp:
         torch.save({"head": head_name, "state_dict": state_dict, **summary}, tmp / "model.pt")
         tracking.write_json(tmp / "run.json", summary)
     shutil.rmtree(state, ignore_errors=True)  # trained to the end: nothing left to resume
-    return summary
+    return {**summary, **record}
+
+
+def run_record_path(head, fingerprint: str) -> Path:
+    """Where training leaves its MLflow run and timings for the evaluation: outside every DVC output."""
+    return head.dir("state") / "runs" / f"{fingerprint}.json"

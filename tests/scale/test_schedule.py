@@ -23,7 +23,7 @@ from tests.scheduling import (BIN, flow_runs, of_state, scheduler_env, slow_proj
 
 pytestmark = pytest.mark.slow
 INTERVAL_S = 3
-STAGE_S = 8  # longer than the interval: runs fall due while one is going
+STAGE_S = 6  # longer than the interval: runs fall due while one is going
 
 
 def _overlapping(runs: list[dict]) -> list[tuple[str, str]]:

@@ -93,3 +93,49 @@ def test_racing_gates_leave_champion_on_the_best(client):
     assert str(current_champion(client, name).version) == better
     assert late["champion_after"] == better
     assert client.get_model_version(name, worse).tags["gate.superseded_by"] == better
+
+
+def test_a_champion_on_other_data_is_rescored_before_the_comparison(client):
+    """Like with like: v1 scored 10.0 on data A; on data B it scores 5.0, so v2's 8.0 on B beats it
+    (against the recorded 10.0 it would have lost), and both data versions are on the decision."""
+    name, ok = "triad-test-data", (True, "fine")
+    v1 = _register(name)
+    assert gate(client, name, v1, "test_bleu", 10.0, "max", ok, data_version_tag="md5:aaaa")["promoted"]
+    asked = []
+
+    def rescore(champion):
+        asked.append(str(champion.version))
+        return 5.0
+
+    v2 = _register(name)
+    decision = gate(client, name, v2, "test_bleu", 8.0, "max", ok, data_version_tag="md5:bbbb", rescore=rescore)
+    assert asked == [v1] and decision["promoted"] and decision["champion_before"]["value"] == 5.0
+    tags = client.get_model_version(name, v2).tags
+    assert tags["gate.champion_before_data_version"] == "md5:aaaa" and tags["triad.data_version"] == "md5:bbbb"
+    assert float(tags["gate.champion_before_recorded_value"]) == 10.0 and float(tags["gate.champion_before_value"]) == 5.0
+    assert "rescored on this data md5:bbbb" in tags["gate.reason"]
+    # The alias settles among versions scored on this data only: v1's 10.0 on data A does not win it back.
+    assert str(current_champion(client, name).version) == v2
+
+    v3 = _register(name)  # same data as the champion: no rescoring, the recorded values compare
+    assert not gate(client, name, v3, "test_bleu", 7.0, "max", ok, data_version_tag="md5:bbbb", rescore=rescore)["promoted"]
+    assert asked == [v1]
+
+
+def test_a_champion_that_cannot_be_rescored_is_not_compared(client):
+    from triad.tracking import NotComparable
+
+    name, ok = "triad-test-arch", (True, "beats the copy baseline")
+    v1 = _register(name)
+    assert gate(client, name, v1, "test_bleu", 30.0, "max", ok, data_version_tag="md5:aaaa")["promoted"]
+
+    def cannot(champion):
+        raise NotComparable("its vocabulary is not this data's")
+
+    v2 = _register(name)
+    decision = gate(client, name, v2, "test_bleu", 3.0, "max", ok, data_version_tag="md5:bbbb", rescore=cannot)
+    assert decision["promoted"] and str(current_champion(client, name).version) == v2
+    assert "cannot be scored on this data (its vocabulary is not this data's): judged by the bar alone" in decision["reason"]
+    v3 = _register(name)  # a bar failure still fails, whatever the champion
+    assert not gate(client, name, v3, "test_bleu", 50.0, "max", (False, "copies the source"),
+                    data_version_tag="md5:cccc", rescore=cannot)["promoted"]

@@ -1,4 +1,5 @@
-"""A killed training run resumes from its last checkpoint and continues the same MLflow run."""
+"""A training run killed mid-epoch resumes from its last checkpoint, continues the same MLflow run, and
+ends with weights bit-identical to a run that was never killed (``triad.resumable``)."""
 
 from __future__ import annotations
 
@@ -24,28 +25,54 @@ def _train(project: Path, overrides: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def test_killed_run_resumes_from_last_checkpoint(project):
+def _weights(project: Path) -> dict:
+    import torch
+
+    return torch.load(project / "artifacts/translator/train/model.pt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_killed_run_resumes_mid_epoch_to_the_same_weights(project):
+    import torch
+
     overrides = [o for o in tiny("translator") if not o.startswith("model.translator.max_epochs")]
     overrides += ["model.translator.max_epochs=3", "trainer.checkpoint_every_n_steps=2"]
     state = project / ".triad" / "translator"
+
+    uninterrupted = _train(project, overrides)
+    output, _ = uninterrupted.communicate(timeout=600)
+    assert uninterrupted.returncode == 0, output
+    expected = _weights(project)
+    (project / "artifacts/translator/train/model.pt").unlink()
 
     first = _train(project, overrides)
     deadline = time.time() + 240
     while not list(state.glob("*/last.ckpt")):
         assert first.poll() is None, f"training ended before its first checkpoint:\n{first.stdout.read()}"
         assert time.time() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # a crash: no clean-up code runs
     first.wait()
     (checkpoint_dir,) = [p.parent for p in state.glob("*/last.ckpt")]
     run_before = json.loads((checkpoint_dir / "run.json").read_text())["run_id"]
     assert not (project / "artifacts/translator/train/model.pt").exists()
+    saved = torch.load(checkpoint_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    (position,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    batches_per_epoch = saved["global_step"] // (saved["epoch"] or 1) if saved["epoch"] else None
+    assert position["batches"] > 0 and saved["global_step"] < 3 * 9, (position, saved["global_step"])
 
     second = _train(project, overrides)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output
     assert "resuming translator training from" in output
+    assert "not resumable" not in output  # Lightning's warning for a loader that restarts the epoch
+    record = json.loads((state / "runs" / f"{checkpoint_dir.name}.json").read_text())
+    assert record["resumed_from"] and record["run_id"] == run_before
     summary = json.loads((project / "artifacts/translator/train/run.json").read_text())
-    assert summary["resumed_from"] and summary["run_id"] == run_before
-    assert summary["epochs"] == 3
+    assert summary["epochs"] == 3 and "run_id" not in summary  # the DVC output holds no run ids
     assert not checkpoint_dir.exists()  # finished: the resume state is cleaned up
+
+    resumed = _weights(project)
+    assert resumed.keys() == expected.keys()
+    different = [name for name in expected if not torch.equal(expected[name], resumed[name])]
+    assert different == [], f"{len(different)} tensors differ after the resume, e.g. {different[:3]}"
+    del batches_per_epoch

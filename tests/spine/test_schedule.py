@@ -15,7 +15,8 @@ import pytest
 
 from triad.cli import main
 from triad.config import compose, project_root
-from triad.schedule import SchedulerBusy, check_schedule, due_times, project_lock
+from triad.locks import Busy
+from triad.schedule import check_schedule, due_times, project_lock
 from triad.errors import TriadError
 
 UTC = dt.timezone.utc
@@ -44,7 +45,7 @@ def test_a_bad_cron_or_timezone_is_refused_naming_the_key(capsys):
 
 def test_a_second_scheduler_in_one_project_is_refused(tmp_path):
     with project_lock(tmp_path):
-        with pytest.raises(SchedulerBusy, match=rf"already serves this project \(pid {os.getpid()}, started"):
+        with pytest.raises(Busy, match=rf"already serves this project \(pid {os.getpid()}, started"):
             with project_lock(tmp_path):
                 pass
     with project_lock(tmp_path):  # released when its holder is done
@@ -58,7 +59,7 @@ def test_a_failed_stage_heads_the_summary():
     results = [{"stage": "prepare_spread", "head": "spread", "status": "ran"},
                {"stage": "train_spread", "head": "spread", "status": "failed", "error": "stage train_spread failed with exit code 4"},
                {"stage": "evaluate_spread", "head": "spread", "status": "not run"}]
-    text = summary_markdown(project_root() / "no-such-folder", ["spread"], results, "http://127.0.0.1:5000")
+    text = summary_markdown(project_root() / "no-such-reports", ["spread"], results, "http://127.0.0.1:5000")
     assert text.splitlines()[2] == "**FAILED**: `train_spread`: stage train_spread failed with exit code 4"
     assert "Stages failed: train_spread." in text
     assert "Stages not run (an upstream stage failed): evaluate_spread." in text

@@ -142,6 +142,18 @@ class Head(abc.ABC):
     ) -> PyfuncBundle:
         """The servable model; artifact files are written under ``work_dir``."""
 
+    def rescore(self, served: "mlflow.pyfunc.PythonModel", datamodule: "L.LightningDataModule") -> float:
+        """The gate metric of a registered model (its loaded pyfunc, ``served``) on ``datamodule``'s test split.
+
+        The gate calls it when the champion was scored on another data version than the new
+        version's, so that the two are compared on the same test data. Raise
+        ``triad.tracking.NotComparable`` (or let a shape or key error through) when it cannot be
+        scored on this data; the gate then judges the new version by the bar alone and says so.
+        """
+        from triad.tracking import NotComparable
+
+        raise NotComparable(f"the {self.name} head does not score registered models on new data")
+
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         """An absolute bar a new version must clear before it may even compete for champion.
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import pickle
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +31,7 @@ from triad.data.fetch import fetch, mirror_root, package_file, sha256sum
 from triad.data.validate import array_keys, check_array, check_labels, check_no_overlap, check_nonempty
 from triad.errors import DataError
 from triad.heads.diffusion.config import DiffusionData
+from triad.resumable import ResumableLoader
 
 SPLITS = ("train", "val", "test")
 
@@ -256,14 +258,12 @@ class DiffusionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
+        kind = partial(ResumableLoader, seed=self.seed) if shuffle else DataLoader
+        return kind(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers,
+                    persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True)  # shuffled by (seed, epoch), resumable mid-epoch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

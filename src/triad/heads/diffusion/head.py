@@ -63,6 +63,33 @@ class DiffusionHead(Head):
         return PyfuncBundle(python_model=DiffusionPyfunc(), artifacts=artifacts, input_example=pd.DataFrame(example),
                             signature=input_signature())
 
+    def rescore(self, served, datamodule) -> float:
+        """FID of a registered diffusion model on this test split, in this data's judge's feature space.
+
+        Sampled as the new version's evaluation samples (``eval_samples``, balanced labels, the same
+        seeds), at the registered model's own DDIM steps and guidance.
+        """
+        import torch
+
+        from triad.heads.diffusion.data import load_split, to_model_space
+        from triad.heads.diffusion.evaluate import balanced_labels, frechet_distance, generate_many
+        from triad.heads.diffusion.judge import load_judge, predict
+        from triad.heads.diffusion.module import DiffusionModule
+        from triad.tracking import NotComparable
+
+        if list(served.class_names) != list(datamodule.class_names):
+            raise NotComparable(f"its classes {served.class_names} are not this data's {datamodule.class_names}")
+        channels, size, _ = served.image_shape
+        champion = DiffusionModule(served.cfg, channels, size, len(served.class_names))
+        champion.ema.load_state_dict(served.net.state_dict())
+        judge, _ = load_judge(self.dir("artifacts") / "judge")
+        test_images, _ = load_split(datamodule.data_dir, "test")
+        real, _ = predict(judge, to_model_space(torch.from_numpy(test_images)))
+        labels = balanced_labels(self.model_cfg.eval_samples, datamodule.n_classes)
+        samples = generate_many(champion.eval(), labels, served.cfg.sample_steps, self.model_cfg.eval_batch_size, self.cfg.seed)
+        fake, _ = predict(judge, samples)
+        return frechet_distance(real, fake)
+
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         finite, reason = super().gate_passes(metrics)
         if not finite:

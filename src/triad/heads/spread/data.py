@@ -16,6 +16,7 @@ padded with -1, ``<split>_target`` and ``<split>_se`` (sum of the questions' n,)
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadData
 from triad.heads.spread.graphs import Graph, generate, real_graph
+from triad.resumable import ResumableLoader
 
 SPLITS = ("train", "val", "test")
 
@@ -148,16 +150,16 @@ def load_split(data_dir: Path, split: str) -> tuple[list[Question], list[np.ndar
 class SpreadDataModule(L.LightningDataModule):
     """Batches of questions (``GraphBatch``) from a prepared folder; the test split keeps its errors."""
 
-    def __init__(self, data_dir: Path, batch_size: int, num_workers: int = 0):
+    def __init__(self, data_dir: Path, batch_size: int, num_workers: int = 0, seed: int = 0):
         super().__init__()
-        self.data_dir, self.batch_size, self.num_workers = Path(data_dir), batch_size, num_workers
+        self.data_dir, self.batch_size, self.num_workers, self.seed = Path(data_dir), batch_size, num_workers, seed
         self.train, _ = load_split(self.data_dir, "train")
         self.val, _ = load_split(self.data_dir, "val")
         self.test, self.test_se = load_split(self.data_dir, "test")
 
     def _loader(self, questions: list[Question], shuffle: bool) -> DataLoader:
-        return DataLoader(questions, batch_size=self.batch_size, shuffle=shuffle, collate_fn=make_batch,
-                          num_workers=self.num_workers)
+        kind = partial(ResumableLoader, seed=self.seed) if shuffle else DataLoader
+        return kind(questions, batch_size=self.batch_size, collate_fn=make_batch, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, shuffle=True)

@@ -29,7 +29,7 @@ class SpreadHead(Head):
         return prepare(self.data_cfg, out_dir)
 
     def datamodule(self, data_dir: Path) -> SpreadDataModule:
-        return SpreadDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers)
+        return SpreadDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers, self.cfg.seed)
 
     def module(self, datamodule: SpreadDataModule) -> SpreadModule:
         return SpreadModule(self.model_cfg)
@@ -67,6 +67,12 @@ class SpreadHead(Head):
 
     def pyfunc(self, module: SpreadModule, datamodule: SpreadDataModule, work_dir: Path) -> PyfuncBundle:
         return PyfuncBundle(SpreadPyfunc(), save_artifacts(module.model, self.model_cfg, work_dir), INPUT_EXAMPLE)
+
+    def rescore(self, served, datamodule: SpreadDataModule) -> float:
+        """Per-node MAE of a registered spread model on this test set, with its own message-passing rounds."""
+        answers = ev.predict(served.network, datamodule.test, iterations=served.cfg.eval_iterations)
+        table = ev.accuracy_table(datamodule.test, answers, answers)
+        return float(table.loc[table.process == "all", "mae"].item())
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         ok, why = super().gate_passes(metrics)

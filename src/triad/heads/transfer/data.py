@@ -22,6 +22,7 @@ import json
 import logging
 import sqlite3
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from triad.data.fetch import fetch, package_file
 from triad.data.validate import array_keys, check_array, check_labels, check_no_overlap, check_nonempty
 from triad.errors import DataError
 from triad.heads.transfer.config import TransferData
+from triad.resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +290,10 @@ class TransferDataModule(L.LightningDataModule):
     data stay in their natural form here and in the served model alike.
     """
 
-    def __init__(self, data_dir: Path, batch_size: int, num_workers: int = 0):
+    def __init__(self, data_dir: Path, batch_size: int, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.data_dir = Path(data_dir)
+        self.seed = seed
         meta = json.loads((self.data_dir / "meta.json").read_text())
         self.task, self.modality, self.class_names = meta["task"], meta["modality"], meta["class_names"]
         self.n_classes = len(self.class_names)
@@ -301,8 +304,9 @@ class TransferDataModule(L.LightningDataModule):
         self.test = load_split(self.data_dir, "test")
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
-        return DataLoader(SplitDataset(split), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        kind = partial(ResumableLoader, seed=self.seed) if shuffle else DataLoader
+        return kind(SplitDataset(split), batch_size=self.batch_size, num_workers=self.num_workers,
+                    persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, shuffle=True)

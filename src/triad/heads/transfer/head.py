@@ -40,7 +40,7 @@ class TransferHead(Head):
         return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)
 
     def datamodule(self, data_dir: Path) -> TransferDataModule:
-        return TransferDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers)
+        return TransferDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers, self.cfg.seed)
 
     def module(self, datamodule: TransferDataModule) -> TransferModule:
         module = TransferModule(self.model_cfg, datamodule.n_classes)
@@ -83,6 +83,16 @@ class TransferHead(Head):
             image_mode = "L" if datamodule.test.x.ndim == 3 else "RGB"
         artifacts = save_artifacts(classifier, self.model_cfg, datamodule.class_names, threshold, image_mode, work_dir)
         return PyfuncBundle(TransferPyfunc(), artifacts, input_example(datamodule))
+
+    def rescore(self, served, datamodule: TransferDataModule) -> float:
+        """``test_score`` of a registered transfer model on this test split, with its own decision threshold."""
+        from triad.heads.transfer.evaluate import predict_proba
+        from triad.tracking import NotComparable
+
+        if served.config["class_names"] != datamodule.class_names:
+            raise NotComparable(f"its classes {served.config['class_names']} are not this data's {datamodule.class_names}")
+        probs = predict_proba(served.classifier, datamodule.test, desc="rescore champion")
+        return classification_metrics(probs, datamodule.test.y, served.config["threshold"])["score"]
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         ok, why = super().gate_passes(metrics)

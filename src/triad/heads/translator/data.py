@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from triad.data.fetch import fetch, package_file
 from triad.data.validate import check_no_overlap, check_nonempty
 from triad.errors import DataError
 from triad.heads.translator.config import TranslatorData
+from triad.resumable import ResumableLoader
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")  # ids 0, 1, 2, 3
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -244,12 +246,13 @@ class TranslationDataModule(L.LightningDataModule):
     """Batches of padded (src, tgt) id tensors from a prepared data dir. ``tokenizer`` and
     ``vocab_size`` are available right after construction; ``pairs[split]`` holds the raw text."""
 
-    def __init__(self, data_dir: Path, batch_size: int, max_len: int, num_workers: int = 0):
+    def __init__(self, data_dir: Path, batch_size: int, max_len: int, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.max_len = max_len
         self.num_workers = num_workers
+        self.seed = seed
         self.tokenizer = load_tokenizer(self.data_dir / "tokenizer.json")
         self.vocab_size = self.tokenizer.get_vocab_size()
         self.pairs: dict[str, list[Pair]] = {}
@@ -265,14 +268,9 @@ class TranslationDataModule(L.LightningDataModule):
                 self.datasets[split] = PairDataset(self.pairs[split], self.tokenizer, self.max_len)
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        kind = partial(ResumableLoader, seed=self.seed) if shuffle else torch.utils.data.DataLoader
+        return kind(self.datasets[split], batch_size=self.batch_size, collate_fn=collate,
+                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

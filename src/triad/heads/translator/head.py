@@ -32,7 +32,7 @@ class TranslatorHead(Head):
 
     def datamodule(self, data_dir: Path) -> TranslationDataModule:
         return TranslationDataModule(
-            data_dir, self.model_cfg.batch_size, self.model_cfg.max_len, self.cfg.trainer.num_workers
+            data_dir, self.model_cfg.batch_size, self.model_cfg.max_len, self.cfg.trainer.num_workers, self.cfg.seed
         )
 
     def module(self, datamodule: TranslationDataModule) -> TranslatorModule:
@@ -56,6 +56,15 @@ class TranslatorHead(Head):
         datamodule.setup("test")
         example = [p["src"] for p in datamodule.pairs["test"][:2]]
         return bundle(module.model, module.architecture, self.decoding(), datamodule.data_dir / "tokenizer.json", work_dir, example)
+
+    def rescore(self, served, datamodule: TranslationDataModule) -> float:
+        """Test BLEU of a registered translator (its own tokenizer and decoding) on this test split."""
+        from triad.heads.translator.evaluate import score
+
+        datamodule.setup("test")
+        test = datamodule.pairs["test"]
+        hypotheses = served.translator.translate([p["src"] for p in test], progress=True)
+        return score(hypotheses, [p["tgt"] for p in test])["bleu"]
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         """Besides a finite BLEU, the model must beat copying the source unchanged."""

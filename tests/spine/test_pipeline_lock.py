@@ -1,0 +1,57 @@
+"""Two pipelines at once in one project: the second waits for the first, and each registers its own run.
+
+Before the project lock, `triad pipeline model.spread.lr=0.0031` and, two seconds later, the same
+with `lr=0.0032` both exited 0 and registered a version each, but both versions pointed to one
+MLflow run trained with 0.0032: params.yaml, the stage outputs and the checkpoints were shared.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.tiny import tiny
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _pipeline(project: Path, log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen([str(BIN / "triad"), "pipeline", *args], cwd=project, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_second_pipeline_waits_for_the_first_and_registers_its_own_run(project, tmp_path):
+    lock = project / ".triad" / "pipeline.lock"
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = _pipeline(project, logs[0], *tiny("spread"), "model.spread.lr=0.0031")
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and f"pid {first.pid}," in lock.read_text()):
+        assert first.poll() is None and time.monotonic() < deadline, logs[0].read_text()[-3000:]
+        time.sleep(0.2)
+    second = _pipeline(project, logs[1], *tiny("spread"), "model.spread.lr=0.0032")
+
+    # Meanwhile --no-wait refuses at once, naming the running pipeline.
+    refused = subprocess.run([str(BIN / "triad"), "pipeline", "--no-wait", *tiny("spread")], cwd=project,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"another pipeline is running in this project (pid {first.pid}," in refused.stderr
+
+    for process, log in zip((first, second), logs):
+        assert process.wait(timeout=600) == 0, log.read_text()[-4000:]
+    assert "another pipeline is running in this project" in logs[1].read_text()  # it said why it waited
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    versions = sorted(client.search_model_versions("name='triad-spread'"), key=lambda v: int(v.version))
+    assert [str(v.version) for v in versions] == ["1", "2"]
+    runs = [client.get_run(v.run_id) for v in versions]
+    assert len({r.info.run_id for r in runs}) == 2  # two training runs, one per version
+    assert [r.data.params["model.spread.lr"] for r in runs] == ["0.0031", "0.0032"]
+
