@@ -69,9 +69,16 @@ class DiffusionModule(L.LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        """EMA update, with the usual warm-up so the average is not dominated by the random init."""
-        step = self.global_step
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser's step, then the EMA update, with the usual warm-up so the average is not
+        dominated by the random init.
+
+        Here rather than in ``on_train_batch_end``: Lightning runs the callbacks' hooks before the
+        module's, so a checkpoint written at the end of a step would hold the EMA before that step's
+        update, and a resumed run would end one update short of an uninterrupted one.
+        """
+        super().optimizer_step(*args, **kwargs)
+        step = self.global_step + 1  # steps completed, this one included (Lightning counts it after this hook)
         decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for ema_param, param in zip(self.ema.parameters(), self.net.parameters()):
