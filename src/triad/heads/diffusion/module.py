@@ -70,19 +70,22 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
-        """The optimiser's step, then the EMA update, with the usual warm-up so the average is not
-        dominated by the random init.
+        """The optimiser's step, then the EMA update.
 
         Here rather than in ``on_train_batch_end``: Lightning runs the callbacks' hooks before the
         module's, so a checkpoint written at the end of a step would hold the EMA before that step's
         update, and a resumed run would end one update short of an uninterrupted one.
         """
         super().optimizer_step(*args, **kwargs)
-        step = self.global_step + 1  # steps completed, this one included (Lightning counts it after this hook)
-        decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema_param, param in zip(self.ema.parameters(), self.net.parameters()):
-                ema_param.lerp_(param, 1 - decay)
+        self.update_ema(self.global_step + 1)  # Lightning counts this step only after this hook
+
+    @torch.no_grad()
+    def update_ema(self, steps_done: int) -> None:
+        """ema <- decay * ema + (1 - decay) * net, decay = min(ema_decay, (1 + steps_done) / (10 + steps_done)):
+        the usual warm-up, so that the average is not dominated by the random init."""
+        decay = min(self.cfg.ema_decay, (1 + steps_done) / (10 + steps_done))
+        for ema_param, param in zip(self.ema.parameters(), self.net.parameters()):
+            ema_param.lerp_(param, 1 - decay)
 
     def validation_step(self, batch, batch_idx):
         """The EMA network's loss on held-out images, at timesteps and noise fixed per batch."""
