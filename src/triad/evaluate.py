@@ -141,6 +141,7 @@ def training_run(cfg: TriadConfig, head, trained: dict[str, Any]) -> dict[str, A
 def rescore(head, champion, datamodule) -> float:
     """The gate metric of registered version ``champion`` on ``datamodule``'s test split (``Head.rescore``)."""
     import mlflow
+    import torch
     from mlflow.exceptions import MlflowException
 
     uri = f"models:/{champion.name}/{champion.version}"
@@ -149,16 +150,10 @@ def rescore(head, champion, datamodule) -> float:
     except (MlflowException, OSError, RuntimeError) as exc:
         raise tracking.NotComparable(f"{uri} does not load: {str(exc).splitlines()[0]}") from None
     try:
-        with torch_no_grad():
+        with torch.no_grad():
             return float(head.rescore(served, datamodule))
     except (RuntimeError, ValueError, KeyError) as exc:  # another architecture, vocabulary or class list
         raise tracking.NotComparable(f"{uri} cannot read this data: {str(exc).splitlines()[0][:200]}") from None
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
 
 
 def _log_and_register(head, module, datamodule, trained, metrics, evaluation) -> dict[str, Any]:

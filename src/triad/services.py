@@ -393,8 +393,11 @@ def _prefect_command(layout: Layout, state: dict) -> tuple[list[str], dict[str, 
     """argv and environment of the Prefect server."""
     env = {**_base_env(layout),
            "PREFECT_API_DATABASE_CONNECTION_URL": database_url(state, "prefect", "postgresql+asyncpg")}
-    argv = [_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state["ports"]["prefect"])]
-    return argv, env
+    return _prefect_argv(state["ports"]["prefect"]), env
+
+
+def _prefect_argv(port: int) -> list[str]:
+    return [_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
 
 
 # name -> (what, command, health probe)
@@ -441,12 +444,6 @@ def _start_worker(layout: Layout, state: dict, root: Path) -> None:
 SCHEDULER_TUNING = ("PREFECT_SERVER_SERVICES_", "PREFECT_API_SERVICES_", "PREFECT_SERVER_LOGGING_LEVEL")
 
 
-def local_prefect_url(home: Path) -> str:
-    """The API URL of the project's own Prefect server in ``home`` (it may not be running)."""
-    layout = Layout(home.resolve())
-    return _local_prefect_api(_local_prefect_state(layout))
-
-
 def _local_prefect_state(layout: Layout) -> dict:
     if layout.state.is_file():
         return json.loads(layout.state.read_text())
@@ -468,6 +465,7 @@ def local_prefect_up(home: Path) -> tuple[str, bool]:
     """
     layout = Layout(home.resolve())
     state = _local_prefect_state(layout)
+
     def healthy() -> bool:
         return _http_ok(f"{_local_prefect_api(state)}/health", "true")
 
@@ -480,8 +478,7 @@ def local_prefect_up(home: Path) -> tuple[str, bool]:
     env = {**_base_env(layout),
            **{k: v for k, v in os.environ.items() if k.startswith(SCHEDULER_TUNING)},
            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{layout.prefect_home / 'prefect.db'}"}
-    argv = [_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(state["ports"]["prefect"])]
-    pid = _spawn(layout, "prefect", argv, env, cwd=layout.home)
+    pid = _spawn(layout, "prefect", _prefect_argv(state["ports"]["prefect"]), env, cwd=layout.home)
     _wait("the Prefect server", healthy, lambda: _alive(pid), layout.log("prefect"))
     return _local_prefect_api(state), True
 

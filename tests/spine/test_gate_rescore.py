@@ -38,4 +38,4 @@ def test_the_champion_is_rescored_on_the_new_data_version(project):
         on_new_data = head.rescore(served, head.datamodule(project / "data" / "spread"))
     assert float(v2.tags["gate.champion_before_value"]) == pytest.approx(on_new_data, rel=1e-6)
     assert on_new_data != pytest.approx(float(v1.tags["gate.value"]), rel=1e-6)
-    assert "rescored on this data" in v2.tags["gate.reason"] or "did not clear the bar" in v2.tags["gate.reason"]
+    assert "rescored on this data" in v2.tags["gate.reason"]  # the bar (1.0) is cleared: a real comparison

@@ -57,8 +57,7 @@ def test_killed_run_resumes_mid_epoch_to_the_same_weights(project):
     assert not (project / "artifacts/translator/train/model.pt").exists()
     saved = torch.load(checkpoint_dir / "last.ckpt", map_location="cpu", weights_only=False)
     (position,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    batches_per_epoch = saved["global_step"] // (saved["epoch"] or 1) if saved["epoch"] else None
-    assert position["batches"] > 0 and saved["global_step"] < 3 * 9, (position, saved["global_step"])
+    assert position["epoch"] == saved["epoch"] and position["batches"] > 0, position  # mid-epoch, past its start
 
     second = _train(project, overrides)
     output, _ = second.communicate(timeout=600)
@@ -75,7 +74,6 @@ def test_killed_run_resumes_mid_epoch_to_the_same_weights(project):
     assert resumed.keys() == expected.keys()
     different = [name for name in expected if not torch.equal(expected[name], resumed[name])]
     assert different == [], f"{len(different)} tensors differ after the resume, e.g. {different[:3]}"
-    del batches_per_epoch
 
 
 class _Crash(Exception):
