@@ -126,7 +126,7 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
     logger = get_run_logger()
     if write_params(cfg, root / "params.yaml"):
         logger.info("params.yaml updated from conf/ and overrides %s", overrides)
-    stages = dag.load_stages(root, heads=cfg.pipeline.heads)
+    stages = dag.load_stages(root, heads=cfg.pipeline.head_names)
     remote = cfg.pipeline.remote
     if remote.url:
         dag.use_remote(root, remote.name, remote.url)
@@ -136,11 +136,11 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
     # Stages run side by side; create the tracking store's tables once, here, so that two stages
     # never race to migrate a fresh SQLite file (alembic: "table _alembic_tmp_experiments already exists").
     tracking.init_store(cfg)
-    closed = reconcile.close_abandoned_runs(cfg, root, cfg.pipeline.heads)
+    closed = reconcile.close_abandoned_runs(cfg, root, cfg.pipeline.head_names)
     if closed:
         logger.warning("marked %d MLflow run(s) left RUNNING by a killed pipeline as KILLED: %s", len(closed), closed)
     force = {}
-    for head, why in reconcile.lost_registrations(cfg, root, cfg.pipeline.heads).items():
+    for head, why in reconcile.lost_registrations(cfg, root, cfg.pipeline.head_names).items():
         registry = f"{cfg.paths.reports_dir}/{head}/registry.json"
         for stage in stages:
             if registry in stage.outs:
@@ -159,13 +159,13 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
         logger.info("nothing changed since the last run: no stage ran, nothing was trained")
     uri = tracking.tracking_uri(cfg)
     ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # a server, else `triad ui`
-    markdown = summary_markdown(root / cfg.paths.reports_dir, cfg.pipeline.heads, results, ui)
+    markdown = summary_markdown(root / cfg.paths.reports_dir, cfg.pipeline.head_names, results, ui)
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         raise PipelineFailed("; ".join(f"{r['stage']}: {r['error']}" for r in failed)
                              + " (the run's summary artifact lists every stage)")
-    return {"stages": results, "heads": cfg.pipeline.heads}
+    return {"stages": results, "heads": cfg.pipeline.head_names}
 
 
 def scheduled_deployment(overrides: list[str] | None = None):

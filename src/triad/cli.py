@@ -13,21 +13,24 @@ import sys
 from pathlib import Path
 
 from triad.errors import TriadError
+from triad.heads import head_names, registry
 
-HEADS = ("translator", "diffusion", "transfer", "spread")
 STEPS = ("prepare", "train", "evaluate")
 
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
-                        help="Hydra overrides, e.g. model.translator.max_epochs=2 trainer=gpu experiment=multi30k_de_en")
+                        help=f"Hydra overrides, e.g. model.{head_names()[0]}.max_epochs=2 trainer=gpu "
+                        "experiment=NAME (conf/experiment/NAME.yaml)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    heads = head_names()
+    example = heads[0]
     parser = argparse.ArgumentParser(
         prog="triad",
-        description="Train transformers, diffusion models and transfer learners reproducibly "
-        "(Prefect + DVC + Lightning + MLflow, configured by Hydra).",
+        description="Train families of deep-learning models reproducibly "
+        "(Prefect + DVC + Lightning + MLflow, configured by Hydra). Heads: " + ", ".join(heads) + ".",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('triad').__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="prepare (if needed), train, evaluate and register one head",
                        description="Run one head outside DVC with a config composed from conf/ and overrides.")
-    p.add_argument("head", choices=HEADS)
+    p.add_argument("head", choices=heads)
     p.add_argument("--no-register", action="store_true", help="evaluate without registering in MLflow")
     _overrides(p)
 
@@ -51,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run Optuna trials over a search space in Hydra's sweep syntax; each trial trains "
                        "and evaluates (no registration) as a child MLflow run of one parent run. The best trial's config "
                        "is written to conf/experiment/best_<head>.yaml and params.yaml (so `dvc repro` reproduces it).",
-                       epilog="example: triad sweep transfer --trials 4 'model.transfer.lr=tag(log,interval(1e-3,3e-2))' "
-                       "'model.transfer.unfreeze_every=choice(1,2)'")
-    p.add_argument("head", choices=HEADS)
+                       epilog=f"example: triad sweep {example} --trials 4 "
+                       f"'model.{example}.lr=tag(log,interval(1e-3,3e-2))' 'model.{example}.batch_size=choice(16,32)'")
+    p.add_argument("head", choices=heads)
     p.add_argument("--trials", type=int, default=10, help="number of trials (default 10)")
     p.add_argument("--study", help="Optuna study name (default <head>-sweep)")
     p.add_argument("--storage", help="Optuna storage URL shared by several sweep processes, e.g. sqlite:///sweep.db")
@@ -64,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stage", help="run one DVC stage's work (what dvc.yaml calls)",
                        description="Run one step of one head with the config in params.yaml. "
                        "`prepare`, `train` and `evaluate` exist for every head; other steps are the head's own "
-                       "(diffusion: judge; transfer: evidence).")
+                       "(`triad dag` lists every stage: <step>_<head>).")
     p.add_argument("step", help="prepare, train, evaluate, or a head's own step")
-    p.add_argument("head", choices=HEADS)
+    p.add_argument("head", choices=heads)
     p.add_argument("--params", type=Path, default=None, help="params file (default: <project>/params.yaml)")
 
     p = sub.add_parser("config", help="print the composed config, or write params.yaml",
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve the pipeline as a Prefect deployment on pipeline.schedule (a long-running process; "
         "Ctrl-C or SIGTERM stops it).",
-        epilog="""\
+        epilog=f"""\
 server:     PREFECT_API_URL when set (e.g. after `eval "$(triad services up)"`); otherwise the
             project's own Prefect server, scheduler included, on SQLite in .triad/scheduler,
             started here and stopped on exit. The dashboard's URL is printed at start.
@@ -96,7 +99,7 @@ failures:   a run whose stage fails ends Failed in the dashboard; its summary ar
 
 examples:
   triad schedule                                     # conf/pipeline/default.yaml: 0 3 * * * UTC
-  triad schedule --cron "*/30 * * * *" 'pipeline.heads=[spread]'
+  triad schedule --cron "*/30 * * * *" 'pipeline.heads=[{example}]'
   triad schedule --interval 600 pipeline.schedule.missed=skip""")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--cron", help="cron expression (sets pipeline.schedule.cron)")
@@ -129,34 +132,9 @@ examples:
                        description="Load models:/triad-<head>@champion and predict.")
     p.add_argument("--model-uri", help="another model URI (default: models:/triad-<head>@champion)")
     predict = p.add_subparsers(dest="head", required=True, metavar="HEAD")
-    t = predict.add_parser("translator", help="translate sentences", description="Translate sentences.")
-    t.add_argument("sentences", nargs="+", help="source sentences")
-    d = predict.add_parser("diffusion", help="generate images of a class into a PNG grid",
-                           description="Generate images of one class and write them as a PNG grid.")
-    d.add_argument("--label", type=int, required=True, help="class to generate")
-    d.add_argument("--n", type=int, default=16, help="number of images")
-    d.add_argument("--steps", type=int, default=None,
-                   help="DDIM steps (default: the model's own sample_steps, as its evaluation used)")
-    d.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (default: the model's own guidance, as its evaluation used)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG")
-    x = predict.add_parser("transfer", help="classify images (PNG or JPEG files) or texts",
-                           description="Classify PNG or JPEG images (8 or 16 bits), or texts with --text, "
-                           "whichever the model was trained on.")
-    x.add_argument("inputs", nargs="+", help="PNG or JPEG paths (or texts with --text)")
-    x.add_argument("--text", action="store_true", help="inputs are texts, not image paths")
-    g = predict.add_parser("spread", help="each node's probability of being reached on a graph",
-                           description="Predict how a cascade, an epidemic or heat spreads over a graph given as an "
-                           "edge list file (one 'u v' pair of integer node ids per line; '#' starts a comment).")
-    g.add_argument("edges", type=Path, help="edge list file")
-    g.add_argument("--seeds", type=int, nargs="+", required=True, help="seed node ids")
-    g.add_argument("--process", choices=("ic", "sir", "sis", "heat"), default="ic", help="spreading process")
-    g.add_argument("--p", type=float, help="IC edge probability")
-    g.add_argument("--beta", type=float, help="SIR/SIS infection probability per step")
-    g.add_argument("--gamma", type=float, help="SIR/SIS recovery probability per step")
-    g.add_argument("--t", type=float, help="heat time, or SIS horizon in steps")
-    g.add_argument("--top", type=int, default=10, help="print this many most-reached nodes (0: all)")
+    for name, spec in registry().items():  # each head's flags live in its own cli.py
+        head_cli = spec.cli
+        head_cli.add_arguments(predict.add_parser(name, help=head_cli.SUMMARY, description=head_cli.DESCRIPTION))
     return parser
 
 
@@ -167,11 +145,8 @@ def _params(path: Path | None):
 
 
 def cmd_pipeline(args) -> int:
-    from triad.config import compose, project_root
-
-    root = project_root()
-    sys.path.insert(0, str(root))
     from flows.pipeline import pipeline
+    from triad.config import compose
 
     cfg = compose(args.overrides)  # fail on a bad config before Prefect starts
     result = pipeline(overrides=args.overrides, wait=not args.no_wait)
@@ -183,11 +158,11 @@ def cmd_pipeline(args) -> int:
 
 
 def _print_where(cfg) -> None:
-    from triad import tracking
+    from triad import gate, tracking
 
     uri = tracking.tracking_uri(cfg)
     print(f"MLflow tracking URI: {uri}")
-    for row in tracking.registry_summary(cfg, list(cfg.pipeline.heads)):
+    for row in gate.registry_summary(cfg, list(cfg.pipeline.head_names)):
         champion = (f"@champion -> v{row['champion']} ({row['metric']}={float(row['champion_value']):.4f})"
                     if row["champion"] else "no champion")
         print(f"  {row['model']}: {row['versions']} version(s), latest v{row['latest']}, {champion}")
@@ -319,7 +294,10 @@ def cmd_predict(args) -> int:
 
     cfg = compose([])
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
-    uri = args.model_uri or f"models:/triad-{args.head}@{tracking.CHAMPION}"
+    from triad.gate import CHAMPION
+    from triad.heads import head_spec
+
+    uri = args.model_uri or f"models:/{head_spec(args.head).registered_model_name}@{CHAMPION}"
     try:
         model = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:

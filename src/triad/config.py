@@ -17,55 +17,49 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from triad.errors import ConfigError
-from triad.heads.diffusion.config import DiffusionData, DiffusionModel
-from triad.heads.spread.config import SpreadData, SpreadModel
-from triad.heads.transfer.config import TransferData, TransferModel
-from triad.heads.translator.config import TranslatorData, TranslatorModel
+from triad.heads import registry
 from triad.schema import StrictModel
-
-HeadName = Literal["translator", "diffusion", "transfer", "spread"]
-HEAD_NAMES: tuple[str, ...] = ("translator", "diffusion", "transfer", "spread")
 
 
 class PathsConfig(StrictModel):
     """Where things are written, relative to the project root (the folder holding ``conf/``)."""
 
-    data_dir: str = "data"
-    artifacts_dir: str = "artifacts"
-    reports_dir: str = "reports"
-    state_dir: str = ".triad"  # resumable checkpoints, outside DVC's outputs
-    mirror_dir: str | None = None  # else $TRIAD_DATA_MIRROR, else download
+    data_dir: str
+    artifacts_dir: str
+    reports_dir: str
+    state_dir: str  # resumable checkpoints, outside DVC's outputs
+    mirror_dir: str | None  # else $TRIAD_DATA_MIRROR, else download
 
 
 class TrainerConfig(StrictModel):
     """Switches for the one Lightning Trainer in ``triad.train``."""
 
-    accelerator: Literal["cpu", "gpu", "auto"] = "cpu"
-    devices: int | Literal["auto"] = Field(1)
-    num_nodes: int = Field(1, ge=1)
-    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
-    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = "FULL_SHARD"  # strategy fsdp
-    sync_batchnorm: bool = False  # batch-norm statistics over all processes (DDP/FSDP)
-    slurm_requeue: bool = True  # under SLURM: on slurm_requeue_signal, checkpoint and requeue the job
-    slurm_requeue_signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM"] = "SIGUSR1"  # sbatch --signal=SIGUSR1@90
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
-    compile: bool = False
-    deterministic: bool = True
-    num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None = torch's default
-    num_workers: int = Field(0, ge=0)  # DataLoader workers
-    gradient_clip_val: float | None = Field(1.0, gt=0)
-    early_stopping_patience: int | None = Field(None, ge=1)
+    accelerator: Literal["cpu", "gpu", "auto"]
+    devices: int | Literal["auto"]
+    num_nodes: int = Field(ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"]
+    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"]  # strategy fsdp
+    sync_batchnorm: bool  # batch-norm statistics over all processes (DDP/FSDP)
+    slurm_requeue: bool  # under SLURM: on slurm_requeue_signal, checkpoint and requeue the job
+    slurm_requeue_signal: Literal["SIGUSR1", "SIGUSR2", "SIGTERM"]  # sbatch --signal=SIGUSR1@90
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
+    compile: bool
+    deterministic: bool
+    num_threads: int | None = Field(ge=1)  # torch CPU threads; None = torch's default
+    num_workers: int = Field(ge=0)  # DataLoader workers
+    gradient_clip_val: float | None = Field(gt=0)
+    early_stopping_patience: int | None = Field(ge=1)
     # stop training after this many minutes (a job's wall limit); the last weights are kept and evaluated
-    max_time_minutes: float | None = Field(None, gt=0)
-    checkpoint_every_n_steps: int = Field(50, ge=1)  # resume points within an epoch
-    limit_train_batches: float | int | None = None
-    limit_val_batches: float | int | None = None
-    fast_dev_run: bool = False
-    enable_progress_bar: bool = True
-    log_every_n_steps: int = Field(10, ge=1)
+    max_time_minutes: float | None = Field(gt=0)
+    checkpoint_every_n_steps: int = Field(ge=1)  # resume points within an epoch
+    limit_train_batches: float | int | None
+    limit_val_batches: float | int | None
+    fast_dev_run: bool
+    enable_progress_bar: bool
+    log_every_n_steps: int = Field(ge=1)
 
     def torch_device(self) -> str:
         """Where work outside the Lightning Trainer runs (the translator's language model, the diffusion
@@ -78,9 +72,9 @@ class TrainerConfig(StrictModel):
 class LoggerConfig(StrictModel):
     """MLflow tracking. ``tracking_uri`` null means $MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db``."""
 
-    tracking_uri: str | None = None
-    experiment_prefix: str = "triad"
-    artifact_dir: str = "mlartifacts"  # artifact root for experiments created on a local backend
+    tracking_uri: str | None
+    experiment_prefix: str
+    artifact_dir: str  # artifact root for experiments created on a local backend
 
 
 class ScheduleConfig(StrictModel):
@@ -92,11 +86,11 @@ class ScheduleConfig(StrictModel):
     ``skip`` waits for the next due time.
     """
 
-    name: str = "nightly"
-    cron: str = "0 3 * * *"
-    timezone: str = "UTC"
-    interval: int | None = Field(None, ge=1)
-    missed: Literal["run_once", "skip"] = "run_once"
+    name: str
+    cron: str
+    timezone: str
+    interval: int | None = Field(ge=1)
+    missed: Literal["run_once", "skip"]
 
     @field_validator("timezone")
     @classmethod
@@ -118,41 +112,69 @@ class RemoteConfig(StrictModel):
     stage's missing outputs before deciding whether the stage must run, and pushes what a stage made.
     """
 
-    url: str | None = None
-    name: str = Field("triad", pattern=r"^[A-Za-z0-9_-]+$")
+    url: str | None
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class PipelineConfig(StrictModel):
-    heads: list[HeadName] = Field(default_factory=lambda: list(HEAD_NAMES), min_length=1)
-    max_parallel: int = Field(1, ge=1)  # stages run at once (heads are independent)
-    retries: int = Field(1, ge=0)  # retries of a stage that failed transiently or was killed
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    remote: RemoteConfig = Field(default_factory=RemoteConfig)
+    """What ``triad pipeline`` runs and how: ``heads`` null means every registered head, in registry order."""
+
+    heads: list[str] | None = Field(min_length=1)
+    max_parallel: int = Field(ge=1)  # stages run at once (heads are independent)
+    retries: int = Field(ge=0)  # retries of a stage that failed transiently or was killed
+    schedule: ScheduleConfig
+    remote: RemoteConfig
+
+    @field_validator("heads")
+    @classmethod
+    def _registered_heads(cls, value: list[str] | None) -> list[str] | None:
+        known = list(registry())
+        unknown = [name for name in value or () if name not in known]
+        if unknown:
+            raise ValueError(f"unknown head(s) {unknown}; the heads are {', '.join(known)}")
+        return value
+
+    @property
+    def head_names(self) -> list[str]:
+        """The heads this pipeline runs: ``heads``, or every registered head when it is null."""
+        return list(self.heads) if self.heads is not None else list(registry())
 
 
-class DataSection(StrictModel):
-    translator: TranslatorData = Field(default_factory=TranslatorData)
-    diffusion: DiffusionData = Field(default_factory=DiffusionData)
-    transfer: TransferData = Field(default_factory=TransferData)
-    spread: SpreadData = Field(default_factory=SpreadData)
+class _TriadConfig(StrictModel):
+    """The spine's sections; ``data`` and ``model`` hold one section per registered head (see ``schema``)."""
+
+    seed: int
+    paths: PathsConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    pipeline: PipelineConfig
+    experiment: str | None  # name of the experiment config applied, for the record
 
 
-class ModelSection(StrictModel):
-    translator: TranslatorModel = Field(default_factory=TranslatorModel)
-    diffusion: DiffusionModel = Field(default_factory=DiffusionModel)
-    transfer: TransferModel = Field(default_factory=TransferModel)
-    spread: SpreadModel = Field(default_factory=SpreadModel)
+def _build_schema(heads: tuple[tuple[str, str], ...]) -> type[_TriadConfig]:
+    """The whole config's schema for these (name, package) heads: ``data.<name>`` and ``model.<name>``
+    are the head's own ``Data`` and ``Model`` schemas, as the head registry (``triad.heads``) lists them."""
+    specs = registry()
+    sections = {}
+    for kind in ("data", "model"):
+        fields = {name: (getattr(specs[name], f"{kind}_schema"), ...) for name, _ in heads}
+        sections[kind] = (create_model(f"{kind.title()}Section", __base__=StrictModel, **fields), ...)
+    return create_model("TriadConfig", __base__=_TriadConfig, **sections)
 
 
-class TriadConfig(StrictModel):
-    seed: int = 42
-    paths: PathsConfig = Field(default_factory=PathsConfig)
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    logger: LoggerConfig = Field(default_factory=LoggerConfig)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    experiment: str | None = None  # name of the experiment config applied, for the record
+_schemas: dict[tuple[tuple[str, str], ...], type[_TriadConfig]] = {}
+
+
+def schema() -> type[_TriadConfig]:
+    """The config schema for the heads registered now (built once per set of heads)."""
+    key = tuple((name, spec.package) for name, spec in registry().items())
+    if key not in _schemas:
+        _schemas[key] = _build_schema(key)
+    return _schemas[key]
+
+
+# The schema of the built-in heads (and any in $TRIAD_HEADS at import), for type hints and isinstance checks.
+TriadConfig = schema()
 
 
 def project_root() -> Path:
@@ -181,7 +203,7 @@ def _format_validation(error: ValidationError) -> str:
 
 def validate(raw: dict) -> TriadConfig:
     try:
-        return TriadConfig.model_validate(raw)
+        return schema().model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc)) from None
 

@@ -27,3 +27,8 @@ class TrainingError(TriadError):
     """Training diverged (NaN loss) or cannot resume."""
 
     exit_code = 4
+
+
+class NotComparable(Exception):
+    """The champion cannot be scored on the new version's test data (another architecture, a head
+    that cannot rescore, a model that no longer loads)."""

@@ -12,11 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from triad import tracking
+from triad import gate, tracking
 from triad.atomic import atomic_dir
 from triad.config import TriadConfig, to_yaml
-from triad.errors import DataError, TrainingError
+from triad.errors import DataError, NotComparable, TrainingError
 from triad.heads import get_head
+from triad.jsonio import write_json
 from triad.prepare import require_prepared
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -83,7 +84,7 @@ def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[st
         metrics = {k: float(v) for k, v in evaluation.metrics.items()}
         if head.gate_metric not in metrics:
             raise TrainingError(f"the {head_name} evaluation did not report its gate metric {head.gate_metric!r}")
-        tracking.write_json(report_dir / "metrics.json", metrics)
+        write_json(report_dir / "metrics.json", metrics)
         for name, table in evaluation.tables.items():
             table.to_csv(plots_dir / f"{name}.csv", index=False)
 
@@ -91,7 +92,7 @@ def evaluate(cfg: TriadConfig, head_name: str, register: bool = True) -> dict[st
         if register and not cfg.trainer.fast_dev_run:
             trained = {**trained, **training_run(cfg, head, trained)}
             result["registry"] = _log_and_register(head, module, datamodule, trained, metrics, evaluation)
-            tracking.write_json(report_dir / "registry.json", result["registry"])
+            write_json(report_dir / "registry.json", result["registry"])
     return result
 
 
@@ -148,12 +149,12 @@ def rescore(head, champion, datamodule) -> float:
     try:
         served = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     except (MlflowException, OSError, RuntimeError) as exc:
-        raise tracking.NotComparable(f"{uri} does not load: {str(exc).splitlines()[0]}") from None
+        raise NotComparable(f"{uri} does not load: {str(exc).splitlines()[0]}") from None
     try:
         with torch.no_grad():
             return float(head.rescore(served, datamodule))
     except (RuntimeError, ValueError, KeyError) as exc:  # another architecture, vocabulary or class list
-        raise tracking.NotComparable(f"{uri} cannot read this data: {str(exc).splitlines()[0][:200]}") from None
+        raise NotComparable(f"{uri} cannot read this data: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _log_and_register(head, module, datamodule, trained, metrics, evaluation) -> dict[str, Any]:
@@ -181,7 +182,7 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
                 pip_requirements=serving_requirements(),
             )
     version = mlflow.register_model(info.model_uri, head.registered_model_name, tags={"triad.run_id": trained["run_id"]})
-    decision = tracking.gate(
+    decision = gate.gate(
         client,
         head.registered_model_name,
         version.version,

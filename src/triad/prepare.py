@@ -10,7 +10,7 @@ from triad.atomic import atomic_dir
 from triad.config import TriadConfig
 from triad.errors import DataError
 from triad.heads import get_head
-from triad.tracking import write_json
+from triad.jsonio import write_json
 
 log = logging.getLogger(__name__)
 

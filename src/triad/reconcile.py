@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from triad import tracking
+from triad import provenance, tracking
 from triad.config import TriadConfig
 
 
@@ -64,7 +64,7 @@ def close_abandoned_runs(cfg: TriadConfig, root: Path, heads: list[str]) -> list
     """Mark this project's RUNNING runs of ``heads`` KILLED unless a checkpoint resumes them; return their ids."""
     client = _client(cfg)
     keep = resumable_runs(cfg, root)
-    project = tracking.project_id()
+    project = provenance.project_id()
     closed = []
     for head in heads:
         experiment = client.get_experiment_by_name(tracking.experiment_name(cfg, head))

@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import os
 import signal
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -55,8 +54,13 @@ async def close_orphans(client, deployment_id) -> list[str]:
     project lock): such a run still holds the deployment's concurrency slot, so every new run would
     be cancelled as overlapping it until Prefect's lease on the slot ran out.
     """
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState,
-                                                FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Crashed
@@ -109,9 +113,14 @@ async def catch_up(client, deployment_id, schedule, now: dt.datetime | None = No
     then deletes its future runs). ``schedule.missed``: ``run_once`` keeps or starts one run now and
     cancels the other waiting ones; ``skip`` cancels every waiting one and waits for the next due time.
     """
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterExpectedStartTime, FlowRunFilterState,
-                                                FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelled
@@ -203,7 +212,6 @@ def serve(overrides: list[str]) -> int:
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             os.chdir(root)  # the runner starts each flow run from here (flows/pipeline.py:pipeline)
-            sys.path.insert(0, str(root))
             from flows.pipeline import scheduled_deployment
 
             deployment = scheduled_deployment(overrides)

@@ -6,7 +6,7 @@ with a message naming the key (see ``triad.config.compose``).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
@@ -16,10 +16,13 @@ class StrictModel(BaseModel):
 
 
 class OptimConfig(StrictModel):
-    """What every head's model config carries for the one training loop in ``triad.train``."""
+    """What every head's model config carries for the one training loop in ``triad.train``.
 
-    max_epochs: int = 1
-    max_steps: int = -1
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    Like every schema class, it holds types and bounds, not values: ``conf/`` sets every key.
+    """
+
+    max_epochs: int = Field(ge=1)
+    max_steps: int = Field(ge=-1)  # -1: no step limit
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)

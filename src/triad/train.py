@@ -28,18 +28,22 @@ import logging
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from triad import distributed, tracking
+from triad import distributed, provenance, tracking
 from triad.atomic import atomic_dir
 from triad.config import TriadConfig, to_yaml
 from triad.heads import get_head
+from triad.jsonio import write_json
 from triad.prepare import require_prepared
 
 if TYPE_CHECKING:
     import lightning as L
+
+    from triad.heads.base import Head
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,11 @@ def fingerprint(cfg: TriadConfig, head: str, data_version: str) -> str:
 
 def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger: Any) -> "L.Trainer":
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+    )
 
     from triad.callbacks import FiniteLossGuard
     from triad.resumable import ExactResume
@@ -150,11 +158,96 @@ def _resume_checkpoint(state: Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+@dataclass
+class _Checkpoints:
+    """Where a training run keeps its resume points, and what a killed run left there."""
+
+    fingerprint: str
+    data_version: str
+    state: Path  # .triad/<head>/<fingerprint>/
+    resume: Path | None  # the checkpoint to resume from, if a killed run left one
+    previous_run: dict[str, Any] | None  # that run's MLflow run, continued rather than opened anew
+
+    @property
+    def run_file(self) -> Path:
+        return self.state / "run.json"
+
+
+def _checkpoints(cfg: TriadConfig, head: "Head", data_dir: Path) -> _Checkpoints:
+    """Fingerprint the inputs and find what a killed run with the same fingerprint left behind."""
+    data_version = provenance.data_version(data_dir)
+    fp = fingerprint(cfg, head.name, data_version)
+    state = head.dir("state") / fp
+    state.mkdir(parents=True, exist_ok=True)
+    resume = _resume_checkpoint(state)
+    run_file = state / "run.json"
+    previous_run = json.loads(run_file.read_text()) if resume and run_file.is_file() else None
+    return _Checkpoints(fp, data_version, state, resume, previous_run)
+
+
+def _open_run(cfg: TriadConfig, head: "Head", data_dir: Path, ckpt: _Checkpoints):
+    """The MLflow logger of this training (rank zero only; None under fast_dev_run or on other ranks),
+    and its run ``{run_id, experiment_id, tracking_uri}``. A resumed training continues its run."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    if cfg.trainer.fast_dev_run or not distributed.is_global_zero():
+        return None, None
+    experiment_id = tracking.ensure_experiment(cfg, head.name)
+    previous = ckpt.previous_run
+    logger = MLFlowLogger(
+        experiment_name=tracking.experiment_name(cfg, head.name),
+        tracking_uri=tracking.tracking_uri(cfg),
+        run_id=previous["run_id"] if previous else None,
+        run_name=f"{head.name}-{ckpt.fingerprint[:8]}",
+        tags=None if previous else {**tracking.run_tags(cfg, head, data_dir), "triad.fingerprint": ckpt.fingerprint},
+    )
+    run = {"run_id": logger.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(cfg)}
+    write_json(ckpt.run_file, run)
+    if not previous:
+        logger.log_hyperparams(tracking.flat_params(cfg, head.name))
+        logger.experiment.log_text(logger.run_id, to_yaml(cfg), "config/config.yaml")
+    return logger, run
+
+
+def _fit(cfg: TriadConfig, head: "Head", data_dir: Path, ckpt: _Checkpoints, logger) -> tuple["L.Trainer", float]:
+    """Build the head's DataModule and LightningModule and fit them, resuming if ``ckpt`` says so."""
+    import torch
+
+    if ckpt.resume:
+        log.warning("resuming %s training from %s", head.name, ckpt.resume)
+    datamodule = head.datamodule(data_dir)
+    module = head.module(datamodule)
+    trainer = build_trainer(cfg, head.name, ckpt.state, logger)
+    fit_module = torch.compile(module) if cfg.trainer.compile else module
+    started = time.perf_counter()
+    trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(ckpt.resume) if ckpt.resume else None)
+    return trainer, time.perf_counter() - started
+
+
+def _summary(head: "Head", ckpt: _Checkpoints, trainer: "L.Trainer") -> dict[str, Any]:
+    """What the inputs decide about the fit (the DVC output holds only this)."""
+    import torch
+
+    global_step = trainer.global_step
+    last = ckpt.state / "last.ckpt"
+    if global_step == 0 and last.is_file():
+        # Under ddp_spawn the workers trained; the main process's trainer never saw their step count,
+        # but rank zero's last checkpoint recorded it.
+        global_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    return {
+        "head": head.name,
+        "fingerprint": ckpt.fingerprint,
+        "data_version": ckpt.data_version,
+        "global_step": int(global_step),
+        "epochs": int(trainer.current_epoch),
+        "max_time_reached": _max_time_reached(trainer),
+    }
+
+
 def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
     """Train ``head_name`` and write ``artifacts/<head>/train/``. Returns the run summary."""
     import lightning as L
     import torch
-    from lightning.pytorch.loggers import MLFlowLogger
 
     head = get_head(head_name, cfg)
     data_dir = head.dir("data")
@@ -163,57 +256,13 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
         torch.set_num_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    data_version = tracking.data_version(data_dir)
-    fp = fingerprint(cfg, head_name, data_version)
-    state = head.dir("state") / fp
-    state.mkdir(parents=True, exist_ok=True)
-    last = state / "last.ckpt"
-    resume = _resume_checkpoint(state)
-    run_file = state / "run.json"
-    previous_run = json.loads(run_file.read_text()) if resume and run_file.is_file() else None
-
-    logger = None
-    if not cfg.trainer.fast_dev_run and distributed.is_global_zero():
-        experiment_id = tracking.ensure_experiment(cfg, head_name)
-        logger = MLFlowLogger(
-            experiment_name=tracking.experiment_name(cfg, head_name),
-            tracking_uri=tracking.tracking_uri(cfg),
-            run_id=previous_run["run_id"] if previous_run else None,
-            run_name=f"{head_name}-{fp[:8]}",
-            tags=None if previous_run else {**tracking.run_tags(cfg, head, data_dir), "triad.fingerprint": fp},
-        )
-        run = {"run_id": logger.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(cfg)}
-        tracking.write_json(run_file, run)
-        if not previous_run:
-            logger.log_hyperparams(tracking.flat_params(cfg, head_name))
-            logger.experiment.log_text(logger.run_id, to_yaml(cfg), "config/config.yaml")
-    if resume:
-        log.warning("resuming %s training from %s", head_name, resume)
-
-    datamodule = head.datamodule(data_dir)
-    module = head.module(datamodule)
-    trainer = build_trainer(cfg, head_name, state, logger)
-    fit_module = torch.compile(module) if cfg.trainer.compile else module
-    started = time.perf_counter()
-    trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-    seconds = time.perf_counter() - started
+    ckpt = _checkpoints(cfg, head, data_dir)
+    logger, run = _open_run(cfg, head, data_dir, ckpt)
+    trainer, seconds = _fit(cfg, head, data_dir, ckpt, logger)
     state_dict = trainer.strategy.lightning_module_state_dict()  # every rank: FSDP gathers the shards
-
-    global_step = trainer.global_step
-    if global_step == 0 and last.is_file():
-        # Under ddp_spawn the workers trained; the main process's trainer never saw their step count,
-        # but rank zero's last checkpoint recorded it.
-        global_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    summary: dict[str, Any] = {  # what the inputs decide: the DVC output holds only this
-        "head": head_name,
-        "fingerprint": fp,
-        "data_version": data_version,
-        "global_step": int(global_step),
-        "epochs": int(trainer.current_epoch),
-        "max_time_reached": _max_time_reached(trainer),
-    }
-    record: dict[str, Any] = {"fingerprint": fp, "fit_seconds": round(seconds, 2),
-                              "resumed_from": str(resume) if resume else None}
+    summary = _summary(head, ckpt, trainer)
+    record: dict[str, Any] = {"fingerprint": ckpt.fingerprint, "fit_seconds": round(seconds, 2),
+                              "resumed_from": str(ckpt.resume) if ckpt.resume else None}
     if summary["max_time_reached"]:
         log.warning("%s training stopped at trainer.max_time_minutes=%s after %d epoch(s); the weights of that "
                     "moment are kept and evaluated", head_name, cfg.trainer.max_time_minutes, summary["epochs"])
@@ -222,11 +271,11 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
     if logger is not None:
         record.update(run)
         logger.log_metrics({"fit_seconds": seconds}, step=trainer.global_step)
-        tracking.write_json(run_record_path(head, fp), record)
+        write_json(run_record_path(head, ckpt.fingerprint), record)
     with atomic_dir(head.dir("artifacts") / "train") as tmp:
         torch.save({"head": head_name, "state_dict": state_dict, **summary}, tmp / "model.pt")
-        tracking.write_json(tmp / "run.json", summary)
-    shutil.rmtree(state, ignore_errors=True)  # trained to the end: nothing left to resume
+        write_json(tmp / "run.json", summary)
+    shutil.rmtree(ckpt.state, ignore_errors=True)  # trained to the end: nothing left to resume
     return {**summary, **record}
 
 

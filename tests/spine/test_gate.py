@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from triad.tracking import CHAMPION, current_champion, gate
+from triad.gate import CHAMPION, current_champion, gate
 
 
 class Echo(mlflow.pyfunc.PythonModel):
@@ -123,7 +123,7 @@ def test_a_champion_on_other_data_is_rescored_before_the_comparison(client):
 
 
 def test_a_champion_that_cannot_be_rescored_is_not_compared(client):
-    from triad.tracking import NotComparable
+    from triad.errors import NotComparable
 
     name, ok = "triad-test-arch", (True, "beats the copy baseline")
     v1 = _register(name)

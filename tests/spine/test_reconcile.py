@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.tiny import tiny
-from triad import dag, reconcile, tracking
+from triad import dag, provenance, reconcile, tracking
 from triad.config import compose, write_params
 from triad.evaluate import evaluate
 from triad.prepare import prepare
@@ -23,7 +23,7 @@ def test_abandoned_runs_of_this_project_are_marked_killed(project):
     cfg = compose([])
     client = MlflowClient(tracking_uri=tracking.tracking_uri(cfg))
     experiment = client.create_experiment(tracking.experiment_name(cfg, "spread"))
-    mine = {"triad.project": tracking.project_id()}
+    mine = {"triad.project": provenance.project_id()}
 
     def run(tags: dict[str, str], status: str = "RUNNING") -> str:
         run_id = client.create_run(experiment, tags=tags).info.run_id

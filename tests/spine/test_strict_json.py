@@ -4,7 +4,7 @@ target never reached, NaN in Python) is written as null, which jq and JavaScript
 import json
 import math
 
-from triad.tracking import write_json
+from triad.jsonio import write_json
 
 
 def refuse(constant):

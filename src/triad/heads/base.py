@@ -147,10 +147,10 @@ class Head(abc.ABC):
 
         The gate calls it when the champion was scored on another data version than the new
         version's, so that the two are compared on the same test data. Raise
-        ``triad.tracking.NotComparable`` (or let a shape or key error through) when it cannot be
+        ``triad.errors.NotComparable`` (or let a shape or key error through) when it cannot be
         scored on this data; the gate then judges the new version by the bar alone and says so.
         """
-        from triad.tracking import NotComparable
+        from triad.errors import NotComparable
 
         raise NotComparable(f"the {self.name} head does not score registered models on new data")
 

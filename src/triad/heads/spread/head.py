@@ -82,3 +82,6 @@ class SpreadHead(Head):
         if mae > bar:
             return False, f"{self.gate_metric} {mae:.4f} is above the bar {bar:.4f}"
         return True, f"{self.gate_metric} {mae:.4f} is within the bar {bar:.4f}"
+
+
+HEAD = SpreadHead  # what the head registry reads (triad.heads)

@@ -1,0 +1,1 @@
+"""Pieces every head's network code shares: the learning-rate schedule and saving a network for serving."""
