@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tests.profile import section
 from triad.heads.spread.batch import Question, make_batch
-from triad.heads.spread.config import SpreadData
 from triad.heads.spread.data import load_split, prepare
 from triad.heads.spread.evaluate import speed_table
 from triad.heads.spread.graphs import Graph, canonical_edges, generate
@@ -55,9 +55,9 @@ def test_seeds_of_a_cascade_are_reached():
 
 
 def test_prepare_is_deterministic_and_loads_back(tmp_path):
-    cfg = SpreadData(train_graphs=3, val_graphs=1, test_graphs=1, real_graphs=["florentine_families"],
-                     examples_per_graph=2, train_samples=50, test_samples=60, processes=["ic", "sis", "heat"],
-                     test_nodes={"low": 25, "high": 30})
+    cfg = section("data", "spread", train_graphs=3, val_graphs=1, test_graphs=1, real_graphs=["florentine_families"],
+                  examples_per_graph=2, train_samples=50, test_samples=60, processes=["ic", "sis", "heat"],
+                  test_nodes={"low": 25, "high": 30})
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
     summary = prepare(cfg, first)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.profile import section
 from triad.heads.transfer.backbones import build_backbone
-from triad.heads.transfer.config import TransferModel
 from triad.heads.translator.data import train_tokenizer
 from triad.heads.translator.decoding import DecodingConfig, Translator
 from triad.heads.translator.model import Seq2SeqTransformer
@@ -49,7 +49,7 @@ def test_a_registered_translator_serves_its_encoder_as_a_backbone(tmp_path):
     for path in sorted(work.rglob("*"), reverse=True):  # the backbone must come from the registry, not from here
         path.unlink() if path.is_file() else path.rmdir()
 
-    cfg = TransferModel(backbone="registry", backbone_name="models:/triad-translator@champion")
+    cfg = section("model", "transfer", backbone="registry", backbone_name="models:/triad-translator@champion")
     torch.manual_seed(1)  # the rebuilt encoder starts from other random weights than the translator's
     backbone = build_backbone(cfg).eval()
     assert backbone.modality == "text" and backbone.n_features == 32

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.profile import section
 from triad.errors import DataError
-from triad.heads.transfer.config import TransferData
 from triad.heads.transfer import data as transfer_data
 from triad.heads.transfer.data import TaskData, TransferDataModule, drop_held_out_copies, prepare, stratified_subset
 
@@ -28,7 +28,7 @@ def test_label_fraction_sampler_is_stratified_and_seeded():
 
 
 def test_mnist5k_fewlabel_is_deterministic_disjoint_and_few_label(tmp_path):
-    cfg = TransferData(labels_per_class=3, val_per_class=5, test_per_class=10)
+    cfg = section("data", "transfer", labels_per_class=3, val_per_class=5, test_per_class=10)
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
     summary = prepare(cfg, first)
@@ -44,7 +44,8 @@ def test_mnist5k_fewlabel_is_deterministic_disjoint_and_few_label(tmp_path):
 
 @pytest.mark.skipif(not (MIRROR / "pneumoniamnist" / "pneumoniamnist.npz").is_file(), reason="no data mirror here")
 def test_pneumoniamnist_from_the_mirror_keeps_the_official_splits(tmp_path):
-    summary = prepare(TransferData(task="pneumoniamnist", labels_per_class=None), tmp_path, mirror_dir=str(MIRROR))
+    cfg = section("data", "transfer", task="pneumoniamnist", labels_per_class=None)
+    summary = prepare(cfg, tmp_path, mirror_dir=str(MIRROR))
     assert summary["class_counts"]["test"] == [234, 390] and summary["sizes"]["val"] == 524
 
 
@@ -55,7 +56,7 @@ def test_a_corrupt_pneumoniamnist_file_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(DataError, match="neither the MedMNIST v2"):
-        prepare(TransferData(task="pneumoniamnist"), out, mirror_dir=str(tmp_path / "mirror"))
+        prepare(section("data", "transfer", task="pneumoniamnist"), out, mirror_dir=str(tmp_path / "mirror"))
 
 
 def tiny_task() -> TaskData:
@@ -72,7 +73,7 @@ def tiny_task() -> TaskData:
 def test_pool_copies_of_val_and_test_examples_are_dropped_and_counted(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(transfer_data, "load_task", lambda cfg, mirror_dir=None: tiny_task())
     with caplog.at_level("WARNING", logger=transfer_data.__name__):
-        summary = prepare(TransferData(labels_per_class=None), tmp_path)
+        summary = prepare(section("data", "transfer", labels_per_class=None), tmp_path)
     assert summary["dropped_from_pool"] == {"val": 3, "test": 1}
     assert "dropped 4 pool example(s) identical to a held-out example (3 in val, 1 in test)" in caplog.text
     dm = TransferDataModule(tmp_path, batch_size=2)

@@ -7,11 +7,17 @@ import pytest
 import torch
 from torch import nn
 
+from tests.profile import section
 from triad.config import compose
 from triad.heads.transfer.backbones import imagenet_lite0
 from triad.heads.transfer.config import EvidenceConfig
 from triad.heads.transfer.evaluate import classification_metrics
 from triad.heads.transfer.evidence import ScratchNet, _probabilities, caveats, summarise, train_arm
+
+
+def evidence(**overrides) -> EvidenceConfig:
+    """The default profile's ``model.transfer.evidence`` with ``overrides``."""
+    return section("model", "transfer", evidence=overrides).evidence
 
 
 def test_an_evidence_arm_ends_with_the_weights_of_its_best_validation_epoch():
@@ -20,7 +26,7 @@ def test_an_evidence_arm_ends_with_the_weights_of_its_best_validation_epoch():
     y_train = torch.randint(0, 2, (40,))  # random labels: the model can only memorise them
     y_val = (x_val[:, 0] > 0).long().numpy()
     model = nn.Linear(16, 2)
-    cfg = EvidenceConfig(max_epochs=8, batch_size=8, lr=0.5)
+    cfg = evidence(max_epochs=8, batch_size=8, lr=0.5)
     result = train_arm(model, x_train, y_train, x_val, y_val, cfg, seed=0, n_classes=2)
     scores = result["val_scores"]
     assert len(scores) == 8
@@ -40,7 +46,7 @@ def test_a_class_balanced_evidence_arm_stops_following_a_skewed_prior(class_bala
     y_val = np.array([0, 1] * 25)
     model = nn.Linear(4, 2)
     # one epoch of 100 steps: constant inputs give every epoch the same val score, so the best is the first
-    cfg = EvidenceConfig(max_epochs=1, batch_size=20, lr=0.05, class_balance=class_balance)
+    cfg = evidence(max_epochs=1, batch_size=20, lr=0.05, class_balance=class_balance)
     train_arm(model, x_train, y_train, x_val, y_val, cfg, seed=0, n_classes=2)
     with torch.no_grad():
         p_minority = torch.softmax(model(x_val), -1)[:, 0]
@@ -83,8 +89,8 @@ def test_the_summary_counts_targets_reached_and_runs_still_improving_and_warns_o
     assert (scratch.runs, scratch.runs_reaching_target, scratch.runs_still_improving) == (3, 1, 2)
     assert tuned.epochs_to_target_mean == 2 and scratch.epochs_to_target_mean == 5  # of the runs that got there
 
-    notes = caveats(summary.reset_index(), EvidenceConfig(max_epochs=6, scratch_width=1.0))
+    notes = caveats(summary.reset_index(), evidence(max_epochs=6, scratch_width=1.0))
     assert len(notes) == 1 and notes[0].startswith("scratch at 1 of the labels was still improving")
     assert "2 of 3 runs" in notes[0] and "model.transfer.evidence.max_epochs" in notes[0]
-    narrow = caveats(summary.reset_index(), EvidenceConfig(max_epochs=6, scratch_width=0.25))
+    narrow = caveats(summary.reset_index(), evidence(max_epochs=6, scratch_width=0.25))
     assert "scratch_width=1.0" in narrow[0]

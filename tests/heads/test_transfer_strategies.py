@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triad.heads.transfer.config import TransferModel
+from tests.profile import section
 from triad.heads.transfer.data import TransferDataModule
 from triad.heads.transfer.module import (
     HEAD_GROUP,
@@ -47,7 +47,8 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_linear_probe_leaves_the_backbone_bit_identical_and_trains_the_head(tiny_images):
-    cfg = TransferModel(strategy="linear_probe", image_size=32, freeze_batchnorm=False, max_epochs=1)
+    cfg = section("model", "transfer", strategy="linear_probe", image_size=32, freeze_batchnorm=False,
+                  max_epochs=1)
     module = TransferModule(cfg, n_classes=2)
     backbone_before, head_before = snapshot(module.model.backbone), snapshot(module.model.classifier)
     fit(module, tiny_images, epochs=1)
@@ -59,7 +60,7 @@ def test_linear_probe_leaves_the_backbone_bit_identical_and_trains_the_head(tiny
 
 @pytest.mark.slow
 def test_freeze_batchnorm_keeps_running_statistics_while_fine_tuning_everything(tiny_images):
-    cfg = TransferModel(strategy="full", image_size=32, freeze_batchnorm=True, max_epochs=1)
+    cfg = section("model", "transfer", strategy="full", image_size=32, freeze_batchnorm=True, max_epochs=1)
     module = TransferModule(cfg, n_classes=2)
     before = snapshot(module.model.backbone)
     fit(module, tiny_images, epochs=1)
@@ -73,7 +74,8 @@ def test_freeze_batchnorm_keeps_running_statistics_while_fine_tuning_everything(
 @pytest.mark.slow
 def test_gradual_unfreezing_opens_groups_in_the_configured_order(tiny_images):
     order = ["stages.6", "stem", "head"]
-    cfg = TransferModel(strategy="gradual", unfreeze_order=order, unfreeze_every=1, image_size=32, max_epochs=3)
+    cfg = section("model", "transfer", strategy="gradual", unfreeze_order=order, unfreeze_every=1, image_size=32,
+                  max_epochs=3)
     module = TransferModule(cfg, n_classes=2)
     callback = module.unfreezing
     before = snapshot(module.model)
@@ -86,7 +88,7 @@ def test_gradual_unfreezing_opens_groups_in_the_configured_order(tiny_images):
 
 
 def test_discriminative_learning_rates_shrink_by_depth_below_the_classifier():
-    cfg = TransferModel(strategy="full", image_size=32, lr=1.0, layer_lr_decay=0.5)
+    cfg = section("model", "transfer", strategy="full", image_size=32, lr=1.0, layer_lr_decay=0.5)
     module = TransferModule(cfg, n_classes=3)
     groups = discriminative_param_groups(module.model, cfg.lr, cfg.layer_lr_decay, weight_decay=0.0)
     rates = {g["name"]: g["lr"] for g in groups}
@@ -99,12 +101,13 @@ def test_an_unknown_group_in_unfreeze_order_is_a_config_error():
     from triad.errors import ConfigError
 
     with pytest.raises(ConfigError, match="stages.9"):
-        TransferModule(TransferModel(strategy="gradual", unfreeze_order=["stages.9"], image_size=32), n_classes=2)
+        cfg = section("model", "transfer", strategy="gradual", unfreeze_order=["stages.9"], image_size=32)
+        TransferModule(cfg, n_classes=2)
 
 
 @pytest.mark.slow
 def test_lora_trains_only_the_adapters_and_the_head():
-    cfg = TransferModel(backbone="minilm", strategy="lora", max_length=16, lora_r=2)
+    cfg = section("model", "transfer", backbone="minilm", strategy="lora", max_length=16, lora_r=2)
     module = TransferModule(cfg, n_classes=2)
     trainable = {name for name, p in module.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or name.startswith("classifier.") for name in trainable)
@@ -167,7 +170,8 @@ def test_class_balance_weights_the_training_loss(tiny_images):
     pool_labels = datamodule.pool.y
     skewed = np.concatenate([np.flatnonzero(pool_labels == 0), np.flatnonzero(pool_labels == 1)[:1]])
     datamodule.train = datamodule.pool.subset(skewed)  # 5 of class 0, 1 of class 1
-    module = TransferModule(TransferModel(strategy="linear_probe", image_size=32, class_balance=True, max_epochs=1), n_classes=2)
+    cfg = section("model", "transfer", strategy="linear_probe", image_size=32, class_balance=True, max_epochs=1)
+    module = TransferModule(cfg, n_classes=2)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
     trainer.fit(module, datamodule)
@@ -180,7 +184,8 @@ def test_class_balance_weights_the_training_loss(tiny_images):
 
 @pytest.mark.slow
 def test_partial_keeps_the_lowest_groups_bit_identical_and_trains_the_rest(tiny_images):
-    cfg = TransferModel(strategy="partial", frozen_groups=3, image_size=32, freeze_batchnorm=False, max_epochs=1)
+    cfg = section("model", "transfer", strategy="partial", frozen_groups=3, image_size=32, freeze_batchnorm=False,
+                  max_epochs=1)
     module = TransferModule(cfg, n_classes=2)
     backbone_groups = [name for name in module.model.groups if name != HEAD_GROUP]
     lowest = backbone_groups[:3]
@@ -196,4 +201,4 @@ def test_partial_with_more_frozen_groups_than_the_backbone_has_is_a_config_error
     from triad.errors import ConfigError
 
     with pytest.raises(ConfigError, match="frozen_groups=99"):
-        TransferModule(TransferModel(strategy="partial", frozen_groups=99, image_size=32), n_classes=2)
+        TransferModule(section("model", "transfer", strategy="partial", frozen_groups=99, image_size=32), n_classes=2)

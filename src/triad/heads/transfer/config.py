@@ -1,8 +1,9 @@
 """Config schema of the transfer head: ``cfg.data.transfer`` and ``cfg.model.transfer``.
 
-The defaults equal the default profile (``conf/data/transfer/mnist5k_fewlabel.yaml`` and
-``conf/model/transfer/small.yaml``): an ImageNet EfficientNet-lite0 fine-tuned by gradual unfreezing
-on ten labelled MNIST digits per class, at 32x32 so that it runs in seconds on two CPU cores.
+The schema holds types, bounds and what each key means; ``conf/`` sets every value. The default
+profile (``conf/data/transfer/mnist5k_fewlabel.yaml`` and ``conf/model/transfer/small.yaml``) is an
+ImageNet EfficientNet-lite0 fine-tuned by gradual unfreezing on ten labelled MNIST digits per class,
+at 32x32 so that it runs in seconds on two CPU cores.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ Strategy = Literal["linear_probe", "partial", "full", "gradual", "lora"]
 class TransferData(StrictModel):
     """Which task, and how much of it is labelled.
 
-    The training *pool* is every training example the task has (capped at ``pool_per_class``);
+    The training *pool* is every training example the task has (capped at ``pool_per_class``; ``null``: no cap);
     the model trains on a stratified, seeded subset of ``labels_per_class`` of them (``null``: all),
     which is the few-label setting. Tasks with official splits (PneumoniaMNIST) keep them; the
     others are split here, stratified, with ``val_per_class`` and ``test_per_class`` examples.
     """
 
-    task: Task = "mnist5k_fewlabel"
-    labels_per_class: int | None = Field(10, ge=1)
-    pool_per_class: int | None = Field(None, ge=1)
-    val_per_class: int = Field(20, ge=1)
-    test_per_class: int = Field(100, ge=1)
-    split_seed: int = 0
+    task: Task
+    labels_per_class: int | None = Field(ge=1)
+    pool_per_class: int | None = Field(ge=1)
+    val_per_class: int = Field(ge=1)
+    test_per_class: int = Field(ge=1)
+    split_seed: int  # seeds the split and the labelled subset
 
 
 class EvidenceConfig(StrictModel):
@@ -46,18 +47,23 @@ class EvidenceConfig(StrictModel):
     evidence's caveats say so).
     ``class_balance`` weights both arms' loss by inverse class frequency (skewed tasks: PneumoniaMNIST's
     training split is 90% pneumonia).
+
+    Each arm trains once per label ``fraction`` (of the pool, stratified) and seed in ``seeds``, on a
+    pool first capped at ``pool_per_class`` examples per class (``null``: the whole pool), with AdamW
+    at ``lr``, ``batch_size`` and ``max_epochs``. ``target_accuracy`` is the validation accuracy whose
+    first epoch is reported as the epochs (and seconds) to target.
     """
 
-    fractions: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    pool_per_class: int | None = Field(50, ge=1)
-    frozen_groups: int = Field(7, ge=0, le=9)
-    scratch_width: float = Field(1.0, gt=0, le=1.0)
-    max_epochs: int = Field(6, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    target_accuracy: float = Field(0.8, gt=0, le=1.0)
-    class_balance: bool = False
+    fractions: list[float] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    pool_per_class: int | None = Field(ge=1)
+    frozen_groups: int = Field(ge=0, le=9)
+    scratch_width: float = Field(gt=0, le=1.0)
+    max_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    target_accuracy: float = Field(gt=0, le=1.0)
+    class_balance: bool
 
     @model_validator(mode="after")
     def _fractions_in_range(self) -> "EvidenceConfig":
@@ -74,46 +80,54 @@ class TransferModel(OptimConfig):
                     (all-MiniLM-L6-v2 sentence encoder), ``registry`` (a triad model by MLflow URI,
                     ``backbone_name: models:/triad-translator@champion``), or the optional ``timm`` /
                     ``hf`` hub names given in ``backbone_name`` (need those packages and internet).
+    pretrained:     start from the backbone's pretrained weights (``false``: the same network, randomly
+                    initialised).
     strategy:       ``linear_probe`` (backbone frozen), ``partial`` (the ``frozen_groups`` lowest
-                    backbone groups frozen, the rest trains from the start), ``full`` (everything trains from the start),
-                    ``gradual`` (layer groups open one by one in ``unfreeze_order``, every
+                    backbone groups frozen, the rest trains from the start), ``full`` (everything
+                    trains from the start), ``gradual`` (layer groups open one by one in ``unfreeze_order``, every
                     ``unfreeze_every`` epochs), ``lora`` (low-rank adapters through peft; text).
     layer_lr_decay: discriminative learning rates: the k-th layer group below the classifier
                     trains at ``lr * layer_lr_decay**k`` (1.0 = one rate for all).
     freeze_batchnorm: batch norm keeps its pretrained statistics in every group (few labels).
+    lora_*:         strategy=lora: adapter rank ``lora_r``, scale ``lora_alpha`` (the update is scaled
+                    by alpha / r), dropout on the adapters' input, and the backbone layers (module
+                    names) that get adapters.
     image_size:     images are resized to this square size and given three channels.
+    max_length:     text backbones: texts are truncated to this many tokens.
+    dropout:        dropout on the backbone's features, before the new classifier.
     class_balance:  weight the training loss by inverse class frequency, so that a skewed training
                     split (PneumoniaMNIST's is 90% pneumonia) does not teach its prior.
     shift_augment:  training images are shifted by up to this many pixels in each direction
                     (edge-padded), a fresh offset per image and step; 0 turns it off.
     """
 
-    backbone: Backbone = "efficientnet_lite0"
-    backbone_name: str | None = None
-    pretrained: bool = True
-    strategy: Strategy = "gradual"
-    unfreeze_order: list[str] | None = None  # default: from the top (output side) down
-    unfreeze_every: int = Field(2, ge=1)
-    frozen_groups: int = Field(0, ge=0)  # strategy=partial: how many backbone groups, from the input side
-    layer_lr_decay: float = Field(0.3, gt=0, le=1.0)
-    freeze_batchnorm: bool = True
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: float = Field(16.0, gt=0)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
-    image_size: int = Field(32, ge=16, le=512)
-    class_balance: bool = False
-    shift_augment: int = Field(0, ge=0, le=16)
-    max_length: int = Field(64, ge=8, le=512)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    max_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-2, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    backbone: Backbone
+    backbone_name: str | None
+    pretrained: bool
+    strategy: Strategy
+    unfreeze_order: list[str] | None  # null: from the top (output side) down
+    unfreeze_every: int = Field(ge=1)
+    frozen_groups: int = Field(ge=0)  # strategy=partial: how many backbone groups, from the input side
+    layer_lr_decay: float = Field(gt=0, le=1.0)
+    freeze_batchnorm: bool
+    lora_r: int = Field(ge=1)
+    lora_alpha: float = Field(gt=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    lora_targets: list[str] = Field(min_length=1)
+    image_size: int = Field(ge=16, le=512)
+    class_balance: bool
+    shift_augment: int = Field(ge=0, le=16)
+    max_length: int = Field(ge=8, le=512)
+    dropout: float = Field(ge=0, lt=1)
+    evidence: EvidenceConfig
 
     @model_validator(mode="after")
     def _backbone_name_given(self) -> "TransferModel":
         if self.backbone in ("registry", "timm", "hf") and not self.backbone_name:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_name (a model URI or hub name)")
         return self
+
+
+# What the head registry reads (triad.heads).
+Data = TransferData
+Model = TransferModel
