@@ -5,8 +5,8 @@ import gzip
 import pytest
 from pydantic import ValidationError
 
+from tests.profile import section
 from triad.errors import DataError
-from triad.heads.translator.config import TranslatorData, TranslatorModel
 from triad.heads.translator.data import (
     BOS_ID,
     EOS_ID,
@@ -19,16 +19,16 @@ from triad.heads.translator.data import (
     validate_splits,
 )
 
-SMALL = TranslatorData(max_words=10, max_train_pairs=400, max_eval_pairs=50, vocab_size=300)
+SMALL = section("data", "translator", max_words=10, max_train_pairs=400, max_eval_pairs=50, vocab_size=300)
 
 
 def test_bible_split_holds_out_whole_chapters():
-    splits = split_bible(TranslatorData())
+    splits = split_bible(section("data", "translator"))
     chapters = {name: {p["ref"].rsplit(":", 1)[0] for p in pairs} for name, pairs in splits.items()}
     assert not chapters["train"] & chapters["test"] and not chapters["train"] & chapters["val"]
     assert not chapters["val"] & chapters["test"]
     assert sum(map(len, splits.values())) == 31102  # every verse lands in exactly one split
-    other_seed = split_bible(TranslatorData(split_seed=1))
+    other_seed = split_bible(section("data", "translator", split_seed=1))
     assert {p["ref"] for p in other_seed["test"]} != {p["ref"] for p in splits["test"]}
 
 
@@ -81,15 +81,15 @@ def test_multi30k_reads_aligned_files_from_a_mirror_and_checks_their_sums(tmp_pa
             with gzip.open(mirror / "multi30k" / f"{stem}.{lang}.gz", "wt", encoding="utf-8") as fh:
                 fh.write(text)
     with pytest.raises(DataError, match="checksum mismatch"):
-        read_multi30k(TranslatorData(source="multi30k", src_lang="de", tgt_lang="en"), str(mirror))
+        read_multi30k(section("data", "translator", source="multi30k", src_lang="de", tgt_lang="en"), str(mirror))
 
 
 def test_config_rejects_bad_values_with_clear_messages():
     with pytest.raises(ValidationError, match="both 'en'"):
-        TranslatorData(src_lang="en", tgt_lang="en")
+        section("data", "translator", src_lang="en", tgt_lang="en")
     with pytest.raises(ValidationError, match="one side must be 'en'"):
-        TranslatorData(src_lang="de", tgt_lang="fr")
+        section("data", "translator", src_lang="de", tgt_lang="fr")
     with pytest.raises(ValidationError, match="divisible by n_heads"):
-        TranslatorModel(d_model=100, n_heads=3)
+        section("model", "translator", d_model=100, n_heads=3)
     with pytest.raises(ValidationError):
-        TranslatorModel(decoding="sampling")
+        section("model", "translator", decoding="sampling")

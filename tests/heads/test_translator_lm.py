@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from tests.profile import section
 from triad.errors import DataError
-from triad.heads.translator.config import LanguageModelConfig
 from triad.heads.translator.data import train_tokenizer, write_jsonl
 from triad.heads.translator.language_model import english_side, train_language_model, unigram_perplexity
 
@@ -17,6 +17,11 @@ SENTENCES = [
     "There was evening and there was morning, the first day.",
     "Jesus wept.",
 ]
+
+
+def lm_config(**overrides):
+    """``model.translator.lm`` of the default profile, with ``overrides``."""
+    return section("model", "translator", lm=overrides).lm
 
 
 def write_corpus(data_dir, direction="en-de"):
@@ -39,8 +44,8 @@ def test_the_language_model_learns_the_english_side(tmp_path):
     data_dir, out_dir = tmp_path / "data", tmp_path / "lm"
     data_dir.mkdir(), out_dir.mkdir()
     write_corpus(data_dir, "de-en")  # English is the target side here
-    cfg = LanguageModelConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, max_epochs=25, batch_size=8,
-                              lr=1e-2, n_samples=2, max_new_tokens=12, temperature=0.5, top_k=1)
+    cfg = lm_config(d_model=32, n_heads=2, n_layers=1, dropout=0.0, max_epochs=25, batch_size=8,
+                    lr=1e-2, n_samples=2, max_new_tokens=12, temperature=0.5, top_k=1)
     summary = train_language_model(cfg, data_dir, out_dir, seed=0)
     # trained and tested on the same four sentences: it must have memorised them, far below the unigram model
     assert summary["lm_test_perplexity"] < 1.5 < summary["lm_unigram_test_perplexity"]
@@ -84,8 +89,8 @@ def test_a_config_whose_samples_overrun_max_len_is_refused_before_training():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match=r"model\.translator\.lm\.max_new_tokens to 12 or less.*max_len to 34"):
-        LanguageModelConfig(max_len=16, max_new_tokens=30)  # BOS + 3 prompt tokens + 30 = 34 > 16
-    assert LanguageModelConfig(max_len=34, max_new_tokens=30).max_len == 34  # exactly fits
+        lm_config(max_len=16, max_new_tokens=30, prompt_tokens=3)  # BOS + 3 prompt tokens + 30 = 34 > 16
+    assert lm_config(max_len=34, max_new_tokens=30, prompt_tokens=3).max_len == 34  # exactly fits
 
 
 def test_the_weights_are_saved_before_sampling(tmp_path, monkeypatch):
@@ -100,8 +105,8 @@ def test_the_weights_are_saved_before_sampling(tmp_path, monkeypatch):
     data_dir, out_dir = tmp_path / "data", tmp_path / "lm"
     data_dir.mkdir(), out_dir.mkdir()
     write_corpus(data_dir)
-    cfg = LanguageModelConfig(d_model=16, n_heads=2, n_layers=1, max_epochs=1, batch_size=16, max_len=32,
-                              n_samples=1, max_new_tokens=4)
+    cfg = lm_config(d_model=16, n_heads=2, n_layers=1, max_epochs=1, batch_size=16, max_len=32,
+                    n_samples=1, max_new_tokens=4)
     with pytest.raises(RuntimeError, match="sampling failed"):
         train_language_model(cfg, data_dir, out_dir, seed=0)
     saved = torch.load(out_dir / "lm.pt")

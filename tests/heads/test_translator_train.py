@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import triad
-from triad.heads.translator.config import TranslatorModel
+from tests.profile import section
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, train_tokenizer, write_jsonl
 from triad.heads.translator.decoding import DecodingConfig, Translator
 from triad.heads.translator.evaluate import evaluate
@@ -23,7 +23,8 @@ PAIRS = [
     ("Jesus wept.", "Jesus weinte."),
     ("Rejoice always.", "Freuet euch allezeit."),
 ]
-TINY = TranslatorModel(
+TINY = section(
+    "model", "translator",
     max_epochs=25, batch_size=6, lr=3e-3, warmup_steps=10, label_smoothing=0.0, weight_decay=0.0,
     d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0, max_len=32,
 )
@@ -138,10 +139,10 @@ def served_translations(tracking_uri: str, sources: list[str], timeout: float = 
 
 
 def test_gate_requires_beating_the_copy_baseline():
-    from triad.config import TriadConfig
+    from triad.config import compose
     from triad.heads.translator.head import TranslatorHead
 
-    head = TranslatorHead(TriadConfig())
+    head = TranslatorHead(compose([]))
     assert head.gate_passes({"test_bleu": 5.0, "copy_baseline_bleu": 2.0})[0]
     passes, reason = head.gate_passes({"test_bleu": 1.5, "copy_baseline_bleu": 2.0})
     assert not passes and "copy-the-source" in reason

