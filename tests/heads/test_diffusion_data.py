@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.profile import section
 from triad.errors import DataError
-from triad.heads.diffusion.config import DiffusionData
 from triad.heads.diffusion.data import (
     FASHION_MNIST_FILES, read_idx, read_mnist5k_csv, prepare, stratified_split, validate_splits,
 )
@@ -19,8 +19,8 @@ DEBIAN_MIRROR = Path("/usr/share/datasets")
 def test_prepare_mnist5k_is_deterministic_stratified_and_disjoint(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
-    summary = prepare(DiffusionData(), first, None)
-    prepare(DiffusionData(), second, None)
+    summary = prepare(section("data", "diffusion"), first, None)
+    prepare(section("data", "diffusion"), second, None)
     assert summary["sizes"] == {"train": 4000, "val": 500, "test": 500}
     assert summary["class_counts"]["test"] == [50] * 10
     for path in sorted(first.iterdir()):
@@ -31,7 +31,7 @@ def test_prepare_mnist5k_is_deterministic_stratified_and_disjoint(tmp_path):
 
 
 def test_prepare_pads_to_32(tmp_path):
-    summary = prepare(DiffusionData(image_size=32), tmp_path, None)
+    summary = prepare(section("data", "diffusion", image_size=32), tmp_path, None)
     images = np.load(tmp_path / "val_images.npy")
     assert images.shape[1:] == (1, 32, 32) and summary["image_size"] == 32
     assert (images[:, :, :2] == 0).all() and (images[:, :, -2:] == 0).all()
@@ -89,12 +89,12 @@ def test_fashion_mnist_mirror_with_a_corrupt_file_raises_data_error(tmp_path):
     for name in FASHION_MNIST_FILES:
         (mirror / name).write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + b"\x01\x02\x03"))
     with pytest.raises(DataError, match="decompressed sha256"):
-        prepare(DiffusionData(source="fashion_mnist"), tmp_path, str(tmp_path / "mirror"))
+        prepare(section("data", "diffusion", source="fashion_mnist"), tmp_path, str(tmp_path / "mirror"))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (DEBIAN_MIRROR / "fashion-mnist").is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_prepare_fashion_mnist_from_the_debian_mirror(tmp_path):
-    summary = prepare(DiffusionData(source="fashion_mnist", val_fraction=0.05), tmp_path, str(DEBIAN_MIRROR))
+    summary = prepare(section("data", "diffusion", source="fashion_mnist", val_fraction=0.05), tmp_path, str(DEBIAN_MIRROR))
     assert summary["sizes"] == {"train": 57000, "val": 3000, "test": 10000}
     assert json.loads((tmp_path / "meta.json").read_text())["class_names"][9] == "Ankle boot"

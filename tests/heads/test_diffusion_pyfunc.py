@@ -10,13 +10,13 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
+from tests.profile import section
 from triad.errors import TriadError
-from triad.heads.diffusion.config import DiffusionModel
 from triad.heads.diffusion.module import DiffusionModule
 from triad.heads.diffusion.pyfunc import MAX_IMAGES, DiffusionPyfunc, input_signature, write_artifacts
 
-TINY = DiffusionModel(patch_size=1, channels=8, channel_mults=[1, 2], attention_resolutions=[4], attention_heads=2,
-                      timesteps=20, sample_steps=5, eval_steps=[5])
+TINY = section("model", "diffusion", patch_size=1, channels=8, channel_mults=[1, 2], attention_resolutions=[4],
+               attention_heads=2, timesteps=20, sample_steps=5, eval_steps=[5])
 
 
 @pytest.mark.slow
