@@ -16,7 +16,7 @@ from triad.heads.spread.model import SpreadGNN, mean_adjacency
 
 def _network() -> SpreadGNN:
     torch.manual_seed(0)
-    return SpreadGNN(hidden=16, iterations=3).eval()
+    return SpreadGNN(section("model", "spread", hidden=16, iterations=3)).eval()
 
 
 def test_relabelling_the_nodes_relabels_the_answer():

@@ -14,7 +14,7 @@ from tests.profile import section
 from triad.errors import DataError
 from triad.evaluate import PACKAGE_DIR, serving_requirements
 from triad.heads.spread.batch import make_batch
-from triad.heads.spread.module import build_network
+from triad.heads.spread.model import SpreadGNN
 from triad.heads.spread.pyfunc import INPUT_EXAMPLE, SpreadPyfunc, save_artifacts, to_question
 from triad.predict import show
 
@@ -22,7 +22,7 @@ from triad.predict import show
 def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri, capsys):
     cfg = section("model", "spread", hidden=8, iterations=2)
     torch.manual_seed(0)
-    network = build_network(cfg).eval()
+    network = SpreadGNN(cfg).eval()
     mlflow.set_tracking_uri(sqlite_uri)
     mlflow.set_experiment("spread-pyfunc")
     with mlflow.start_run():

@@ -48,3 +48,15 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, tiny_digits, sqlite_uri):
     np.testing.assert_allclose(out[["p_normal", "p_pneumonia"]].to_numpy(), expected, rtol=1e-4, atol=1e-5)
     threshold = json.loads(Path(bundle.artifacts["config"]).read_text())["threshold"]
     assert out.label_id.tolist() == (expected[:, 1] >= threshold).astype(int).tolist()  # the val-chosen threshold
+
+
+def test_a_config_saved_before_the_lora_section_was_nested_still_reads():
+    """Registered versions saved flat ``lora_r`` .. ``lora_targets``; loading one rebuilds the same config."""
+    from tests.profile import section
+    from triad.heads.transfer.pyfunc import saved_model_config
+
+    cfg = section("model", "transfer", strategy="lora", lora={"r": 4})
+    flat = cfg.model_dump(mode="json")
+    flat |= {f"lora_{key}": value for key, value in flat.pop("lora").items()}
+    assert saved_model_config(flat) == cfg
+    assert saved_model_config(cfg.model_dump(mode="json")) == cfg

@@ -107,7 +107,7 @@ def test_an_unknown_group_in_unfreeze_order_is_a_config_error():
 
 @pytest.mark.slow
 def test_lora_trains_only_the_adapters_and_the_head():
-    cfg = section("model", "transfer", backbone="minilm", strategy="lora", max_length=16, lora_r=2)
+    cfg = section("model", "transfer", backbone="minilm", strategy="lora", max_length=16, lora={"r": 2})
     module = TransferModule(cfg, n_classes=2)
     trainable = {name for name, p in module.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or name.startswith("classifier.") for name in trainable)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from triad.heads.spread.batch import GraphBatch
+from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.simulate import PROCESSES
 
 HEAT = PROCESSES.index("heat")
@@ -101,12 +102,14 @@ class MessageLayer(nn.Module):
 
     ``update``'s first linear map reads [h, mean, x]; its x block is the same every round, so
     ``input_term`` computes it once and ``forward`` adds it (the same sum, a third fewer products).
+    Its width is ``cfg.hidden``; ``cfg.dropout`` applies inside the update.
     """
 
-    def __init__(self, hidden: int, dropout: float):
+    def __init__(self, cfg: SpreadModel):
         super().__init__()
+        hidden = cfg.hidden
         self.message = nn.Linear(hidden, hidden)
-        self.update = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+        self.update = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
                                     nn.Linear(hidden, hidden))
         self.norm = nn.LayerNorm(hidden)
 
@@ -124,14 +127,18 @@ class MessageLayer(nn.Module):
 
 
 class SpreadGNN(nn.Module):
-    """GraphBatch -> (N,) logits of each node being reached (heat: of its heat value)."""
+    """GraphBatch -> (N,) logits of each node being reached (heat: of its heat value).
 
-    def __init__(self, hidden: int = 32, iterations: int = 6, prior: bool = True, dropout: float = 0.0):
+    Built from ``cfg`` (``model.spread``): ``hidden``, ``iterations``, ``prior`` and ``dropout``.
+    """
+
+    def __init__(self, cfg: SpreadModel):
         super().__init__()
-        self.iterations, self.prior = iterations, prior
+        hidden = cfg.hidden
+        self.iterations, self.prior = cfg.iterations, cfg.prior
         self.encode = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.lift = nn.Linear(N_FEATURES, hidden)  # the raw input, offered to every round
-        self.layer = MessageLayer(hidden, dropout)
+        self.layer = MessageLayer(cfg)
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, batch: GraphBatch, iterations: int | None = None) -> torch.Tensor:

@@ -16,15 +16,11 @@ from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.model import SpreadGNN
 
 
-def build_network(cfg: SpreadModel) -> SpreadGNN:
-    return SpreadGNN(cfg.hidden, cfg.iterations, cfg.prior, cfg.dropout)
-
-
 class SpreadModule(L.LightningModule):
     def __init__(self, cfg: SpreadModel):
         super().__init__()
         self.cfg = cfg
-        self.model = build_network(cfg)
+        self.model = SpreadGNN(cfg)
         self._threads_before: int | None = None
 
     def setup(self, stage: str) -> None:

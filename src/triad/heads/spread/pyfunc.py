@@ -33,7 +33,7 @@ from triad.heads.spread.batch import Question
 from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.evaluate import predict
 from triad.heads.spread.graphs import Graph, canonical_edges
-from triad.heads.spread.module import build_network
+from triad.heads.spread.model import SpreadGNN
 from triad.heads.spread.simulate import PARAMS, PROCESSES
 
 NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}
@@ -89,7 +89,7 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         config = json.loads(Path(context.artifacts["config"]).read_text())
         self.cfg = SpreadModel.model_validate(config["model"])
-        self.network = build_network(self.cfg)
+        self.network = SpreadGNN(self.cfg)
         self.network.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
         self.network.eval()
 

@@ -73,6 +73,22 @@ class EvidenceConfig(StrictModel):
         return self
 
 
+class LoraConfig(StrictModel):
+    """The ``lora`` section (strategy=lora): low-rank adapters (Hu et al., 2021) added through peft.
+
+    r:       the adapters' rank.
+    alpha:   their scale: the low-rank update is multiplied by ``alpha / r``.
+    dropout: dropout on the adapters' input.
+    targets: the backbone layers (module names, e.g. the attention's ``query`` and ``value``) that get
+             adapters.
+    """
+
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    targets: list[str] = Field(min_length=1)
+
+
 class TransferModel(OptimConfig):
     """The backbone, the fine-tuning strategy and the input adaptation.
 
@@ -85,13 +101,11 @@ class TransferModel(OptimConfig):
     strategy:       ``linear_probe`` (backbone frozen), ``partial`` (the ``frozen_groups`` lowest
                     backbone groups frozen, the rest trains from the start), ``full`` (everything
                     trains from the start), ``gradual`` (layer groups open one by one in ``unfreeze_order``, every
-                    ``unfreeze_every`` epochs), ``lora`` (low-rank adapters through peft; text).
+                    ``unfreeze_every`` epochs), ``lora`` (low-rank adapters through peft, set in the
+                    ``lora`` section; text).
     layer_lr_decay: discriminative learning rates: the k-th layer group below the classifier
                     trains at ``lr * layer_lr_decay**k`` (1.0 = one rate for all).
     freeze_batchnorm: batch norm keeps its pretrained statistics in every group (few labels).
-    lora_*:         strategy=lora: adapter rank ``lora_r``, scale ``lora_alpha`` (the update is scaled
-                    by alpha / r), dropout on the adapters' input, and the backbone layers (module
-                    names) that get adapters.
     image_size:     images are resized to this square size and given three channels.
     max_length:     text backbones: texts are truncated to this many tokens.
     dropout:        dropout on the backbone's features, before the new classifier.
@@ -110,10 +124,7 @@ class TransferModel(OptimConfig):
     frozen_groups: int = Field(ge=0)  # strategy=partial: how many backbone groups, from the input side
     layer_lr_decay: float = Field(gt=0, le=1.0)
     freeze_batchnorm: bool
-    lora_r: int = Field(ge=1)
-    lora_alpha: float = Field(gt=0)
-    lora_dropout: float = Field(ge=0, lt=1)
-    lora_targets: list[str] = Field(min_length=1)
+    lora: LoraConfig
     image_size: int = Field(ge=16, le=512)
     class_balance: bool
     shift_augment: int = Field(ge=0, le=16)

@@ -10,7 +10,7 @@ strategy decides which layer groups train and at which rate (Howard & Ruder, 201
 - gradual:       the head trains first; ``GradualUnfreezing`` opens one more backbone group every
                  ``unfreeze_every`` epochs, in ``unfreeze_order`` (default: from the output side down).
 - lora:          the backbone is frozen and low-rank adapters (Hu et al., 2021) are injected into
-                 its ``lora_targets`` layers with peft; the adapters and the head train.
+                 its ``lora.targets`` layers with peft; the adapters and the head train.
 
 Discriminative learning rates apply to all of them: the k-th group below the head trains at
 ``lr * layer_lr_decay**k``.
@@ -25,7 +25,7 @@ from torch import nn
 
 from triad.errors import ConfigError
 from triad.heads.transfer.backbones import Backbone, build_backbone
-from triad.heads.transfer.config import TransferModel
+from triad.heads.transfer.config import LoraConfig, TransferModel
 
 HEAD_GROUP = "classifier"
 
@@ -33,6 +33,8 @@ HEAD_GROUP = "classifier"
 class TransferClassifier(nn.Module):
     """Backbone + dropout + linear head: raw inputs -> (B, n_classes) logits.
 
+    ``cfg`` gives the dropout and ``freeze_batchnorm``; the backbone is built from it by the caller
+    (``build_classifier``, or from a saved spec when a registered model loads).
     ``groups`` are the trainable units, input side first, ending with ``classifier``; a frozen
     group has ``requires_grad=False`` and stays in eval mode (batch norm keeps its statistics) even
     while the rest of the model trains. With ``freeze_batchnorm`` every batch norm of the backbone
@@ -40,11 +42,11 @@ class TransferClassifier(nn.Module):
     batches, batch statistics are noise (the usual advice for fine-tuning convolutional networks).
     """
 
-    def __init__(self, backbone: Backbone, n_classes: int, dropout: float = 0.0, freeze_batchnorm: bool = False):
+    def __init__(self, backbone: Backbone, n_classes: int, cfg: TransferModel):
         super().__init__()
         self.backbone = backbone
-        self.freeze_batchnorm = freeze_batchnorm
-        self.dropout = nn.Dropout(dropout)
+        self.freeze_batchnorm = cfg.freeze_batchnorm
+        self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(backbone.n_features, n_classes)
         self.frozen: set[str] = set()
 
@@ -93,26 +95,25 @@ class TransferClassifier(nn.Module):
         return self.classifier(self.dropout(self.backbone(raw)))
 
 
-def inject_lora(classifier: TransferClassifier, cfg: TransferModel) -> None:
-    """Add peft LoRA adapters to the backbone's ``cfg.lora_targets`` layers; freeze the rest of it."""
-    from peft import LoraConfig, inject_adapter_in_model
+def inject_lora(classifier: TransferClassifier, cfg: LoraConfig) -> None:
+    """Add peft LoRA adapters to the backbone's ``cfg.targets`` layers; freeze the rest of it."""
+    import peft
 
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets))
+    lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets))
     try:
-        inject_adapter_in_model(lora, classifier.backbone)
+        peft.inject_adapter_in_model(lora, classifier.backbone)
     except ValueError as exc:  # peft: "Target modules ... not found in the base model"
-        raise ConfigError(f"LoRA: {exc}. Set model.transfer.lora_targets to layer names of the backbone.") from exc
+        raise ConfigError(f"LoRA: {exc}. Set model.transfer.lora.targets to layer names of the backbone.") from exc
     for name, p in classifier.backbone.named_parameters():
         p.requires_grad_("lora_" in name)
 
 
 def build_classifier(cfg: TransferModel, n_classes: int, pretrained: bool | None = None) -> TransferClassifier:
     """The model for ``cfg``, with the strategy's initial frozen groups (LoRA adapters injected)."""
-    classifier = TransferClassifier(build_backbone(cfg, pretrained), n_classes, cfg.dropout, cfg.freeze_batchnorm)
+    classifier = TransferClassifier(build_backbone(cfg, pretrained), n_classes, cfg)
     backbone_groups = [name for name in classifier.groups if name != HEAD_GROUP]  # input side first
     if cfg.strategy == "lora":
-        inject_lora(classifier, cfg)
+        inject_lora(classifier, cfg.lora)
     elif cfg.strategy in ("linear_probe", "gradual"):
         classifier.set_frozen(set(backbone_groups))
     elif cfg.strategy == "partial":

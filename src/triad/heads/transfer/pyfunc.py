@@ -39,13 +39,22 @@ from triad.heads.transfer.evaluate import decide
 from triad.heads.transfer.module import TransferClassifier, inject_lora
 
 
+def saved_model_config(model: dict[str, Any]) -> TransferModel:
+    """The ``model`` config a pyfunc saved. One saved before the LoRA keys moved into the ``lora``
+    section (flat ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_targets``) is read too."""
+    model = dict(model)
+    if "lora" not in model:
+        model["lora"] = {key: model.pop(f"lora_{key}") for key in ("r", "alpha", "dropout", "targets")}
+    return TransferModel.model_validate(model)
+
+
 def rebuild_classifier(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> TransferClassifier:
     """A TransferClassifier from the pyfunc ``config`` and its weights (CPU, eval mode)."""
-    cfg = TransferModel.model_validate(config["model"])
+    cfg = saved_model_config(config["model"])
     backbone = build_backbone_from_spec(config["backbone_spec"], pretrained=False)
-    classifier = TransferClassifier(backbone, len(config["class_names"]), cfg.dropout, cfg.freeze_batchnorm)
+    classifier = TransferClassifier(backbone, len(config["class_names"]), cfg)
     if cfg.strategy == "lora":
-        inject_lora(classifier, cfg)
+        inject_lora(classifier, cfg.lora)
     classifier.load_state_dict(state_dict)
     return classifier.eval()
 
