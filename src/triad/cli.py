@@ -338,7 +338,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # Overrides may follow options (`triad train translator --no-register a=1`), which argparse
+    # Overrides may follow options (`triad train HEAD --no-register a=1`), which argparse
     # alone would refuse: collect the key=value words it did not place into the overrides.
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -2,7 +2,7 @@
 
 Two ways in, one schema:
 - ``compose(overrides)``: Hydra 1.3 composes ``conf/config.yaml`` with command-line overrides
-  (``trainer=gpu model.translator.d_model=256 +experiment=multi30k_de_en``).
+  (``trainer=gpu model.<head>.lr=0.001 experiment=<name>``).
 - ``load_params(path)``: reads ``params.yaml``, the composed config that ``dvc repro`` tracks
   (``triad pipeline`` and ``dvc exp run`` both write it; see the README).
 
@@ -62,8 +62,8 @@ class TrainerConfig(StrictModel):
     log_every_n_steps: int = Field(ge=1)
 
     def torch_device(self) -> str:
-        """Where work outside the Lightning Trainer runs (the translator's language model, the diffusion
-        evaluation): "cuda" when ``accelerator`` is gpu or auto and a GPU is visible, else "cpu"."""
+        """Where work outside the Lightning Trainer runs (a head's own training loops, its evaluation):
+        "cuda" when ``accelerator`` is gpu or auto and a GPU is visible, else "cpu"."""
         import torch
 
         return "cuda" if self.accelerator in ("gpu", "auto") and torch.cuda.is_available() else "cpu"

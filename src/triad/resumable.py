@@ -1,14 +1,14 @@
 """Exact resume: a run killed at any step and resumed ends with the same weights as one never killed.
 
 Lightning's checkpoints hold the weights, the optimiser, the learning-rate schedule, the step and
-the epoch (and any state a module keeps in submodules, such as the diffusion head's EMA copy). Two
+the epoch (and any state a module keeps in submodules, such as an EMA copy of the weights). Two
 things they do not hold, and that this module makes a function of the step instead of history:
 
 - **The data order.** ``ResumableLoader`` shuffles each epoch with a permutation drawn from
   ``seed + epoch`` (Lightning sets the epoch on its sampler), and is *stateful* in Lightning's
   sense: its ``state_dict`` is the epoch and the batches already yielded, so a checkpoint taken
   mid-epoch resumes at the next batch rather than replaying the epoch from the start.
-- **The random draws** (dropout, diffusion noise and timesteps, label dropout, augmentation):
+- **The random draws** (dropout, noise and timesteps drawn in a training step, label dropout, augmentation):
   ``ExactResume`` reseeds torch, NumPy and ``random`` from ``(seed, step)`` before every training
   batch, and from ``(seed, step, "val")`` before every validation, so a step's draws never depend
   on how many draws came before it in this process.

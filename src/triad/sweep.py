@@ -2,11 +2,11 @@
 
 The search space is written in Hydra's sweep syntax, parsed by Hydra's own override parser:
 
-- ``model.transfer.lr=tag(log,interval(1e-4,1e-1))``  a float on a log scale
-- ``model.transfer.dropout=interval(0.0,0.5)``         a float (ints if both ends are ints)
-- ``model.transfer.unfreeze_every=range(1,4)``         an int in [1, 4)
-- ``model.transfer.strategy=choice(gradual,full)``     one of the values (also ``a,b,c``)
-- ``model.transfer.max_epochs=5``                      a fixed override for every trial
+- ``model.<head>.lr=tag(log,interval(1e-4,1e-1))``  a float on a log scale
+- ``model.<head>.dropout=interval(0.0,0.5)``         a float (ints if both ends are ints)
+- ``model.<head>.warmup_steps=range(1,4)``          an int in [1, 4)
+- ``model.<head>.strategy=choice(gradual,full)``     one of the values (also ``a,b,c``)
+- ``model.<head>.max_epochs=5``                      a fixed override for every trial
 
 Each trial composes the config with the fixed and sampled overrides, trains with the one training
 entry (``triad.train``) and evaluates without registering; its training run is an MLflow child run

@@ -89,7 +89,9 @@ class Head(abc.ABC):
 
     @property
     def registered_model_name(self) -> str:
-        return f"triad-{self.name}"
+        from triad.heads import head_spec
+
+        return head_spec(self.name).registered_model_name
 
     def dir(self, kind: Literal["data", "artifacts", "reports", "state"]) -> Path:
         """``<project root>/<paths.{kind}_dir>/<head name>`` (absolute config paths are kept)."""
