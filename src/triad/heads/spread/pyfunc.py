@@ -1,7 +1,7 @@
 """The spread head's MLflow pyfunc model: edge list + seeds + process -> each node's probability.
 
-Artifacts: ``config`` (JSON: the model config) and ``weights`` (the network's state_dict); no pickled
-module. Input: a DataFrame (or a list of dicts), one request per row:
+Artifacts (written by ``triad.nn.saved``): ``config`` (JSON: the model config) and ``weights`` (the
+network's state_dict); no pickled module. Input: a DataFrame (or a list of dicts), one request per row:
 
     edges    list of [u, v] pairs of integer node ids (any integers, not necessarily 0..n-1; undirected)
     seeds    list of seed node ids
@@ -18,7 +18,6 @@ number of nodes reached).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from triad.heads.spread.evaluate import predict
 from triad.heads.spread.graphs import Graph, canonical_edges
 from triad.heads.spread.model import SpreadGNN
 from triad.heads.spread.simulate import PARAMS, PROCESSES
+from triad.nn.saved import load_network, save_network
 
 NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}
 
@@ -77,20 +77,18 @@ def to_question(request: dict[str, Any]) -> tuple[Question, list]:
 
 
 def save_artifacts(network: torch.nn.Module, cfg: SpreadModel, folder: Path) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "spread_config.json").write_text(json.dumps({"model": cfg.model_dump(mode="json")}, indent=2))
-    torch.save(network.state_dict(), folder / "spread_weights.pt")
-    return {"config": str(folder / "spread_config.json"), "weights": str(folder / "spread_weights.pt")}
+    """Write the network's config and weights; returns the pyfunc artifacts (``config``, ``weights``)."""
+    return save_network(network, {"model": cfg.model_dump(mode="json")}, folder)
 
 
 class SpreadPyfunc(mlflow.pyfunc.PythonModel):
     """Serves a trained SpreadGNN; see the module docstring for input and output."""
 
     def load_context(self, context) -> None:
-        config = json.loads(Path(context.artifacts["config"]).read_text())
+        config, weights = load_network(context.artifacts)
         self.cfg = SpreadModel.model_validate(config["model"])
         self.network = SpreadGNN(self.cfg)
-        self.network.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
+        self.network.load_state_dict(weights)
         self.network.eval()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 """The transfer head's MLflow pyfunc model: images or texts in, class probabilities and label out.
 
-Artifacts: ``config`` (JSON: model config, backbone spec, class names, decision threshold) and
-``weights`` (the classifier's state_dict). ``load_context`` rebuilds the network from the backbone
-spec with the architecture code and files of the installed packages, then loads the weights; no
-pickled module, no registry or network access.
+Artifacts (written by ``triad.nn.saved``): ``config`` (JSON: model config, backbone spec, class names,
+decision threshold) and ``weights`` (the classifier's state_dict). ``load_context`` rebuilds the
+network from the backbone spec with the architecture code and files of the installed packages, then
+loads the weights; no pickled module, no registry or network access.
 
 Input: a DataFrame with an ``image`` column of PNG/JPEG bytes, or a ``text`` column (the logged
 signature). Called directly, ``predict`` also takes a list of images or texts. Images are read the
@@ -23,7 +23,6 @@ Output: a DataFrame with ``label`` (class name), ``label_id`` and one ``p_<class
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from triad.heads.transfer.backbones import build_backbone_from_spec
 from triad.heads.transfer.config import TransferModel
 from triad.heads.transfer.evaluate import decide
 from triad.heads.transfer.module import TransferClassifier, inject_lora
+from triad.nn.saved import load_network, save_network
 
 
 def saved_model_config(model: dict[str, Any]) -> TransferModel:
@@ -62,13 +62,10 @@ def rebuild_classifier(config: dict[str, Any], state_dict: dict[str, torch.Tenso
 def save_artifacts(classifier: TransferClassifier, cfg: TransferModel, class_names: list[str],
                    threshold: float | None, image_mode: str | None, folder: Path) -> dict[str, str]:
     """Write the two artifacts; returns name -> path for ``mlflow.pyfunc.log_model``."""
-    folder.mkdir(parents=True, exist_ok=True)
     config = {"model": cfg.model_dump(mode="json"), "backbone_spec": classifier.backbone.spec,
               "class_names": class_names, "threshold": threshold, "modality": classifier.backbone.modality,
               "image_mode": image_mode}
-    (folder / "transfer_config.json").write_text(json.dumps(config, indent=2))
-    torch.save(classifier.state_dict(), folder / "transfer_weights.pt")
-    return {"config": str(folder / "transfer_config.json"), "weights": str(folder / "transfer_weights.pt")}
+    return save_network(classifier, config, folder)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -173,8 +170,7 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
     """Serves a fine-tuned TransferClassifier; see the module docstring for input and output."""
 
     def load_context(self, context) -> None:
-        self.config = json.loads(Path(context.artifacts["config"]).read_text())
-        weights = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+        self.config, weights = load_network(context.artifacts)
         self.classifier = rebuild_classifier(self.config, weights)
 
     @property
