@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup pipeline test repro ui lock clean help postgres services
+.PHONY: setup pipeline test lint format repro ui lock clean help postgres services
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,14 @@ services: setup postgres  ## start PostgreSQL, MLflow and Prefect servers and a 
 
 test: setup postgres  ## run the test suite (PYTEST_ARGS="-k name" to select)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup  ## check the code's format and lint it with ruff (what CI runs; `make format` fixes the format)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: setup  ## format the code and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 repro: setup  ## reproduce with DVC (reads params.yaml)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
