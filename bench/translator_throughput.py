@@ -40,7 +40,7 @@ from timing import compare, seconds_per_call, take_turns
 
 from triad.heads.translator.decoding import greedy_decode
 from triad.heads.translator.language_model import next_token_loss
-from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer, count_parameters
+from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer, TransformerConfig, count_parameters
 
 SIZES = {  # conf/model/translator/small.yaml and base.yaml
     "small": dict(vocab_size=2000, d_model=128, n_heads=4, layers=2, d_ff=256),
@@ -52,10 +52,11 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tens
 def build_models(size: dict, max_len: int):
     from transformers import MarianConfig, MarianMTModel
 
-    ours = Seq2SeqTransformer(
-        size["vocab_size"], size["d_model"], size["n_heads"], size["layers"], size["layers"], size["d_ff"],
-        dropout=0.1, norm_first=False, max_len=max_len, tie_embeddings=True,
-    )
+    ours = Seq2SeqTransformer(TransformerConfig(
+        vocab_size=size["vocab_size"], d_model=size["d_model"], n_heads=size["n_heads"],
+        n_encoder_layers=size["layers"], n_decoder_layers=size["layers"], d_ff=size["d_ff"], dropout=0.1,
+        norm_first=False, positional="sinusoidal", max_len=max_len, tie_embeddings=True, pad_id=0, activation="relu",
+    ))
     config = MarianConfig(
         vocab_size=size["vocab_size"], decoder_vocab_size=size["vocab_size"], d_model=size["d_model"],
         encoder_layers=size["layers"], decoder_layers=size["layers"],
@@ -190,7 +191,10 @@ def main(argv: list[str]) -> None:
 def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
     """Tokens/s and MFU of a GPT-2-small-sized (124M) decoder-only model at sequence 1024 (MFU only
     on a GPU with a known peak; elsewhere the tokens/s, which rehearses the compiled step on a CPU)."""
-    gpt = DecoderOnlyTransformer(50304, 768, 12, 12, max_len=1024).to(device)
+    gpt = DecoderOnlyTransformer(TransformerConfig(  # GPT-2 small's shape
+        vocab_size=50304, d_model=768, n_heads=12, n_encoder_layers=0, n_decoder_layers=12, d_ff=4 * 768, dropout=0.0,
+        norm_first=True, positional="learned", max_len=1024, tie_embeddings=True, pad_id=None, activation="gelu",
+    )).to(device)
     # fused AdamW: one kernel for all parameters' updates (CUDA only; nanoGPT does the same)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4, fused=device.type == "cuda")
 

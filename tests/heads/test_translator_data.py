@@ -90,6 +90,6 @@ def test_config_rejects_bad_values_with_clear_messages():
     with pytest.raises(ValidationError, match="one side must be 'en'"):
         section("data", "translator", src_lang="de", tgt_lang="fr")
     with pytest.raises(ValidationError, match="divisible by n_heads"):
-        section("model", "translator", d_model=100, n_heads=3)
+        section("model", "translator", net=dict(d_model=100, n_heads=3))
     with pytest.raises(ValidationError):
-        section("model", "translator", decoding="sampling")
+        section("model", "translator", decoding=dict(method="sampling"))

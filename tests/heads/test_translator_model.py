@@ -1,5 +1,7 @@
 """The Transformer's parts: attention kernels, masking, caching and decoding agree with each other."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from triad.heads.translator.model import (
     EncoderOnlyTransformer,
     MultiHeadAttention,
     Seq2SeqTransformer,
+    TransformerConfig,
     causal_mask,
     dropout,
     padding_mask,
@@ -21,10 +24,23 @@ from triad.heads.translator.model import (
 PAD, BOS, EOS = 0, 1, 2
 
 
+def tiny_config(**overrides) -> TransformerConfig:
+    """A small pre-norm encoder-decoder's shape; ``overrides`` replace fields."""
+    config = TransformerConfig(
+        vocab_size=50, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0,
+        norm_first=True, positional="sinusoidal", max_len=64, tie_embeddings=True, pad_id=PAD, activation="relu",
+    )
+    return replace(config, **overrides)
+
+
 def tiny_seq2seq(**overrides) -> Seq2SeqTransformer:
     torch.manual_seed(0)
-    kwargs = dict(vocab_size=50, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=64)
-    return Seq2SeqTransformer(**(kwargs | overrides)).eval()
+    return Seq2SeqTransformer(tiny_config(**overrides)).eval()
+
+
+def gpt_config() -> TransformerConfig:
+    """A small GPT: no encoder, GELU feed-forward 4 * d_model wide, learned positions, no padding row."""
+    return tiny_config(n_encoder_layers=0, d_ff=128, max_len=32, positional="learned", pad_id=None, activation="gelu")
 
 
 def padded_sources() -> torch.Tensor:
@@ -53,7 +69,7 @@ def test_fast_attention_equals_reference_with_padding_and_causal_masks():
 
 def test_cross_attention_fast_path_equals_weights_path():
     torch.manual_seed(0)
-    attention = MultiHeadAttention(16, 4).eval()
+    attention = MultiHeadAttention(tiny_config(d_model=16, n_heads=4)).eval()
     x, memory = torch.randn(2, 5, 16), torch.randn(2, 9, 16)  # T=5 queries over S=9 keys
     keep = torch.ones(2, 1, 1, 9, dtype=torch.bool)
     keep[0, ..., 6:] = False
@@ -118,7 +134,7 @@ def test_changing_a_future_token_never_changes_earlier_outputs():
     assert not torch.allclose(before[:, 5:], after[:, 5:])
 
     torch.manual_seed(0)
-    gpt = DecoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, max_len=32).eval()
+    gpt = DecoderOnlyTransformer(gpt_config()).eval()
     torch.testing.assert_close(gpt(tgt)[:, :5], gpt(changed)[:, :5])
 
 
@@ -143,7 +159,7 @@ def test_cached_decoder_equals_uncached(norm_first, positional):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
 
     torch.manual_seed(0)
-    gpt = DecoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, max_len=32).eval()
+    gpt = DecoderOnlyTransformer(gpt_config()).eval()
     cache = gpt.new_cache()
     prefill = gpt(tgt[:, :4], cache)  # several tokens at once, then one at a time
     rest = [gpt(tgt[:, t : t + 1], cache) for t in range(4, 7)]
@@ -218,7 +234,7 @@ def test_beam_search_of_width_one_is_greedy():
     model = eos_biased_seq2seq(eos_bias=-0.5)
     src = small_vocab_sources()
     greedy = greedy_decode(model, src, BOS, EOS, max_len_a=0.0, max_len_b=8)
-    beam = beam_search(model, src, BOS, EOS, beam_size=1, max_len_a=0.0, max_len_b=8)
+    beam = beam_search(model, src, BOS, EOS, beam_size=1, alpha=0.6, max_len_a=0.0, max_len_b=8)
     assert beam == greedy
     assert len({len(h) for h in greedy}) > 1, "hypotheses should end at different lengths"
     assert min(len(h) for h in greedy) < 8, "some hypothesis should end with EOS within the budget"
@@ -244,7 +260,7 @@ def test_a_translation_does_not_depend_on_the_rest_of_the_batch(decode):
 
 def test_sampling_respects_top_k_and_is_reproducible():
     torch.manual_seed(0)
-    gpt = DecoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, max_len=32).eval()
+    gpt = DecoderOnlyTransformer(gpt_config()).eval()
     prompt = torch.randint(0, 50, (3, 4))
     first = sample(gpt, prompt, 6, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(1))
     again = sample(gpt, prompt, 6, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(1))
@@ -258,7 +274,7 @@ def test_sampling_respects_top_k_and_is_reproducible():
 
 def tiny_gpt() -> DecoderOnlyTransformer:
     torch.manual_seed(0)
-    return DecoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, max_len=32).eval()
+    return DecoderOnlyTransformer(gpt_config()).eval()
 
 
 def uncached_greedy(gpt: DecoderOnlyTransformer, prompt: torch.Tensor, steps: int) -> torch.Tensor:
@@ -322,7 +338,7 @@ def test_the_nucleus_is_the_smallest_set_reaching_top_p():
 
 def test_encoder_only_backbone_gives_features_that_ignore_padding():
     torch.manual_seed(0)
-    encoder = EncoderOnlyTransformer(vocab_size=50, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0).eval()
+    encoder = EncoderOnlyTransformer(tiny_config(n_decoder_layers=0, max_len=512)).eval()
     src = padded_sources()
     assert encoder(src).shape == (2, 9, 32) and encoder.feature_dim == 32
     torch.testing.assert_close(encoder.pooled(src[1:])[0], encoder.pooled(src[1:, :5])[0], rtol=1e-5, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import triad
 from tests.profile import section
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, train_tokenizer, write_jsonl
-from triad.heads.translator.decoding import DecodingConfig, Translator
+from triad.heads.translator.decoding import Translator
 from triad.heads.translator.evaluate import evaluate
 from triad.heads.translator.module import TranslatorModule
 from triad.heads.translator.pyfunc import bundle
@@ -26,7 +26,7 @@ PAIRS = [
 TINY = section(
     "model", "translator",
     max_epochs=25, batch_size=6, lr=3e-3, warmup_steps=10, label_smoothing=0.0, weight_decay=0.0,
-    d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0, max_len=32,
+    net=dict(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0, max_len=32),
 )
 
 
@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
     for split in ("val", "test"):
         write_jsonl(data_dir / f"{split}.jsonl", pairs)
     train_tokenizer([text for pair in PAIRS for text in pair], 200, 1).save(str(data_dir / "tokenizer.json"))
-    dm = TranslationDataModule(data_dir, TINY.batch_size, TINY.max_len)
+    dm = TranslationDataModule(data_dir, TINY.batch_size, TINY.net.max_len)
     L.seed_everything(0)
     module = TranslatorModule(TINY, dm.vocab_size, PAD_ID)
     trainer = L.Trainer(
@@ -55,10 +55,12 @@ def test_tiny_model_memorises_a_handful_of_pairs(trained, tmp_path):
     module, dm = trained
     sources, targets = [s for s, _ in PAIRS], [t for _, t in PAIRS]
     for method in ("greedy", "beam"):
-        translator = Translator(module.model, dm.tokenizer, DecodingConfig(method=method, beam_size=3))
+        decoding = TINY.decoding.model_copy(update={"method": method, "beam_size": 3})
+        translator = Translator(module.model, dm.tokenizer, decoding)
         assert translator.translate(sources) == targets
 
-    result = evaluate(Translator(module.model, dm.tokenizer), dm.pairs["test"], tmp_path, n_samples=3, n_attention=1)
+    result = evaluate(Translator(module.model, dm.tokenizer, TINY.decoding), dm.pairs["test"], tmp_path, n_samples=3,
+                      n_attention=1)
     assert result.metrics["test_bleu"] == pytest.approx(100.0)
     assert result.metrics["copy_baseline_bleu"] < 20
     assert list(result.tables["sample_translations"]["translation"]) == targets[:3]
@@ -67,7 +69,7 @@ def test_tiny_model_memorises_a_handful_of_pairs(trained, tmp_path):
 
     restored = TranslatorModule(TINY, dm.vocab_size, PAD_ID)  # the spine's evaluate stage: a fresh module
     restored.load_state_dict(module.state_dict())
-    assert Translator(restored.eval().model, dm.tokenizer).translate(sources[:2]) == targets[:2]
+    assert Translator(restored.eval().model, dm.tokenizer, TINY.decoding).translate(sources[:2]) == targets[:2]
 
 
 @pytest.mark.slow
@@ -77,7 +79,7 @@ def test_pyfunc_round_trips_through_mlflow(trained, tmp_path):
     module, dm = trained
     work = tmp_path / "work"
     work.mkdir()
-    spec = bundle(module.model, module.architecture, DecodingConfig(), dm.data_dir / "tokenizer.json", work, [PAIRS[0][0]])
+    spec = bundle(module.model, TINY.decoding, dm.data_dir / "tokenizer.json", work, [PAIRS[0][0]])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = mlflow.create_experiment("translator-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):

@@ -58,7 +58,7 @@ def test_flow_end_to_end(project, harness, capsys):
     (lm_run,) = [r for r in runs if r.data.tags.get("triad.step") == "lm"]  # the language-model stage
     assert lm_run.data.metrics["lm_test_perplexity"] > 1
     assert "samples.md" in {a.path.split("/")[-1] for a in client.list_artifacts(lm_run.info.run_id, "lm")}
-    assert run.data.params["model.translator.d_model"] == "32"
+    assert run.data.params["model.translator.net.d_model"] == "32"
     assert {"train_loss", "val_loss", "test_bleu", "test_chrf"} <= set(run.data.metrics)
     steps = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(steps) >= 2 and len({m.step for m in steps}) == len(steps)  # per-step, not one final value

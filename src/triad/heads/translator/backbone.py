@@ -7,25 +7,24 @@ by ``triad.heads.transfer.backbones.save_backbone``), so that ``backbone: regist
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from triad.heads.transfer.backbones import Backbone
-from triad.heads.translator.model import EncoderOnlyTransformer, Seq2SeqTransformer, translator_encoder_state
+from triad.heads.translator.model import (
+    EncoderOnlyTransformer,
+    Seq2SeqTransformer,
+    TransformerConfig,
+    translator_encoder_state,
+)
 
 
-def encoder_architecture(translator: dict[str, Any]) -> dict[str, Any]:
-    """``EncoderOnlyTransformer`` arguments for the encoder half of a translator built from ``translator``
-    (``Seq2SeqTransformer`` arguments; a missing one takes that class's default)."""
-    translator_args = inspect.signature(Seq2SeqTransformer).parameters
-    full = {name: p.default for name, p in translator_args.items() if p.default is not inspect.Parameter.empty}
-    full |= translator
-    shared = ("vocab_size", "d_model", "n_heads", "d_ff", "dropout", "norm_first", "positional", "max_len", "pad_id")
-    args = {name: full[name] for name in shared}
-    return args | {"n_layers": full["n_encoder_layers"], "activation": "relu"}  # its encoder layers use ReLU
+def encoder_config(translator: TransformerConfig) -> TransformerConfig:
+    """The ``EncoderOnlyTransformer`` config of a translator's encoder half: the translator's, without its decoder."""
+    return replace(translator, n_decoder_layers=0)
 
 
 class TranslatorEncoderBackbone(Backbone):
@@ -33,8 +32,8 @@ class TranslatorEncoderBackbone(Backbone):
 
     A text is encoded as the translator encodes a source sentence (subword ids, then EOS, cut to
     the positional table), so the features equal the translator's own encoder memory, mean-pooled
-    over non-padding positions. ``spec`` rebuilds it (``build_backbone_from_spec``, kind ``module``);
-    the tokenizer travels inside the spec as its JSON text.
+    over non-padding positions. ``spec`` rebuilds it (``build_backbone_from_spec``, kind ``module``):
+    ``architecture`` is the encoder's ``TransformerConfig`` as a dict, the tokenizer its JSON text.
     """
 
     modality = "text"
@@ -47,16 +46,15 @@ class TranslatorEncoderBackbone(Backbone):
         self.eos_id = self.tokenizer.token_to_id("[EOS]")
         if self.eos_id is None:
             raise ValueError("the tokenizer has no [EOS] token; pass the translator's own tokenizer.json")
-        self.encoder = EncoderOnlyTransformer(**architecture)
+        self.encoder = EncoderOnlyTransformer(TransformerConfig(**architecture))
         self.n_features = self.encoder.feature_dim
         self.spec = {"kind": "module", "target": f"{__name__}:{type(self).__name__}",
                      "kwargs": {"architecture": architecture, "tokenizer_json": tokenizer_json}}
 
     @classmethod
-    def from_translator(cls, model: Seq2SeqTransformer, architecture: dict[str, Any],
-                        tokenizer_json: str) -> "TranslatorEncoderBackbone":
-        """The backbone holding a copy of ``model``'s encoder (``architecture``: its constructor arguments)."""
-        backbone = cls(encoder_architecture(architecture), tokenizer_json)
+    def from_translator(cls, model: Seq2SeqTransformer, tokenizer_json: str) -> "TranslatorEncoderBackbone":
+        """The backbone holding a copy of ``model``'s encoder."""
+        backbone = cls(asdict(encoder_config(model.config)), tokenizer_json)
         backbone.encoder.load_state_dict(translator_encoder_state(model))
         return backbone
 

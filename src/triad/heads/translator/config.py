@@ -93,15 +93,9 @@ class LanguageModelConfig(StrictModel):
         return self
 
 
-class TranslatorModel(OptimConfig):
-    """The Transformer's sizes, its training schedule and how it decodes.
-
-    Training: AdamW (betas 0.9, 0.98; weight decay on matrices only), label-smoothed cross-entropy.
-    """
-
-    # linear warm-up over this many steps (at most half the run), then cosine decay to zero
-    warmup_steps: int = Field(ge=0)
-    label_smoothing: float = Field(ge=0, lt=1)
+class TranslatorNet(StrictModel):
+    """The encoder-decoder Transformer's shape (``model.translator.net``). ``Seq2SeqTransformer`` is built
+    from it, the vocabulary size and the padding id (``triad.heads.translator.module.transformer_config``)."""
 
     d_model: int = Field(ge=8)
     n_heads: int = Field(ge=1)
@@ -114,22 +108,40 @@ class TranslatorModel(OptimConfig):
     tie_embeddings: bool  # source, target and output embeddings share one matrix
     max_len: int = Field(ge=8)  # longest token sequence the model accepts
 
-    decoding: Literal["greedy", "beam"]
-    beam_size: int = Field(ge=1)
-    length_penalty: float = Field(ge=0)  # GNMT alpha; 0 disables
-    # At most max_len_a * source length + max_len_b target tokens are generated.
-    max_len_a: float = Field(ge=0)
-    max_len_b: int = Field(ge=1)
-    eval_batch_size: int = Field(ge=1)  # sentences translated at once
-    n_sample_translations: int = Field(ge=0)  # test sentences in the sample_translations table
-    n_attention_examples: int = Field(ge=0)  # test sentences whose attention maps are plotted
-    lm: LanguageModelConfig
-
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "TranslatorModel":
+    def _heads_divide_width(self) -> "TranslatorNet":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
+
+
+class DecodingConfig(StrictModel):
+    """How ``Translator`` turns source sentences into translations (``model.translator.decoding``), in the
+    evaluation and in the served model (whose config.json carries a copy)."""
+
+    method: Literal["greedy", "beam"]
+    beam_size: int = Field(ge=1)  # beam only
+    length_penalty: float = Field(ge=0)  # beam only: GNMT alpha; 0 disables
+    # At most max_len_a * source length + max_len_b target tokens are generated.
+    max_len_a: float = Field(ge=0)
+    max_len_b: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # sentences translated at once
+
+
+class TranslatorModel(OptimConfig):
+    """The Transformer's shape, its training schedule and how it decodes.
+
+    Training: AdamW (betas 0.9, 0.98; weight decay on matrices only), label-smoothed cross-entropy.
+    """
+
+    # linear warm-up over this many steps (at most half the run), then cosine decay to zero
+    warmup_steps: int = Field(ge=0)
+    label_smoothing: float = Field(ge=0, lt=1)
+    net: TranslatorNet
+    decoding: DecodingConfig
+    n_sample_translations: int = Field(ge=0)  # test sentences in the sample_translations table
+    n_attention_examples: int = Field(ge=0)  # test sentences whose attention maps are plotted
+    lm: LanguageModelConfig
 
 
 # What the head registry reads (triad.heads).

@@ -8,12 +8,12 @@ each step feeds only the newest token through the decoder.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from triad.errors import ConfigError
+from triad.heads.translator.config import DecodingConfig
 from triad.heads.translator.model import DecoderOnlyTransformer, Seq2SeqTransformer
 
 
@@ -33,7 +33,7 @@ def _budgets(model: Seq2SeqTransformer, src: Tensor, max_len_a: float, max_len_b
 
 @torch.no_grad()
 def greedy_decode(
-    model: Seq2SeqTransformer, src: Tensor, bos_id: int, eos_id: int, max_len_a: float = 1.5, max_len_b: int = 10
+    model: Seq2SeqTransformer, src: Tensor, bos_id: int, eos_id: int, max_len_a: float, max_len_b: int
 ) -> list[list[int]]:
     """The most likely next token at every step. src (B, S) -> B lists of target ids (no BOS/EOS)."""
     memory, src_mask, _ = model.encode(src)
@@ -63,10 +63,10 @@ def beam_search(
     src: Tensor,
     bos_id: int,
     eos_id: int,
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
+    beam_size: int,
+    alpha: float,
+    max_len_a: float,
+    max_len_b: int,
 ) -> list[list[int]]:
     """Keep the ``beam_size`` best partial translations of every sentence. src (B, S) -> B id lists.
 
@@ -186,29 +186,18 @@ def sample(
     return tokens
 
 
-@dataclass
-class DecodingConfig:
-    """How ``Translator`` decodes: ``greedy`` or ``beam`` with its width and length penalty."""
-
-    method: str = "beam"
-    beam_size: int = 4
-    length_penalty: float = 0.6
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    batch_size: int = 64
-
-
 class Translator:
-    """Sentences in, sentences out: tokenizer + ``Seq2SeqTransformer`` + a decoding algorithm.
+    """Sentences in, sentences out: tokenizer + ``Seq2SeqTransformer`` + a decoding algorithm
+    (``decoding``: ``model.translator.decoding``).
 
     The tokenizer is a HF ``tokenizers.Tokenizer`` with ``[PAD]``, ``[BOS]``, ``[EOS]`` specials.
     A source is encoded as its subword ids followed by EOS, as in training.
     """
 
-    def __init__(self, model: Seq2SeqTransformer, tokenizer, decoding: DecodingConfig | None = None):
+    def __init__(self, model: Seq2SeqTransformer, tokenizer, decoding: DecodingConfig):
         self.model = model
         self.tokenizer = tokenizer
-        self.decoding = decoding or DecodingConfig()
+        self.decoding = decoding
         self.bos_id = tokenizer.token_to_id("[BOS]")
         self.eos_id = tokenizer.token_to_id("[EOS]")
 
@@ -238,7 +227,8 @@ class Translator:
             if cfg.method == "greedy":
                 hyps = greedy_decode(self.model, src, self.bos_id, self.eos_id, cfg.max_len_a, cfg.max_len_b)
             else:
-                hyps = beam_search(self.model, src, self.bos_id, self.eos_id, cfg.beam_size, cfg.length_penalty, cfg.max_len_a, cfg.max_len_b)
+                hyps = beam_search(self.model, src, self.bos_id, self.eos_id, cfg.beam_size, cfg.length_penalty,
+                                   cfg.max_len_a, cfg.max_len_b)
             for i, text in zip(index, self.tokenizer.decode_batch(hyps)):
                 out[i] = text
         return out

@@ -7,7 +7,7 @@ from typing import Any, Callable, ClassVar, Literal
 
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
-from triad.heads.translator.decoding import DecodingConfig, Translator
+from triad.heads.translator.decoding import Translator
 from triad.heads.translator.module import TranslatorModule
 
 
@@ -32,30 +32,27 @@ class TranslatorHead(Head):
 
     def datamodule(self, data_dir: Path) -> TranslationDataModule:
         return TranslationDataModule(
-            data_dir, self.model_cfg.batch_size, self.model_cfg.max_len, self.cfg.trainer.num_workers, self.cfg.seed
+            data_dir, self.model_cfg.batch_size, self.model_cfg.net.max_len, self.cfg.trainer.num_workers, self.cfg.seed
         )
 
     def module(self, datamodule: TranslationDataModule) -> TranslatorModule:
         return TranslatorModule(self.model_cfg, datamodule.vocab_size, PAD_ID)
 
-    def decoding(self) -> DecodingConfig:
-        cfg = self.model_cfg
-        return DecodingConfig(cfg.decoding, cfg.beam_size, cfg.length_penalty, cfg.max_len_a, cfg.max_len_b, cfg.eval_batch_size)
-
     def evaluate(self, module: TranslatorModule, datamodule: TranslationDataModule, report_dir: Path) -> Evaluation:
         from triad.heads.translator.evaluate import evaluate
 
         datamodule.setup("test")
-        translator = Translator(module.model, datamodule.tokenizer, self.decoding())
         cfg = self.model_cfg
-        return evaluate(translator, datamodule.pairs["test"], report_dir, cfg.n_sample_translations, cfg.n_attention_examples)
+        translator = Translator(module.model, datamodule.tokenizer, cfg.decoding)
+        return evaluate(translator, datamodule.pairs["test"], report_dir, cfg.n_sample_translations,
+                        cfg.n_attention_examples)
 
     def pyfunc(self, module: TranslatorModule, datamodule: TranslationDataModule, work_dir: Path) -> PyfuncBundle:
         from triad.heads.translator.pyfunc import bundle
 
         datamodule.setup("test")
         example = [p["src"] for p in datamodule.pairs["test"][:2]]
-        return bundle(module.model, module.architecture, self.decoding(), datamodule.data_dir / "tokenizer.json", work_dir, example)
+        return bundle(module.model, self.model_cfg.decoding, datamodule.data_dir / "tokenizer.json", work_dir, example)
 
     def rescore(self, served, datamodule: TranslationDataModule) -> float:
         """Test BLEU of a registered translator (its own tokenizer and decoding) on this test split."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,7 +23,8 @@ from triad.errors import DataError
 from triad.heads.translator.config import LanguageModelConfig
 from triad.heads.translator.data import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, pad_batch, read_jsonl
 from triad.heads.translator.decoding import sample
-from triad.heads.translator.model import DecoderOnlyTransformer
+from triad.heads.translator.model import DecoderOnlyTransformer, TransformerConfig
+from triad.nn.schedule import warmup_cosine
 
 WEIGHTS = "lm.pt"
 SAMPLES = "samples.md"
@@ -73,16 +75,14 @@ def unigram_perplexity(train_rows: list[list[int]], test_rows: list[list[int]], 
     return math.exp(-log_probs[targets].mean().item())
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over the first tenth of the steps (at least one), then cosine decay to zero."""
-    warmup = max(1, total_steps // 10)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def lm_config(cfg: LanguageModelConfig, vocab_size: int) -> TransformerConfig:
+    """The language model's network: a GPT (pre-norm, GELU feed-forward 4 * d_model wide, learned
+    positions, output projection tied to the embedding, no padding row) of ``cfg``'s sizes."""
+    return TransformerConfig(
+        vocab_size=vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=0,
+        n_decoder_layers=cfg.n_layers, d_ff=4 * cfg.d_model, dropout=cfg.dropout, norm_first=True,
+        positional="learned", max_len=cfg.max_len, tie_embeddings=True, pad_id=None, activation="gelu",
+    )
 
 
 def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path, seed: int,
@@ -96,12 +96,12 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
     rows = {split: encode([p[side] for p in read_jsonl(data_dir / f"{split}.jsonl")], tokenizer, cfg.max_len)
             for split in ("train", "val", "test")}
     torch.manual_seed(seed)
-    architecture = dict(vocab_size=tokenizer.get_vocab_size(), d_model=cfg.d_model, n_heads=cfg.n_heads,
-                        n_layers=cfg.n_layers, d_ff=4 * cfg.d_model, dropout=cfg.dropout, max_len=cfg.max_len)
-    model = DecoderOnlyTransformer(**architecture).to(device)
+    config = lm_config(cfg, tokenizer.get_vocab_size())
+    model = DecoderOnlyTransformer(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    steps_per_epoch = math.ceil(len(rows["train"]) / cfg.batch_size)
-    schedule = warmup_cosine(optimizer, total_steps=cfg.max_epochs * steps_per_epoch)
+    total_steps = cfg.max_epochs * math.ceil(len(rows["train"]) / cfg.batch_size)
+    # linear warm-up over the first tenth of the steps (at least one), then cosine decay to zero
+    schedule = warmup_cosine(optimizer, total_steps, warmup_steps=max(1, total_steps // 10))
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     for epoch in range(cfg.max_epochs):
@@ -123,6 +123,7 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
 
     model.cpu()  # the weights are saved for any machine; sampling draws from a CPU generator
     # Save before sampling, so that a failure while sampling never loses the trained model.
+    architecture = asdict(config)  # DecoderOnlyTransformer(TransformerConfig(**architecture)) rebuilds the network
     torch.save({"state_dict": model.state_dict(), "architecture": architecture}, out_dir / WEIGHTS)
     (out_dir / "lm.json").write_text(json.dumps({"english_side": side, **architecture}, indent=2) + "\n")
     samples = write_samples(model, tokenizer, rows["test"], cfg, out_dir / SAMPLES, seed)
@@ -130,7 +131,7 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
         "lm_parameters": sum(p.numel() for p in model.parameters()),
         "lm_train_sentences": len(rows["train"]),
         **perplexities,
-        "lm_unigram_test_perplexity": unigram_perplexity(rows["train"], rows["test"], architecture["vocab_size"]),
+        "lm_unigram_test_perplexity": unigram_perplexity(rows["train"], rows["test"], config.vocab_size),
         "lm_train_seconds": round(train_seconds, 2),
         "lm_device": str(torch.device(device)),
         "lm_samples": len(samples),

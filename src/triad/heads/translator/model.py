@@ -5,6 +5,9 @@ The same parts build three models:
 - ``DecoderOnlyTransformer``: GPT-style causal language model, for text generation;
 - ``EncoderOnlyTransformer``: a bidirectional encoder whose token features feed other models.
 
+Every model, and every block inside one, is built from one ``TransformerConfig`` (as nanoGPT's
+from its ``GPTConfig``) and reads the fields it needs.
+
 Shape letters: B batch, T query (target) length, S key (source) length, D d_model, H heads,
 Dh = D / H per-head width, V vocabulary. Masks are boolean, broadcast to (B, H, T, S), and True
 means "may attend". Token id ``pad_id`` is padding.
@@ -19,6 +22,30 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The shape of a Transformer. ``dataclasses.asdict`` of it is what a saved model's JSON holds.
+
+    ``Seq2SeqTransformer`` reads every field; ``EncoderOnlyTransformer`` all but ``n_decoder_layers`` and
+    ``tie_embeddings``; ``DecoderOnlyTransformer`` all but ``n_encoder_layers``.
+    """
+
+    vocab_size: int
+    d_model: int  # D
+    n_heads: int  # H; divides D
+    n_encoder_layers: int
+    n_decoder_layers: int
+    d_ff: int  # hidden width of the feed-forward sublayers
+    dropout: float  # one rate for attention weights, feed-forward activations, residual branches, embeddings
+    norm_first: bool  # pre-norm (True) or post-norm (False), see ``ResidualConnection``
+    positional: Literal["sinusoidal", "learned"]
+    max_len: int  # positions in the positional table: the longest sequence the model accepts
+    tie_embeddings: bool  # input embeddings and output projection share one matrix
+    pad_id: int | None  # the padding token id (its embedding row starts at zero); None: no padding row
+    activation: Literal["relu", "gelu"]  # of the feed-forward sublayers
+
 
 # --- dropout --------------------------------------------------------------------------------------
 
@@ -131,11 +158,12 @@ class MultiHeadAttention(nn.Module):
     all of them; cross-attention projects ``memory`` once, on the first step, and reuses it.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
+        d_model, n_heads = config.d_model, config.n_heads
         assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
         self.n_heads = n_heads
-        self.dropout = dropout
+        self.dropout = config.dropout
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -184,12 +212,12 @@ class PositionwiseFeedForward(nn.Module):
     (B, T, D) -> (B, T, D).
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: Literal["relu", "gelu"] = "relu"):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.w_1 = nn.Linear(d_model, d_ff)
-        self.w_2 = nn.Linear(d_ff, d_model)
-        self.activation = nn.ReLU() if activation == "relu" else nn.GELU()
-        self.dropout = Dropout(dropout)
+        self.w_1 = nn.Linear(config.d_model, config.d_ff)
+        self.w_2 = nn.Linear(config.d_ff, config.d_model)
+        self.activation = nn.ReLU() if config.activation == "relu" else nn.GELU()
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w_2(self.dropout(self.activation(self.w_1(x))))
@@ -198,18 +226,18 @@ class PositionwiseFeedForward(nn.Module):
 class ResidualConnection(nn.Module):
     """A residual connection with layer normalisation around a sublayer f.
 
-    pre-norm (default; Xiong et al., 2020):  x + Dropout(f(LayerNorm(x)))
+    pre-norm (Xiong et al., 2020):           x + Dropout(f(LayerNorm(x)))
     post-norm (Vaswani et al., 2017):        LayerNorm(x + Dropout(f(x)))
 
     Used in two halves, ``y = f(res.normalize(x)); x = res.add(x, y)``, so that f may also hand
     back attention weights. Shapes are (B, T, D) throughout.
     """
 
-    def __init__(self, d_model: int, dropout: float = 0.0, norm_first: bool = True):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = Dropout(dropout)
-        self.norm_first = norm_first
+        self.norm = nn.LayerNorm(config.d_model)
+        self.dropout = Dropout(config.dropout)
+        self.norm_first = config.norm_first
 
     def normalize(self, x: Tensor) -> Tensor:
         return self.norm(x) if self.norm_first else x
@@ -226,9 +254,10 @@ class TokenEmbedding(nn.Module):
     scale and the same matrix can serve as the (tied) output projection.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, pad_id: int | None = None):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        d_model, pad_id = config.d_model, config.pad_id
+        self.embedding = nn.Embedding(config.vocab_size, d_model, padding_idx=pad_id)
         nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
         if pad_id is not None:
             with torch.no_grad():
@@ -246,16 +275,17 @@ class TokenEmbedding(nn.Module):
 class PositionalEncoding(nn.Module):
     """Adds position information to (B, T, D) embeddings, then dropout.
 
-    ``sinusoidal``: PE[pos, 2i] = sin(pos / 10000^(2i/D)), PE[pos, 2i+1] = cos(pos / 10000^(2i/D));
-    ``learned``: a trained vector per position. ``offset`` is the position of the first of the T
-    vectors (non-zero when decoding with a cache).
+    ``config.positional``: ``sinusoidal``, PE[pos, 2i] = sin(pos / 10000^(2i/D)) and
+    PE[pos, 2i+1] = cos(pos / 10000^(2i/D)); ``learned``, a trained vector per position. ``offset`` is
+    the position of the first of the T vectors (non-zero when decoding with a cache).
     """
 
-    def __init__(self, d_model: int, max_len: int, dropout: float = 0.0, kind: Literal["sinusoidal", "learned"] = "sinusoidal"):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.dropout = Dropout(dropout)
+        d_model, max_len = config.d_model, config.max_len
+        self.dropout = Dropout(config.dropout)
         self.max_len = max_len
-        if kind == "learned":
+        if config.positional == "learned":
             self.table = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
         else:
             position = torch.arange(max_len).unsqueeze(1)
@@ -278,14 +308,16 @@ class PositionalEncoding(nn.Module):
 class EncoderLayer(nn.Module):
     """Self-attention then feed-forward, each inside a ``ResidualConnection``. (B, S, D) -> (B, S, D)."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = True, activation: Literal["relu", "gelu"] = "relu"):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout, activation)
-        self.residual_attn = ResidualConnection(d_model, dropout, norm_first)
-        self.residual_ff = ResidualConnection(d_model, dropout, norm_first)
+        self.self_attn = MultiHeadAttention(config)
+        self.feed_forward = PositionwiseFeedForward(config)
+        self.residual_attn = ResidualConnection(config)
+        self.residual_ff = ResidualConnection(config)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """Returns the output and the self-attention weights (B, H, S, S) if asked."""
         y, weights = self.self_attn(self.residual_attn.normalize(x), mask=mask, need_weights=need_weights)
         x = self.residual_attn.add(x, y)
@@ -294,16 +326,16 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """N ``EncoderLayer``s, with a final LayerNorm when pre-norm. (B, S, D) -> (B, S, D)."""
+    """``config.n_encoder_layers`` ``EncoderLayer``s, with a final LayerNorm when pre-norm. (B, S, D) -> (B, S, D)."""
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = True, activation: Literal["relu", "gelu"] = "relu"):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout, norm_first, activation) for _ in range(n_layers)
-        )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
+        self.norm = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
         """Returns the output and, if asked, each layer's self-attention weights (else [])."""
         attentions = []
         for layer in self.layers:
@@ -319,17 +351,17 @@ class DecoderLayer(nn.Module):
     ``cross_attention=False`` drops the middle sublayer: that is a GPT block. (B, T, D) -> (B, T, D).
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = True, cross_attention: bool = True, activation: Literal["relu", "gelu"] = "relu"):
+    def __init__(self, config: TransformerConfig, cross_attention: bool):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self.residual_self = ResidualConnection(d_model, dropout, norm_first)
+        self.self_attn = MultiHeadAttention(config)
+        self.residual_self = ResidualConnection(config)
         if cross_attention:
-            self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
-            self.residual_cross = ResidualConnection(d_model, dropout, norm_first)
+            self.cross_attn = MultiHeadAttention(config)
+            self.residual_cross = ResidualConnection(config)
         else:
             self.cross_attn = None
-        self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout, activation)
-        self.residual_ff = ResidualConnection(d_model, dropout, norm_first)
+        self.feed_forward = PositionwiseFeedForward(config)
+        self.residual_ff = ResidualConnection(config)
 
     def forward(
         self,
@@ -388,15 +420,14 @@ class DecoderCache:
 
 
 class Decoder(nn.Module):
-    """N ``DecoderLayer``s, with a final LayerNorm when pre-norm. (B, T, D) -> (B, T, D)."""
+    """``config.n_decoder_layers`` ``DecoderLayer``s, with a final LayerNorm when pre-norm. (B, T, D) -> (B, T, D).
 
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = True, cross_attention: bool = True, activation: Literal["relu", "gelu"] = "relu"):
+    ``cross_attention=False`` makes them GPT blocks."""
+
+    def __init__(self, config: TransformerConfig, cross_attention: bool):
         super().__init__()
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_heads, d_ff, dropout, norm_first, cross_attention, activation)
-            for _ in range(n_layers)
-        )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.layers = nn.ModuleList(DecoderLayer(config, cross_attention) for _ in range(config.n_decoder_layers))
+        self.norm = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
 
     def forward(
         self,
@@ -437,36 +468,25 @@ class Seq2SeqTransformer(nn.Module):
     ``forward(src (B, S), tgt_in (B, T)) -> logits (B, T, V)``; ``tgt_in`` starts with BOS and is
     the target shifted right (teacher forcing). ``encode`` and ``decode`` are the two halves used
     by the decoding algorithms; ``attention_maps`` returns every attention weight for plotting.
-    With ``tie_embeddings`` the source embedding, target embedding and output projection are one
-    matrix (Press & Wolf, 2017).
+    With ``config.tie_embeddings`` the source embedding, target embedding and output projection are
+    one matrix (Press & Wolf, 2017). ``config.pad_id`` is required: it masks padded source positions.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 128,
-        n_heads: int = 4,
-        n_encoder_layers: int = 2,
-        n_decoder_layers: int = 2,
-        d_ff: int = 256,
-        dropout: float = 0.1,
-        norm_first: bool = True,
-        positional: Literal["sinusoidal", "learned"] = "sinusoidal",
-        max_len: int = 128,
-        tie_embeddings: bool = True,
-        pad_id: int = 0,
-    ):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.pad_id = pad_id
-        self.n_decoder_layers = n_decoder_layers
-        self.src_embed = TokenEmbedding(vocab_size, d_model, pad_id)
-        self.tgt_embed = self.src_embed if tie_embeddings else TokenEmbedding(vocab_size, d_model, pad_id)
-        self.src_position = PositionalEncoding(d_model, max_len, dropout, positional)
-        self.tgt_position = PositionalEncoding(d_model, max_len, dropout, positional)
-        self.encoder = Encoder(n_encoder_layers, d_model, n_heads, d_ff, dropout, norm_first)
-        self.decoder = Decoder(n_decoder_layers, d_model, n_heads, d_ff, dropout, norm_first)
-        self.generator = nn.Linear(d_model, vocab_size, bias=False)  # to logits
-        if tie_embeddings:
+        if config.pad_id is None:
+            raise ValueError("a Seq2SeqTransformer needs a pad_id: it masks padded source positions")
+        self.config = config
+        self.pad_id = config.pad_id
+        self.n_decoder_layers = config.n_decoder_layers
+        self.src_embed = TokenEmbedding(config)
+        self.tgt_embed = self.src_embed if config.tie_embeddings else TokenEmbedding(config)
+        self.src_position = PositionalEncoding(config)
+        self.tgt_position = PositionalEncoding(config)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config, cross_attention=True)
+        self.generator = nn.Linear(config.d_model, config.vocab_size, bias=False)  # to logits
+        if config.tie_embeddings:
             self.generator.weight = self.tgt_embed.weight
 
     def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -502,31 +522,22 @@ class Seq2SeqTransformer(nn.Module):
 class DecoderOnlyTransformer(nn.Module):
     """GPT-style causal language model: tokens (B, T) -> next-token logits (B, T, V).
 
-    The blocks are ``DecoderLayer``s without cross-attention; the output projection is tied to
-    the token embedding. ``forward(tokens, cache)`` with a ``DecoderCache`` processes only the
-    new tokens (see ``triad.heads.translator.decoding.sample``).
+    The blocks are ``config.n_decoder_layers`` ``DecoderLayer``s without cross-attention; with
+    ``config.tie_embeddings`` the output projection is the token embedding. ``forward(tokens, cache)``
+    with a ``DecoderCache`` processes only the new tokens (see ``triad.heads.translator.decoding.sample``).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 768,
-        n_heads: int = 12,
-        n_layers: int = 12,
-        d_ff: int | None = None,
-        dropout: float = 0.0,
-        max_len: int = 1024,
-        positional: Literal["sinusoidal", "learned"] = "learned",
-        norm_first: bool = True,
-    ):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.n_layers = n_layers
-        self.max_len = max_len
-        self.embed = TokenEmbedding(vocab_size, d_model)
-        self.position = PositionalEncoding(d_model, max_len, dropout, positional)
-        self.decoder = Decoder(n_layers, d_model, n_heads, d_ff or 4 * d_model, dropout, norm_first, cross_attention=False, activation="gelu")
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        self.lm_head.weight = self.embed.weight
+        self.config = config
+        self.n_layers = config.n_decoder_layers
+        self.max_len = config.max_len
+        self.embed = TokenEmbedding(config)
+        self.position = PositionalEncoding(config)
+        self.decoder = Decoder(config, cross_attention=False)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
 
     def new_cache(self) -> DecoderCache:
         return DecoderCache(self.n_layers)
@@ -541,30 +552,21 @@ class EncoderOnlyTransformer(nn.Module):
     """Bidirectional Transformer encoder used as a feature extractor (a backbone).
 
     ``forward(tokens (B, S)) -> features (B, S, D)``; ``pooled(tokens) -> (B, D)``, the mean of
-    the features over non-padding positions. ``feature_dim`` is D. With the default ReLU it is the
-    ``Seq2SeqTransformer``'s encoder half: ``translator_encoder_state`` copies a translator's weights in.
+    the features over non-padding positions. ``feature_dim`` is D. Built from a translator's config it
+    is that ``Seq2SeqTransformer``'s encoder half: ``translator_encoder_state`` copies a translator's
+    weights in. ``config.pad_id`` is required (padding is masked and left out of the mean).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 128,
-        n_heads: int = 4,
-        n_layers: int = 2,
-        d_ff: int = 256,
-        dropout: float = 0.1,
-        max_len: int = 512,
-        positional: Literal["sinusoidal", "learned"] = "sinusoidal",
-        norm_first: bool = True,
-        pad_id: int = 0,
-        activation: Literal["relu", "gelu"] = "relu",
-    ):
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.pad_id = pad_id
-        self.feature_dim = d_model
-        self.embed = TokenEmbedding(vocab_size, d_model, pad_id)
-        self.position = PositionalEncoding(d_model, max_len, dropout, positional)
-        self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout, norm_first, activation)
+        if config.pad_id is None:
+            raise ValueError("an EncoderOnlyTransformer needs a pad_id: it masks padded positions")
+        self.config = config
+        self.pad_id = config.pad_id
+        self.feature_dim = config.d_model
+        self.embed = TokenEmbedding(config)
+        self.position = PositionalEncoding(config)
+        self.encoder = Encoder(config)
 
     def forward(self, tokens: Tensor) -> Tensor:
         features, _ = self.encoder(self.position(self.embed(tokens)), padding_mask(tokens, self.pad_id))

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from dataclasses import asdict
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from triad.heads.translator.config import TranslatorModel
-from triad.heads.translator.model import Seq2SeqTransformer
-
-ARCHITECTURE_FIELDS = (
-    "d_model",
-    "n_heads",
-    "n_encoder_layers",
-    "n_decoder_layers",
-    "d_ff",
-    "dropout",
-    "norm_first",
-    "positional",
-    "max_len",
-    "tie_embeddings",
-)
+from triad.heads.translator.config import TranslatorModel, TranslatorNet
+from triad.heads.translator.model import Seq2SeqTransformer, TransformerConfig
+from triad.nn.schedule import warmup_cosine
 
 
-def architecture(cfg: TranslatorModel, vocab_size: int, pad_id: int) -> dict[str, Any]:
-    """The keyword arguments of ``Seq2SeqTransformer`` (also written as JSON for serving)."""
-    return {"vocab_size": vocab_size, "pad_id": pad_id} | {name: getattr(cfg, name) for name in ARCHITECTURE_FIELDS}
+def transformer_config(net: TranslatorNet, vocab_size: int, pad_id: int) -> TransformerConfig:
+    """The translator's network: ``model.translator.net``, the vocabulary size and the padding id, with the
+    paper's ReLU feed-forward sublayers."""
+    return TransformerConfig(vocab_size=vocab_size, pad_id=pad_id, activation="relu", **net.model_dump())
 
 
 class TranslatorModule(L.LightningModule):
@@ -43,9 +31,8 @@ class TranslatorModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.pad_id = pad_id
-        self.architecture = architecture(cfg, vocab_size, pad_id)
-        self.save_hyperparameters({"architecture": self.architecture, "model": cfg.model_dump()})
-        self.model = Seq2SeqTransformer(**self.architecture)
+        self.model = Seq2SeqTransformer(transformer_config(cfg.net, vocab_size, pad_id))
+        self.save_hyperparameters({"architecture": asdict(self.model.config), "model": cfg.model_dump()})
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.model(src, tgt_in)
@@ -91,14 +78,5 @@ class TranslatorModule(L.LightningModule):
             betas=(0.9, 0.98),
             eps=1e-9,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.cfg.warmup_steps, total // 2)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = warmup_cosine(optimizer, int(self.trainer.estimated_stepping_batches), self.cfg.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

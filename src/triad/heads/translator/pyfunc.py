@@ -1,7 +1,8 @@
 """The servable translator: an MLflow pyfunc that takes source sentences and returns translations.
 
-Artifacts: ``weights`` (the ``Seq2SeqTransformer`` state_dict), ``config`` (JSON with its
-constructor arguments and the decoding settings), ``tokenizer`` (the BPE ``tokenizer.json``), and
+Artifacts: ``weights`` (the ``Seq2SeqTransformer`` state_dict) and ``config`` (JSON: ``architecture``, its
+``TransformerConfig``, and ``decoding``, its ``model.translator.decoding``), both written by
+``triad.nn.saved.save_network``; ``tokenizer`` (the BPE ``tokenizer.json``); and
 ``backbone_config`` / ``backbone_weights``: the encoder as a transfer-learning backbone
 (``triad.heads.translator.backbone``), for ``backbone_name: models:/triad-translator@champion``.
 ``load_context`` rebuilds the network from these on CPU; nothing is unpickled.
@@ -9,18 +10,17 @@ constructor arguments and the decoding settings), ``tokenizer`` (the BPE ``token
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
-import torch
 
 from triad.errors import DataError
 from triad.heads.base import PyfuncBundle
 from triad.heads.translator.decoding import DecodingConfig, Translator
-from triad.heads.translator.model import Seq2SeqTransformer
+from triad.heads.translator.model import Seq2SeqTransformer, TransformerConfig
+from triad.nn.saved import load_network, save_network
 
 
 INPUT_KINDS = "a string, a list of strings, a pandas Series of strings, or a DataFrame with one column of strings"
@@ -69,29 +69,27 @@ class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from tokenizers import Tokenizer
 
-        config = json.loads(Path(context.artifacts["config"]).read_text())
-        model = Seq2SeqTransformer(**config["architecture"])
-        model.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
+        config, weights = load_network(context.artifacts)
+        model = Seq2SeqTransformer(TransformerConfig(**config["architecture"]))
+        model.load_state_dict(weights)
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
-        self.translator = Translator(model.eval(), tokenizer, DecodingConfig(**config["decoding"]))
+        self.translator = Translator(model.eval(), tokenizer, DecodingConfig.model_validate(config["decoding"]))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
         sentences = sentences_of(model_input)
         return self.translator.translate(sentences) if sentences else []
 
 
-def bundle(model: Seq2SeqTransformer, architecture: dict, decoding: DecodingConfig, tokenizer_path: Path, work_dir: Path, example: list[str]) -> PyfuncBundle:
+def bundle(model: Seq2SeqTransformer, decoding: DecodingConfig, tokenizer_path: Path, work_dir: Path,
+           example: list[str]) -> PyfuncBundle:
     """Write the artifacts of ``TranslatorPyfunc`` under ``work_dir``, and the encoder as a transfer
     backbone (``backbone.json`` + ``backbone.pt``, read by ``load_registry_backbone``)."""
     from triad.heads.transfer.backbones import save_backbone
     from triad.heads.translator.backbone import TranslatorEncoderBackbone
 
-    weights = work_dir / "weights.pt"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
-    config = work_dir / "config.json"
-    config.write_text(json.dumps({"architecture": architecture, "decoding": asdict(decoding)}, indent=2, sort_keys=True))
-    backbone = TranslatorEncoderBackbone.from_translator(model, architecture, Path(tokenizer_path).read_text())
-    artifacts = {"weights": str(weights), "config": str(config), "tokenizer": str(tokenizer_path)}
+    config = {"architecture": asdict(model.config), "decoding": decoding.model_dump(mode="json")}
+    backbone = TranslatorEncoderBackbone.from_translator(model, Path(tokenizer_path).read_text())
+    artifacts = save_network(model, config, work_dir) | {"tokenizer": str(tokenizer_path)}
     return PyfuncBundle(
         python_model=TranslatorPyfunc(),
         artifacts=artifacts | save_backbone(backbone, work_dir / "backbone"),
