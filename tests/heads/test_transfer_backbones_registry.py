@@ -9,8 +9,8 @@ import torch
 from tests.profile import section
 from triad.heads.transfer.backbones import build_backbone
 from triad.heads.translator.data import train_tokenizer
-from triad.heads.translator.decoding import DecodingConfig, Translator
-from triad.heads.translator.model import Seq2SeqTransformer
+from triad.heads.translator.decoding import Translator
+from triad.heads.translator.model import Seq2SeqTransformer, TransformerConfig
 from triad.heads.translator.pyfunc import bundle
 
 SENTENCES = ["In the beginning God created the heavens.", "Jesus wept.", "Rejoice always, and pray."]
@@ -18,7 +18,7 @@ SENTENCES = ["In the beginning God created the heavens.", "Jesus wept.", "Rejoic
 
 def mean_encoder_memory(model: Seq2SeqTransformer, tokenizer, sentences: list[str]) -> torch.Tensor:
     """(B, D): the translator's encoder output averaged over each source's non-padding positions."""
-    src = Translator(model, tokenizer).encode_sources(sentences)
+    src = Translator(model, tokenizer, section("model", "translator").decoding).encode_sources(sentences)
     memory, src_mask, _ = model.encode(src)
     keep = src_mask[:, 0, 0, :, None].float()  # (B, S, 1)
     return (memory * keep).sum(1) / keep.sum(1)
@@ -31,13 +31,14 @@ def test_a_registered_translator_serves_its_encoder_as_a_backbone(tmp_path):
     tokenizer = train_tokenizer(SENTENCES, 200, 1)
     tokenizer_path = tmp_path / "tokenizer.json"
     tokenizer.save(str(tokenizer_path))
-    architecture = dict(vocab_size=tokenizer.get_vocab_size(), d_model=32, n_heads=2, n_encoder_layers=2,
-                        n_decoder_layers=1, d_ff=64, dropout=0.0, max_len=32, positional="learned")
+    architecture = TransformerConfig(vocab_size=tokenizer.get_vocab_size(), d_model=32, n_heads=2, n_encoder_layers=2,
+                                     n_decoder_layers=1, d_ff=64, dropout=0.0, norm_first=True, positional="learned",
+                                     max_len=32, tie_embeddings=True, pad_id=0, activation="relu")
     torch.manual_seed(0)
-    model = Seq2SeqTransformer(**architecture).eval()  # random weights: a mix-up anywhere shows
+    model = Seq2SeqTransformer(architecture).eval()  # random weights: a mix-up anywhere shows
     work = tmp_path / "work"
     work.mkdir()
-    spec = bundle(model, architecture, DecodingConfig(), tokenizer_path, work, SENTENCES[:1])
+    spec = bundle(model, section("model", "translator").decoding, tokenizer_path, work, SENTENCES[:1])
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = mlflow.create_experiment("backbone-test", artifact_location=(tmp_path / "artifacts").as_uri())
