@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from timing import compare, take_turns
 
+from triad.heads.diffusion.config import UNetConfig
 from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
 from triad.heads.diffusion.sampling import ddim_sample
@@ -37,9 +38,9 @@ def build_models(args):
 
     levels = len(args.channel_mults)
     lowest = args.image_size // 2 ** (levels - 1)
-    ours = UNet(image_channels=args.image_channels, image_size=args.image_size, n_classes=args.n_classes,
-                channels=args.channels, channel_mults=args.channel_mults, num_res_blocks=args.res_blocks,
-                attention_resolutions=[lowest], attention_heads=4, dropout=0.0, patch_size=1)
+    config = UNetConfig(patch_size=1, channels=args.channels, channel_mults=args.channel_mults,
+                        num_res_blocks=args.res_blocks, attention_resolutions=[lowest], attention_heads=4, dropout=0.0)
+    ours = UNet(config, image_channels=args.image_channels, image_size=args.image_size, n_classes=args.n_classes)
     widths = tuple(args.channels * m for m in args.channel_mults)
     down = tuple("AttnDownBlock2D" if i == levels - 1 else "DownBlock2D" for i in range(levels))
     up = tuple("AttnUpBlock2D" if i == 0 else "UpBlock2D" for i in range(levels))

@@ -27,7 +27,7 @@ TINY = {
         "model.diffusion.eval_samples=20",
         "model.diffusion.eval_steps=[5]",
         "model.diffusion.sample_steps=5",
-        "model.diffusion.judge_epochs=1",
+        "model.diffusion.judge.epochs=1",
         "model.diffusion.grid_every_n_epochs=0",
     ],
     "transfer": [

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.profile import section
-from triad.heads.diffusion.module import build_unet
+from triad.heads.diffusion.model import UNet
 
 
 def test_repeated_eval_steps_are_rejected_naming_them():
@@ -20,5 +20,5 @@ def test_guidance_without_label_dropout_is_rejected_saying_what_to_set():
 
 def test_the_default_profile_builds_the_documented_unet_size():
     """config.py's docstring says 0.70M parameters (704,484 for 10 classes at 28x28)."""
-    net = build_unet(section("model", "diffusion"), image_channels=1, image_size=28, n_classes=10)
+    net = UNet(section("model", "diffusion").unet, image_channels=1, image_size=28, n_classes=10)
     assert sum(p.numel() for p in net.parameters()) == 704_484

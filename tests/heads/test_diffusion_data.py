@@ -10,7 +10,12 @@ import pytest
 from tests.profile import section
 from triad.errors import DataError
 from triad.heads.diffusion.data import (
-    FASHION_MNIST_FILES, read_idx, read_mnist5k_csv, prepare, stratified_split, validate_splits,
+    FASHION_MNIST_FILES,
+    prepare,
+    read_idx,
+    read_mnist5k_csv,
+    stratified_split,
+    validate_splits,
 )
 
 DEBIAN_MIRROR = Path("/usr/share/datasets")
@@ -95,6 +100,7 @@ def test_fashion_mnist_mirror_with_a_corrupt_file_raises_data_error(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (DEBIAN_MIRROR / "fashion-mnist").is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_prepare_fashion_mnist_from_the_debian_mirror(tmp_path):
-    summary = prepare(section("data", "diffusion", source="fashion_mnist", val_fraction=0.05), tmp_path, str(DEBIAN_MIRROR))
+    cfg = section("data", "diffusion", source="fashion_mnist", val_fraction=0.05)
+    summary = prepare(cfg, tmp_path, str(DEBIAN_MIRROR))
     assert summary["sizes"] == {"train": 57000, "val": 3000, "test": 10000}
     assert json.loads((tmp_path / "meta.json").read_text())["class_names"][9] == "Ankle boot"

@@ -4,14 +4,19 @@
 import pytest
 import torch
 
+from tests.profile import section
 from triad.config import compose_dict
-from triad.heads.diffusion.config import DiffusionData, DiffusionModel
+from triad.heads.diffusion.config import DiffusionData, DiffusionModel, UNetConfig
 from triad.heads.diffusion.judge import JudgeNet
 from triad.heads.diffusion.model import UNet
-from triad.heads.diffusion.module import build_unet
 from triad.heads.diffusion.process import GaussianDiffusion
 
 EXPERIMENTS = [None, "fashion_mnist_h100", "cifar10_gpu"]
+
+
+def unet_config(**keys) -> UNetConfig:
+    """``model.diffusion.unet`` of the default profile with ``keys`` replaced."""
+    return section("model", "diffusion", unet=keys).unet
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -19,27 +24,29 @@ def test_denoiser_output_shape_equals_input_shape_for_each_config(experiment):
     raw = compose_dict([f"experiment={experiment}"] if experiment else [])
     data, model = DiffusionData(**raw["data"]["diffusion"]), DiffusionModel(**raw["model"]["diffusion"])
     channels = 3 if data.source == "cifar10" else 1
-    net = build_unet(model, channels, data.image_size, n_classes=10)
+    net = UNet(model.unet, channels, data.image_size, n_classes=10)
     x = torch.randn(2, channels, data.image_size, data.image_size)
     with torch.no_grad():
         out = net(x, torch.tensor([0, model.timesteps - 1]), torch.tensor([3, 10]))  # 10 = the null class
     assert out.shape == x.shape
 
 
-@pytest.mark.parametrize("size,patch,mults", [(28, 1, [1, 2, 2]), (28, 2, [1, 2]), (32, 1, [1, 2, 2, 2]), (32, 2, [1, 2])])
+@pytest.mark.parametrize("size,patch,mults",
+                         [(28, 1, [1, 2, 2]), (28, 2, [1, 2]), (32, 1, [1, 2, 2, 2]), (32, 2, [1, 2])])
 def test_unet_keeps_the_shape_at_each_resolution(size, patch, mults):
     lowest = size // patch // 2 ** (len(mults) - 1)
-    net = UNet(1, size, 10, channels=8, channel_mults=mults, attention_resolutions=[lowest], attention_heads=2,
-               patch_size=patch)
+    config = unet_config(patch_size=patch, channels=8, channel_mults=mults, attention_resolutions=[lowest],
+                         attention_heads=2)
+    net = UNet(config, 1, size, 10)
     x = torch.randn(3, 1, size, size)
     assert net(x, torch.tensor([1, 2, 3]), torch.tensor([0, 5, 10])).shape == x.shape
 
 
 def test_unet_rejects_sizes_it_cannot_halve():
     with pytest.raises(ValueError, match="cannot be cut"):
-        UNet(1, 28, 10, channels=8, channel_mults=[1, 2, 2], patch_size=2)
+        UNet(unet_config(patch_size=2, channels=8, channel_mults=[1, 2, 2]), 1, 28, 10)
     with pytest.raises(ValueError, match="attention_resolutions"):
-        UNet(1, 28, 10, channels=8, channel_mults=[1, 2], attention_resolutions=[5])
+        UNet(unet_config(patch_size=1, channels=8, channel_mults=[1, 2], attention_resolutions=[5]), 1, 28, 10)
 
 
 @pytest.mark.slow
@@ -47,7 +54,8 @@ def test_unet_rejects_sizes_it_cannot_halve():
 def test_tiny_model_overfits_one_batch(prediction):
     """With the timesteps and noise of one batch fixed, the loss falls by an order of magnitude."""
     torch.manual_seed(0)
-    net = UNet(1, 8, 3, channels=16, channel_mults=[1, 2], attention_resolutions=[4], attention_heads=2)
+    config = unet_config(patch_size=1, channels=16, channel_mults=[1, 2], attention_resolutions=[4], attention_heads=2)
+    net = UNet(config, 1, 8, 3)
     process = GaussianDiffusion(100, "cosine", prediction)
     x0 = torch.rand(8, 1, 8, 8) * 2 - 1
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])

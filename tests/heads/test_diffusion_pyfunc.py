@@ -1,7 +1,9 @@
 """The pyfunc model round-trips through MLflow and generates what was asked for."""
 
 import io
+import json
 import types
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,8 +17,9 @@ from triad.errors import TriadError
 from triad.heads.diffusion.module import DiffusionModule
 from triad.heads.diffusion.pyfunc import MAX_IMAGES, DiffusionPyfunc, input_signature, write_artifacts
 
-TINY = section("model", "diffusion", patch_size=1, channels=8, channel_mults=[1, 2], attention_resolutions=[4],
-               attention_heads=2, timesteps=20, sample_steps=5, eval_steps=[5])
+TINY = section("model", "diffusion", timesteps=20, sample_steps=5, eval_steps=[5],
+               unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2], "attention_resolutions": [4],
+                     "attention_heads": 2})
 
 
 @pytest.mark.slow
@@ -115,3 +118,20 @@ def test_guidance_is_refused_for_a_model_trained_without_label_dropout(loaded, m
     with pytest.raises(TriadError, match=r"request row 0: guidance=2.0 .*label_drop_prob=0"):
         loaded.predict(None, [{"label": 1, "guidance": 2.0}])
     assert len(loaded.predict(None, [{"label": 1, "steps": 1}])) == 1  # the default guidance 1 is fine
+
+
+def test_a_version_saved_with_the_flat_config_layout_still_loads(tmp_path):
+    """Versions registered before ``model.diffusion.unet`` and ``model.diffusion.judge`` became sections
+    saved those keys flat (``channels``, ``judge_epochs``, ...); they load into the same network."""
+    torch.manual_seed(0)
+    module = DiffusionModule(TINY, image_channels=1, image_size=8, n_classes=3)
+    artifacts = write_artifacts(module, ["a", "b", "c"], tmp_path)
+    saved = json.loads(Path(artifacts["diffusion_config"]).read_text())
+    model = saved["model"]
+    flat = {**{k: v for k, v in model.items() if k not in ("unet", "judge")}, **model["unet"],
+            **{f"judge_{k}": v for k, v in model["judge"].items()}}
+    Path(artifacts["diffusion_config"]).write_text(json.dumps({**saved, "model": flat}))
+    old = DiffusionPyfunc()
+    old.load_context(types.SimpleNamespace(artifacts=artifacts))
+    assert old.cfg == TINY
+    assert all(torch.equal(a, b) for a, b in zip(old.net.state_dict().values(), module.ema.state_dict().values()))

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from tests.profile import section
+from triad.errors import TriadError
 from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
-from triad.errors import TriadError
 from triad.heads.diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample, guided_output
 
 MEAN, STD = 0.3, 0.5  # per-pixel data distribution N(MEAN, STD^2) for the exact denoiser
@@ -80,7 +81,9 @@ def test_ddim_timesteps_are_distinct_and_descending():
 @pytest.fixture
 def tiny_unet():
     torch.manual_seed(0)
-    net = UNet(1, 8, n_classes=3, channels=8, channel_mults=[1, 2], attention_resolutions=[4], attention_heads=2)
+    config = section("model", "diffusion", unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2],
+                                                 "attention_resolutions": [4], "attention_heads": 2}).unet
+    net = UNet(config, 1, 8, n_classes=3)
     for p in net.parameters():  # a random, non-zero network (the real one starts at zero output)
         nn.init.normal_(p, std=0.1)
     return net.eval()

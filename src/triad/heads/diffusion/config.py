@@ -31,10 +31,49 @@ class DiffusionData(StrictModel):
     hflip: bool  # random horizontal flips while training (natural images, not digits)
 
     @model_validator(mode="after")
-    def _size_fits_source(self) -> "DiffusionData":
+    def _size_fits_source(self) -> DiffusionData:
         if self.source == "cifar10" and self.image_size != 32:
             raise ValueError("cifar10 images are 32x32: set image_size: 32")
         return self
+
+
+class UNetConfig(StrictModel):
+    """The denoising UNet's architecture; ``model.UNet`` takes this object.
+
+    One level per entry of ``channel_mults``, each ``channels * mult`` wide; each level but the last
+    halves the resolution.
+    """
+
+    # 2 folds 2x2 pixel patches into channels first: 4x cheaper, what makes the CPU profile fit
+    patch_size: Literal[1, 2, 4]
+    channels: int = Field(ge=8, multiple_of=8)  # the first level's width; GroupNorm uses 8 groups
+    channel_mults: list[int] = Field(min_length=1)
+    num_res_blocks: int = Field(ge=1)  # per level of the encoder (the decoder has one more)
+    attention_resolutions: list[int]  # self-attention at these sizes (of the patch grid)
+    attention_heads: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _mults_positive(self) -> UNetConfig:
+        if any(m < 1 for m in self.channel_mults):
+            raise ValueError(f"channel_mults must be positive, got {self.channel_mults}")
+        return self
+
+
+class JudgeConfig(StrictModel):
+    """The judge: a small CNN classifier trained on the same data (Inception cannot be fetched here).
+
+    Its own loop (``judge.train_judge``): Adam at ``lr`` with cosine decay to zero over all its steps.
+    """
+
+    channels: int = Field(ge=4)  # the first stage's width, doubling each stage
+    stages: int = Field(ge=1, le=5)  # conv-conv-pool stages
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    # Std of Gaussian pixel noise (in [-1, 1] units) added to the judge's training images, so that it
+    # names the digit a sample shows rather than reacting to a generator's speckle.
+    noise: float = Field(ge=0)
 
 
 class DiffusionModel(OptimConfig):
@@ -43,16 +82,7 @@ class DiffusionModel(OptimConfig):
     # linear warm-up over this many steps (at most half the run), then cosine decay to a tenth of lr
     warmup_steps: int = Field(ge=0)
 
-    # UNet: one level per entry of channel_mults, each channels * mult wide; each level but the last halves
-    # the resolution. patch_size 2 folds 2x2 pixel patches into channels first: 4x cheaper, what makes the
-    # CPU profile fit.
-    patch_size: Literal[1, 2, 4]
-    channels: int = Field(ge=8, multiple_of=8)  # the first level's width; GroupNorm uses 8 groups
-    channel_mults: list[int] = Field(min_length=1)
-    num_res_blocks: int = Field(ge=1)  # per level of the encoder (the decoder has one more)
-    attention_resolutions: list[int]  # self-attention at these sizes (of the patch grid)
-    attention_heads: int = Field(ge=1)
-    dropout: float = Field(ge=0, lt=1)
+    unet: UNetConfig
 
     # the diffusion process and what the network predicts
     timesteps: int = Field(ge=2)
@@ -76,19 +106,10 @@ class DiffusionModel(OptimConfig):
     pr_neighbours: int = Field(ge=1)  # k of the k-NN manifolds of precision/recall
     min_conditional_accuracy: float = Field(ge=0, le=1)  # the gate's absolute bar
 
-    # the judge: a small CNN classifier trained on the same data (Inception cannot be fetched here);
-    # Adam at judge_lr with cosine decay to zero over all its steps
-    judge_channels: int = Field(ge=4)  # the first stage's width, doubling each stage
-    judge_stages: int = Field(ge=1, le=5)  # conv-conv-pool stages
-    judge_epochs: int = Field(ge=1)
-    judge_batch_size: int = Field(ge=1)
-    judge_lr: float = Field(gt=0)
-    # Std of Gaussian pixel noise (in [-1, 1] units) added to the judge's training images, so that it
-    # names the digit a sample shows rather than reacting to a generator's speckle.
-    judge_noise: float = Field(ge=0)
+    judge: JudgeConfig
 
     @model_validator(mode="after")
-    def _steps_fit(self) -> "DiffusionModel":
+    def _steps_fit(self) -> DiffusionModel:
         too_many = [s for s in [self.sample_steps, *self.eval_steps] if not 1 <= s <= self.timesteps]
         if too_many:
             raise ValueError(f"sampling steps {too_many} must lie in [1, timesteps={self.timesteps}]")
@@ -98,12 +119,10 @@ class DiffusionModel(OptimConfig):
                              f"give each step count once, e.g. {sorted(set(self.eval_steps))}")
         if self.sample_steps not in self.eval_steps:
             raise ValueError(f"sample_steps={self.sample_steps} must be one of eval_steps={self.eval_steps}")
-        if any(m < 1 for m in self.channel_mults):
-            raise ValueError(f"channel_mults must be positive, got {self.channel_mults}")
         return self
 
     @model_validator(mode="after")
-    def _guidance_has_a_null_class(self) -> "DiffusionModel":
+    def _guidance_has_a_null_class(self) -> DiffusionModel:
         """Guidance != 1 mixes in the unconditional output, which only label dropout trains."""
         if self.guidance != 1 and self.label_drop_prob == 0:
             raise ValueError(

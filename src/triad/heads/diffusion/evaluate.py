@@ -87,7 +87,8 @@ def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_many(module: DiffusionModule, labels: torch.Tensor, steps: int, batch_size: int, seed: int) -> torch.Tensor:
+def generate_many(module: DiffusionModule, labels: torch.Tensor, steps: int, batch_size: int,
+                  seed: int) -> torch.Tensor:
     """EMA samples for ``labels`` (N,) in batches; batch i is seeded ``seed + i``. -> (N, C, H, W) on CPU."""
     out = []
     for i, start in enumerate(range(0, len(labels), batch_size)):

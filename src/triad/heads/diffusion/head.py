@@ -7,8 +7,9 @@ feature space (lower is better); a version must also reach ``min_conditional_acc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from triad.errors import ConfigError
 from triad.heads.base import Evaluation, Head, PyfuncBundle
@@ -26,7 +27,7 @@ class DiffusionHead(Head):
     def train_judge(self, out_dir: Path) -> dict[str, Any]:
         from triad.heads.diffusion.judge import train_judge
 
-        return train_judge(self.model_cfg, self.dir("data"), out_dir, seed=self.cfg.seed,
+        return train_judge(self.model_cfg.judge, self.dir("data"), out_dir, seed=self.cfg.seed,
                            device=self.cfg.trainer.torch_device())
 
     def prepare(self, out_dir: Path) -> dict[str, Any]:
@@ -45,8 +46,8 @@ class DiffusionHead(Head):
         try:
             return DiffusionModule(self.model_cfg, datamodule.channels, datamodule.image_size, datamodule.n_classes,
                                    hflip=self.data_cfg.hflip)
-        except ValueError as exc:  # the UNet's shape checks name the offending model.diffusion key
-            raise ConfigError(f"model.diffusion does not fit {datamodule.image_size}px images: {exc}") from None
+        except ValueError as exc:  # the UNet's shape checks name the offending model.diffusion.unet key
+            raise ConfigError(f"model.diffusion.unet does not fit {datamodule.image_size}px images: {exc}") from None
 
     def evaluate(self, module, datamodule, report_dir: Path) -> Evaluation:
         from triad.heads.diffusion.evaluate import evaluate
@@ -71,11 +72,11 @@ class DiffusionHead(Head):
         """
         import torch
 
+        from triad.errors import NotComparable
         from triad.heads.diffusion.data import load_split, to_model_space
         from triad.heads.diffusion.evaluate import balanced_labels, frechet_distance, generate_many
         from triad.heads.diffusion.judge import load_judge, predict
         from triad.heads.diffusion.module import DiffusionModule
-        from triad.errors import NotComparable
 
         if list(served.class_names) != list(datamodule.class_names):
             raise NotComparable(f"its classes {served.class_names} are not this data's {datamodule.class_names}")
@@ -86,7 +87,8 @@ class DiffusionHead(Head):
         test_images, _ = load_split(datamodule.data_dir, "test")
         real, _ = predict(judge, to_model_space(torch.from_numpy(test_images)))
         labels = balanced_labels(self.model_cfg.eval_samples, datamodule.n_classes)
-        samples = generate_many(champion.eval(), labels, served.cfg.sample_steps, self.model_cfg.eval_batch_size, self.cfg.seed)
+        samples = generate_many(champion.eval(), labels, served.cfg.sample_steps, self.model_cfg.eval_batch_size,
+                                self.cfg.seed)
         fake, _ = predict(judge, samples)
         return frechet_distance(real, fake)
 

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from triad.errors import DataError
-from triad.heads.diffusion.config import DiffusionModel
+from triad.heads.diffusion.config import JudgeConfig
 from triad.heads.diffusion.data import load_split, to_model_space
 
 WEIGHTS = "judge.pt"
@@ -36,7 +36,7 @@ class JudgeNet(nn.Module):
     first judges') averaged over 7x7 and scored 93% on MNIST-5k's test digits against 98.6%.
     """
 
-    def __init__(self, image_channels: int, n_classes: int, width: int = 32, stages: int = 3):
+    def __init__(self, image_channels: int, n_classes: int, width: int, stages: int):
         super().__init__()
 
         def stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -78,7 +78,7 @@ def accuracy(judge: JudgeNet, images: np.ndarray, labels: np.ndarray) -> float:
     return float((predicted == labels).mean())
 
 
-def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int, device: str = "cpu") -> dict:
+def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, device: str = "cpu") -> dict:
     """Train the judge on ``device`` on the train split, report val/test accuracy, save weights (on
     the CPU) + config to ``out_dir``. Batches and their noise are drawn on the CPU with ``seed``, so
     the order and noise do not depend on the device."""
@@ -88,23 +88,23 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int, d
     images, labels = load_split(data_dir, "train")
     n_classes = len(meta["class_names"])
     torch.manual_seed(seed)
-    judge = JudgeNet(meta["channels"], n_classes, cfg.judge_channels, cfg.judge_stages).to(device)
-    optimizer = torch.optim.Adam(judge.parameters(), lr=cfg.judge_lr)
-    steps_per_epoch = -(-len(images) // cfg.judge_batch_size)
+    judge = JudgeNet(meta["channels"], n_classes, cfg.channels, cfg.stages).to(device)
+    optimizer = torch.optim.Adam(judge.parameters(), lr=cfg.lr)
+    steps_per_epoch = -(-len(images) // cfg.batch_size)
     # cosine decay to zero over the whole run: the last epochs settle instead of bouncing at full rate
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.judge_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(seed)
     x_all, y_all = to_model_space(torch.from_numpy(images)), torch.from_numpy(labels)
     started = time.perf_counter()
     judge.train()
-    for epoch in range(cfg.judge_epochs):
+    for epoch in range(cfg.epochs):
         order = torch.randperm(len(x_all), generator=generator)
-        batches = range(0, len(order), cfg.judge_batch_size)
-        for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.judge_epochs}", leave=False):
-            idx = order[start:start + cfg.judge_batch_size]
+        batches = range(0, len(order), cfg.batch_size)
+        for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.epochs}", leave=False):
+            idx = order[start:start + cfg.batch_size]
             x = x_all[idx]
-            if cfg.judge_noise:
-                x = x + cfg.judge_noise * torch.randn(x.shape, generator=generator)
+            if cfg.noise:
+                x = x + cfg.noise * torch.randn(x.shape, generator=generator)
             loss = F.cross_entropy(judge(x.to(device)), y_all[idx].to(device))
             optimizer.zero_grad()
             loss.backward()
@@ -114,13 +114,13 @@ def train_judge(cfg: DiffusionModel, data_dir: Path, out_dir: Path, seed: int, d
         "val_accuracy": accuracy(judge, *load_split(data_dir, "val")),
         "test_accuracy": accuracy(judge, *load_split(data_dir, "test")),
         "train_seconds": round(time.perf_counter() - started, 1),
-        "epochs": cfg.judge_epochs,
+        "epochs": cfg.epochs,
         "device": device,
     }
     torch.save(judge.cpu().state_dict(), out_dir / WEIGHTS)
     # A DVC output: its bytes depend on the inputs alone, so the wall time stays in the summary (MLflow).
-    config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.judge_channels,
-              "stages": cfg.judge_stages, **{k: v for k, v in summary.items() if k != "train_seconds"}}
+    config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.channels,
+              "stages": cfg.stages, **{k: v for k, v in summary.items() if k != "train_seconds"}}
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return summary
 

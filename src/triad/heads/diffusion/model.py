@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from triad.heads.diffusion.config import UNetConfig
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels)
@@ -107,24 +109,16 @@ class UNet(nn.Module):
 
     ``y == n_classes`` is the null (unconditional) label. The output is epsilon, x_0 or v, whichever
     the diffusion process was configured to predict; the network does not know which.
-    ``patch_size`` > 1 runs the whole UNet on (H/p, W/p) grids of p x p patches: p^2 times cheaper,
-    the trade the default CPU profile makes.
+    ``config.patch_size`` p > 1 runs the whole UNet on (H/p, W/p) grids of p x p patches: p^2 times
+    cheaper, the trade the default CPU profile makes.
     """
 
-    def __init__(
-        self,
-        image_channels: int,
-        image_size: int,
-        n_classes: int,
-        channels: int = 32,
-        channel_mults: tuple[int, ...] | list[int] = (1, 2, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: tuple[int, ...] | list[int] = (7,),
-        attention_heads: int = 4,
-        dropout: float = 0.0,
-        patch_size: int = 1,
-    ):
+    def __init__(self, config: UNetConfig, image_channels: int, image_size: int, n_classes: int):
         super().__init__()
+        self.config = config
+        channels, channel_mults, patch_size = config.channels, config.channel_mults, config.patch_size
+        num_res_blocks, dropout = config.num_res_blocks, config.dropout
+        attention_resolutions, attention_heads = config.attention_resolutions, config.attention_heads
         levels = len(channel_mults)
         if image_size % patch_size or (image_size // patch_size) % 2 ** (levels - 1):
             raise ValueError(
@@ -172,8 +166,8 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(nn.ModuleList([ResidualBlock(ch + skip_channels.pop(), channels * mult, emb_dim, dropout),
-                                              attention(channels * mult, resolutions[level])]))
+                block = ResidualBlock(ch + skip_channels.pop(), channels * mult, emb_dim, dropout)
+                self.up.append(nn.ModuleList([block, attention(channels * mult, resolutions[level])]))
                 ch = channels * mult
             if level > 0:
                 self.up.append(Upsample(ch))

@@ -20,15 +20,6 @@ from triad.heads.diffusion.process import GaussianDiffusion
 from triad.heads.diffusion.sampling import ddim_sample
 
 
-def build_unet(cfg: DiffusionModel, image_channels: int, image_size: int, n_classes: int) -> UNet:
-    return UNet(
-        image_channels=image_channels, image_size=image_size, n_classes=n_classes, channels=cfg.channels,
-        channel_mults=cfg.channel_mults, num_res_blocks=cfg.num_res_blocks,
-        attention_resolutions=cfg.attention_resolutions, attention_heads=cfg.attention_heads, dropout=cfg.dropout,
-        patch_size=cfg.patch_size,
-    )
-
-
 def image_grid(images: torch.Tensor, rows: int) -> np.ndarray:
     """(rows * cols, C, H, W) in [-1, 1] -> one uint8 picture (rows * H, cols * W[, C]) for saving."""
     n, c, h, w = images.shape
@@ -51,7 +42,7 @@ class DiffusionModule(L.LightningModule):
         self.image_shape = (image_channels, image_size, image_size)
         self.n_classes = n_classes
         self.hflip = hflip
-        self.net = build_unet(cfg, image_channels, image_size, n_classes)
+        self.net = UNet(cfg.unet, image_channels, image_size, n_classes)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.diffusion = GaussianDiffusion(cfg.timesteps, cfg.schedule, cfg.prediction)
 

@@ -34,7 +34,7 @@ from triad.errors import TriadError
 from triad.heads.base import request_rows
 from triad.heads.diffusion.config import DiffusionModel
 from triad.heads.diffusion.data import to_pixels
-from triad.heads.diffusion.module import build_unet
+from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
 from triad.heads.diffusion.sampling import ddim_sample
 
@@ -44,6 +44,10 @@ FIELDS = ("label", "n", "steps", "guidance", "seed", "png")
 COLUMNS = ["request", "label", "index", "image"]  # of the output, plus "png" when asked
 MAX_IMAGES = 256  # per request row: one sampler batch (twice that with guidance) must fit in memory
 MAX_SEED = 2**63 - 1  # the signature's "long"
+# the keys of the sections ``model.diffusion.unet`` and ``model.diffusion.judge``, which older versions kept flat
+UNET_KEYS = ("patch_size", "channels", "channel_mults", "num_res_blocks", "attention_resolutions",
+             "attention_heads", "dropout")
+JUDGE_KEYS = ("channels", "stages", "epochs", "batch_size", "lr", "noise")
 
 
 class RequestError(TriadError, ValueError):
@@ -61,6 +65,17 @@ def write_artifacts(module, class_names: list[str], work_dir: Path) -> dict[str,
         "class_names": class_names,
     }, indent=2))
     return {WEIGHTS: str(weights), CONFIG: str(config)}
+
+
+def nested_layout(model: dict) -> dict:
+    """A saved ``model.diffusion`` in today's layout: versions registered before the UNet's keys moved
+    under ``unet`` and the judge's ``judge_*`` keys under ``judge`` are read as well."""
+    if "unet" in model:
+        return model
+    model = dict(model)
+    model["unet"] = {key: model.pop(key) for key in UNET_KEYS}
+    model["judge"] = {key: model.pop(f"judge_{key}") for key in JUDGE_KEYS}
+    return model
 
 
 def input_signature():
@@ -89,10 +104,10 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         config = json.loads(Path(context.artifacts[CONFIG]).read_text())
-        self.cfg = DiffusionModel(**config["model"])
+        self.cfg = DiffusionModel(**nested_layout(config["model"]))
         self.class_names = config["class_names"]
         self.image_shape = (config["image_channels"], config["image_size"], config["image_size"])
-        self.net = build_unet(self.cfg, config["image_channels"], config["image_size"], len(self.class_names))
+        self.net = UNet(self.cfg.unet, config["image_channels"], config["image_size"], len(self.class_names))
         self.net.load_state_dict(torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True))
         self.net.eval()
         self.diffusion = GaussianDiffusion(self.cfg.timesteps, self.cfg.schedule, self.cfg.prediction)
