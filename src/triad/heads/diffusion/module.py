@@ -7,7 +7,6 @@ average, which sampling, evaluation and the pyfunc use). The noise schedule is r
 from __future__ import annotations
 
 import copy
-import math
 
 import lightning as L
 import numpy as np
@@ -18,6 +17,7 @@ from triad.heads.diffusion.data import to_model_space, to_pixels
 from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
 from triad.heads.diffusion.sampling import ddim_sample
+from triad.nn.schedule import warmup_cosine
 
 
 def image_grid(images: torch.Tensor, rows: int) -> np.ndarray:
@@ -104,16 +104,8 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(self.cfg.warmup_steps, total // 2)
-
-        def warmup_then_cosine(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # down to a tenth of lr
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = warmup_cosine(optimizer, total, self.cfg.warmup_steps, floor=0.1)  # down to a tenth of lr
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- sampling ---------------------------------------------------------------------------------

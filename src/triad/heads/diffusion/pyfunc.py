@@ -14,13 +14,13 @@ Output: a DataFrame with one row per image: request (row index), label, index (0
 ``image`` (uint8 array (H, W) for grey, (H, W, 3) for colour) and, when asked, ``png``.
 An empty request gives an empty frame with those columns.
 
-``load_context`` rebuilds the UNet from the EMA state_dict and the config json; nothing is pickled.
+``load_context`` rebuilds the UNet from the EMA state_dict and the config json (``triad.nn.saved``);
+nothing is pickled.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import numbers
 from pathlib import Path
@@ -37,6 +37,7 @@ from triad.heads.diffusion.data import to_pixels
 from triad.heads.diffusion.model import UNet
 from triad.heads.diffusion.process import GaussianDiffusion
 from triad.heads.diffusion.sampling import ddim_sample
+from triad.nn.saved import load_network, save_network
 
 WEIGHTS = "ema_weights"
 CONFIG = "diffusion_config"
@@ -56,15 +57,10 @@ class RequestError(TriadError, ValueError):
 
 def write_artifacts(module, class_names: list[str], work_dir: Path) -> dict[str, str]:
     """Save the EMA weights and what is needed to rebuild the network; -> artifacts for log_model."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    weights, config = work_dir / "ema.pt", work_dir / "config.json"
-    torch.save(module.ema.state_dict(), weights)
     channels, size, _ = module.image_shape
-    config.write_text(json.dumps({
-        "model": module.cfg.model_dump(mode="json"), "image_channels": channels, "image_size": size,
-        "class_names": class_names,
-    }, indent=2))
-    return {WEIGHTS: str(weights), CONFIG: str(config)}
+    config = {"model": module.cfg.model_dump(mode="json"), "image_channels": channels, "image_size": size,
+              "class_names": class_names}
+    return save_network(module.ema, config, work_dir, config_key=CONFIG, weights_key=WEIGHTS)
 
 
 def nested_layout(model: dict) -> dict:
@@ -103,12 +99,12 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
     """Class-conditional image generator (DDIM on the EMA UNet, CPU)."""
 
     def load_context(self, context) -> None:
-        config = json.loads(Path(context.artifacts[CONFIG]).read_text())
+        config, weights = load_network(context.artifacts, config_key=CONFIG, weights_key=WEIGHTS)
         self.cfg = DiffusionModel(**nested_layout(config["model"]))
         self.class_names = config["class_names"]
         self.image_shape = (config["image_channels"], config["image_size"], config["image_size"])
         self.net = UNet(self.cfg.unet, config["image_channels"], config["image_size"], len(self.class_names))
-        self.net.load_state_dict(torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True))
+        self.net.load_state_dict(weights)
         self.net.eval()
         self.diffusion = GaussianDiffusion(self.cfg.timesteps, self.cfg.schedule, self.cfg.prediction)
 
