@@ -99,6 +99,16 @@ def _outcome(stage: dag.Stage, future) -> dict[str, Any]:
     return {"stage": stage.name, "head": stage.head, "status": "not run"}
 
 
+def pipeline_lock(root: Path, cfg) -> Path:
+    """The file whose lock a running pipeline holds: one pipeline at a time per project."""
+    return root / cfg.paths.state_dir / "pipeline.lock"
+
+
+def busy_message(theirs: str) -> str:
+    return (f"another pipeline is running in this project ({theirs}). Wait for it, "
+            "or run again without --no-wait to queue behind it.")
+
+
 @flow(name="triad-pipeline", log_prints=True)
 def pipeline(overrides: list[str] | None = None, wait: bool = True) -> dict[str, Any]:
     """Compose the config (``overrides`` as on the command line), write params.yaml, run the DAG.
@@ -113,9 +123,7 @@ def pipeline(overrides: list[str] | None = None, wait: bool = True) -> dict[str,
     cfg = compose(overrides or [])
     holder = locks.describe(f"flow run {flow_run.name or '-'} ({flow_run.id or 'no id'}), overrides {overrides or []}")
     with locks.exclusive(
-        root / cfg.paths.state_dir / "pipeline.lock", holder, wait=wait,
-        refuse=lambda theirs: f"another pipeline is running in this project ({theirs}). Wait for it, "
-        "or run again without --no-wait to queue behind it.",
+        pipeline_lock(root, cfg), holder, wait=wait, refuse=busy_message,
         waiting=lambda theirs: logger.warning("another pipeline is running in this project (%s): waiting for it "
                                               "to finish (--no-wait refuses instead)", theirs),
     ):

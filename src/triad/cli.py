@@ -145,10 +145,13 @@ def _params(path: Path | None):
 
 
 def cmd_pipeline(args) -> int:
-    from flows.pipeline import pipeline
-    from triad.config import compose
+    from flows.pipeline import busy_message, pipeline, pipeline_lock
+    from triad import locks
+    from triad.config import compose, project_root
 
     cfg = compose(args.overrides)  # fail on a bad config before Prefect starts
+    if args.no_wait and (theirs := locks.holder(pipeline_lock(project_root(), cfg))):
+        raise locks.Busy(busy_message(theirs))  # at once, before a Prefect server starts for nothing
     result = pipeline(overrides=args.overrides, wait=not args.no_wait)
     ran = [s["stage"] for s in result["stages"] if s["status"] == "ran"]
     print()

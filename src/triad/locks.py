@@ -28,6 +28,20 @@ def describe(what: str) -> str:
     return f"pid {os.getpid()}, started {dt.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}, {what}"
 
 
+def holder(path: Path) -> str | None:
+    """The line of the process holding ``path``'s lock now, or None when it is free (nothing is taken)."""
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return path.read_text().strip() or "another process"
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def exclusive(path: Path, holder: str, *, wait: bool, refuse: Callable[[str], str],
               waiting: Callable[[str], None] | None = None, poll_s: float = 1.0) -> Iterator[None]:
