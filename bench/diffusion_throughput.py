@@ -38,21 +38,34 @@ def build_models(args):
 
     levels = len(args.channel_mults)
     lowest = args.image_size // 2 ** (levels - 1)
-    config = UNetConfig(patch_size=1, channels=args.channels, channel_mults=args.channel_mults,
-                        num_res_blocks=args.res_blocks, attention_resolutions=[lowest], attention_heads=4, dropout=0.0)
+    config = UNetConfig(
+        patch_size=1,
+        channels=args.channels,
+        channel_mults=args.channel_mults,
+        num_res_blocks=args.res_blocks,
+        attention_resolutions=[lowest],
+        attention_heads=4,
+        dropout=0.0,
+    )
     ours = UNet(config, image_channels=args.image_channels, image_size=args.image_size, n_classes=args.n_classes)
     widths = tuple(args.channels * m for m in args.channel_mults)
     down = tuple("AttnDownBlock2D" if i == levels - 1 else "DownBlock2D" for i in range(levels))
     up = tuple("AttnUpBlock2D" if i == 0 else "UpBlock2D" for i in range(levels))
     theirs = UNet2DModel(
-        sample_size=args.image_size, in_channels=args.image_channels, out_channels=args.image_channels,
-        block_out_channels=widths, layers_per_block=args.res_blocks, down_block_types=down, up_block_types=up,
-        attention_head_dim=widths[-1] // 4, norm_num_groups=8, num_class_embeds=args.n_classes + 1,
+        sample_size=args.image_size,
+        in_channels=args.image_channels,
+        out_channels=args.image_channels,
+        block_out_channels=widths,
+        layers_per_block=args.res_blocks,
+        down_block_types=down,
+        up_block_types=up,
+        attention_head_dim=widths[-1] // 4,
+        norm_num_groups=8,
+        num_class_embeds=args.n_classes + 1,
         time_embedding_type="positional",
     )
     ddpm = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
-    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon",
-                         clip_sample=True)
+    ddim = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon", clip_sample=True)
     return ours, theirs, ddpm, ddim
 
 
@@ -82,11 +95,15 @@ def main(argv: list[str]) -> None:
     device = torch.device(args.device)
     ours, theirs, ddpm, ddim = build_models(args)
     ours, theirs = ours.to(device), theirs.to(device)
-    print(f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
-          f"batch {args.batch_size}, images {args.image_channels}x{args.image_size}x{args.image_size}")
+    print(
+        f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
+        f"batch {args.batch_size}, images {args.image_channels}x{args.image_size}x{args.image_size}"
+    )
     print(f"parameters: triad {count(ours) / 1e6:.2f}M, diffusers {count(theirs) / 1e6:.2f}M")
+
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+
     diffusion = GaussianDiffusion(1000, schedule="linear", prediction="epsilon").to(device)
     x0 = torch.rand(args.batch_size, args.image_channels, args.image_size, args.image_size, device=device) * 2 - 1
     labels = torch.randint(0, args.n_classes, (args.batch_size,), device=device)
@@ -96,8 +113,10 @@ def main(argv: list[str]) -> None:
         return lambda x, t, y: net(x, t, class_labels=y).sample
 
     denoisers = {"triad": ours, "diffusers": theirs}
-    forwards = {"triad": torch.compile(ours) if args.compile else ours,
-                "diffusers": diffusers_forward(torch.compile(theirs) if args.compile else theirs)}
+    forwards = {
+        "triad": torch.compile(ours) if args.compile else ours,
+        "diffusers": diffusers_forward(torch.compile(theirs) if args.compile else theirs),
+    }
     steps = {}
     for name, net in denoisers.items():
         forward = forwards[name]
@@ -125,6 +144,7 @@ def main(argv: list[str]) -> None:
     sample_labels = torch.randint(0, args.n_classes, (args.sample_batch,), device=device)
     shape = (args.image_channels, args.image_size, args.image_size)
     for n_steps in args.sample_steps:
+
         def ours_sample(n_steps=n_steps):
             with torch.no_grad(), autocast():
                 ddim_sample(ours, diffusion, sample_labels, shape, steps=n_steps)
@@ -138,8 +158,13 @@ def main(argv: list[str]) -> None:
                     x = ddim.step(eps.float(), t, x).prev_sample
 
         long_run = n_steps >= 500
-        sample = take_turns({"triad": ours_sample, "diffusers": theirs_sample}, 1 if long_run else args.rounds, 1,
-                            device, warmup=0 if long_run else 1)
+        sample = take_turns(
+            {"triad": ours_sample, "diffusers": theirs_sample},
+            1 if long_run else args.rounds,
+            1,
+            device,
+            warmup=0 if long_run else 1,
+        )
         compare(f"DDIM {n_steps} steps", args.sample_batch, "images", sample["triad"], sample["diffusers"], names)
 
 

@@ -12,7 +12,8 @@ Checks (each a subprocess with its own time limit; a failure is reported and the
   diffusion_fashion   experiment=fashion_mnist_h100 (25 epochs, 3.5-minute cap), stages prepare/judge/train/evaluate:
                       conditional accuracy, classifier-space FID by DDIM steps (carry: bench/gpu_carry.sh --fashion)
   diffusion_gpu       `triad train diffusion` with a full-resolution UNet on MNIST-5k, trainer=gpu
-  transfer_pneumonia  experiment=pneumonia_full, stages prepare/train/evaluate: accuracy and AUC on the official test split
+  transfer_pneumonia  experiment=pneumonia_full, stages prepare/train/evaluate: accuracy and AUC on the official
+                      test split
   transfer_evidence   the evidence stage of the same experiment, after transfer_pneumonia (its params and data)
 
 Usage (on the GPU machine, repository root; data mirror and wheels prepared as bench/GPU.md says):
@@ -62,57 +63,215 @@ print(f"measured device copy: {2 * x.numel() * 4 / t / 1e12:.2f} TB/s (bytes rea
 
 CHECKS: dict[str, tuple[list[str], int]] = {
     "env": ([PY, "-c", ENV_CODE], 60),
-    "translator_bench": ([PY, "bench/translator_throughput.py", "--size", "base", "--device", "cuda", "--bf16",
-                          "--compile", "--gpt", "--batch-size", "128", "--steps", "20"], 240),
-    "translator_eager": ([PY, "bench/translator_throughput.py", "--size", "base", "--device", "cuda", "--bf16",
-                          "--batch-size", "128", "--steps", "20"], 90),
-    "gpt_mfu": ([PY, "bench/translator_throughput.py", "--gpt-only", "--device", "cuda", "--bf16", "--compile",
-                 "--gpt-batch", "32", "8", "--steps", "10"], 150),
-    "gpt_mfu_autotune": ([PY, "bench/translator_throughput.py", "--gpt-only", "--device", "cuda", "--bf16", "--compile",
-                          "--compile-mode", "max-autotune-no-cudagraphs", "--gpt-batch", "32", "--steps", "10"], 360),
-    "diffusion_bench": ([PY, "bench/diffusion_throughput.py", "--device", "cuda", "--bf16", "--compile",
-                         "--batch-size", "256", "--channels", "64", "--res-blocks", "2", "--steps", "20",
-                         "--sample-steps", "10", "50", "--sample-batch", "500"], 150),
-    "diffusion_eager": ([PY, "bench/diffusion_throughput.py", "--device", "cuda", "--batch-size", "256",
-                         "--channels", "64", "--res-blocks", "2", "--steps", "20", "--sample-steps", "50",
-                         "--sample-batch", "500"], 150),
+    "translator_bench": (
+        [
+            PY,
+            "bench/translator_throughput.py",
+            "--size",
+            "base",
+            "--device",
+            "cuda",
+            "--bf16",
+            "--compile",
+            "--gpt",
+            "--batch-size",
+            "128",
+            "--steps",
+            "20",
+        ],
+        240,
+    ),
+    "translator_eager": (
+        [
+            PY,
+            "bench/translator_throughput.py",
+            "--size",
+            "base",
+            "--device",
+            "cuda",
+            "--bf16",
+            "--batch-size",
+            "128",
+            "--steps",
+            "20",
+        ],
+        90,
+    ),
+    "gpt_mfu": (
+        [
+            PY,
+            "bench/translator_throughput.py",
+            "--gpt-only",
+            "--device",
+            "cuda",
+            "--bf16",
+            "--compile",
+            "--gpt-batch",
+            "32",
+            "8",
+            "--steps",
+            "10",
+        ],
+        150,
+    ),
+    "gpt_mfu_autotune": (
+        [
+            PY,
+            "bench/translator_throughput.py",
+            "--gpt-only",
+            "--device",
+            "cuda",
+            "--bf16",
+            "--compile",
+            "--compile-mode",
+            "max-autotune-no-cudagraphs",
+            "--gpt-batch",
+            "32",
+            "--steps",
+            "10",
+        ],
+        360,
+    ),
+    "diffusion_bench": (
+        [
+            PY,
+            "bench/diffusion_throughput.py",
+            "--device",
+            "cuda",
+            "--bf16",
+            "--compile",
+            "--batch-size",
+            "256",
+            "--channels",
+            "64",
+            "--res-blocks",
+            "2",
+            "--steps",
+            "20",
+            "--sample-steps",
+            "10",
+            "50",
+            "--sample-batch",
+            "500",
+        ],
+        150,
+    ),
+    "diffusion_eager": (
+        [
+            PY,
+            "bench/diffusion_throughput.py",
+            "--device",
+            "cuda",
+            "--batch-size",
+            "256",
+            "--channels",
+            "64",
+            "--res-blocks",
+            "2",
+            "--steps",
+            "20",
+            "--sample-steps",
+            "50",
+            "--sample-batch",
+            "500",
+        ],
+        150,
+    ),
     # the stages the measured run took (bench/GPU.md, 2026-11-26: BLEU 41.3 after the 3-minute cap, 20 epochs);
     # the language-model stage is left out: it does not change the translator
-    "translator_multi30k": (["bash", "-c", " && ".join([
-        f"{PY} -m triad.cli config experiment=multi30k_de_en model.translator.max_epochs=30 "
-        f"trainer.checkpoint_every_n_steps=1000 trainer.max_time_minutes=3 {' '.join(QUIET)} >params-multi30k.yaml",
-        *(f"{PY} -m triad.cli stage --params params-multi30k.yaml {step} translator"
-          for step in ("prepare", "train", "evaluate")),
-        "cat reports/translator/metrics.json artifacts/translator/train/run.json"])], 330),
+    "translator_multi30k": (
+        [
+            "bash",
+            "-c",
+            " && ".join(
+                [
+                    f"{PY} -m triad.cli config experiment=multi30k_de_en model.translator.max_epochs=30 "
+                    f"trainer.checkpoint_every_n_steps=1000 trainer.max_time_minutes=3 {' '.join(QUIET)} "
+                    ">params-multi30k.yaml",
+                    *(
+                        f"{PY} -m triad.cli stage --params params-multi30k.yaml {step} translator"
+                        for step in ("prepare", "train", "evaluate")
+                    ),
+                    "cat reports/translator/metrics.json artifacts/translator/train/run.json",
+                ]
+            ),
+        ],
+        330,
+    ),
     # issue 4's target run, cut to fit one call: 25 of the experiment's 40 epochs (a cosine schedule that
     # completes: the H200 bench's 7,238 images/s for this UNet puts an epoch near 8 s), a 3.5-minute cap, and
     # 1,500 samples per DDIM step count (1000-step sampling with guidance is most of the evaluation).
     # Fashion-MNIST travels xz-compressed (bench/gpu_carry.sh --fashion) and is re-gzipped into the mirror here.
-    "diffusion_fashion": (["bash", "-c", " && ".join([
-        'mirror="${TRIAD_DATA_MIRROR:?set TRIAD_DATA_MIRROR to the carried data}"',
-        '{ [ -d "$mirror/fashion-mnist" ] || { tar -xJf "$mirror/fashion-mnist.tar.xz" -C "$mirror" '
-        '&& gzip -1 "$mirror"/fashion-mnist/*-ubyte; }; }',
-        f"{PY} -m triad.cli config experiment=fashion_mnist_h100 model.diffusion.max_epochs=25 "
-        f"trainer.max_time_minutes=3.5 model.diffusion.eval_samples=1500 {' '.join(QUIET)} >params-fashion.yaml",
-        *(f"{PY} -m triad.cli stage --params params-fashion.yaml {step} diffusion"
-          for step in ("prepare", "judge", "train", "evaluate")),
-        "cat reports/diffusion/metrics.json"])], 570),
-    "diffusion_gpu": ([PY, "-m", "triad.cli", "train", "diffusion", "trainer=gpu", "model/diffusion=medium",
-                       "model.diffusion.max_epochs=60", "model.diffusion.eval_steps=[10,20,50,100]",
-                       "model.diffusion.eval_samples=2000", "model.diffusion.grid_every_n_epochs=20", *QUIET], 420),
+    "diffusion_fashion": (
+        [
+            "bash",
+            "-c",
+            " && ".join(
+                [
+                    'mirror="${TRIAD_DATA_MIRROR:?set TRIAD_DATA_MIRROR to the carried data}"',
+                    '{ [ -d "$mirror/fashion-mnist" ] || { tar -xJf "$mirror/fashion-mnist.tar.xz" -C "$mirror" '
+                    '&& gzip -1 "$mirror"/fashion-mnist/*-ubyte; }; }',
+                    f"{PY} -m triad.cli config experiment=fashion_mnist_h100 model.diffusion.max_epochs=25 "
+                    f"trainer.max_time_minutes=3.5 model.diffusion.eval_samples=1500 {' '.join(QUIET)} "
+                    ">params-fashion.yaml",
+                    *(
+                        f"{PY} -m triad.cli stage --params params-fashion.yaml {step} diffusion"
+                        for step in ("prepare", "judge", "train", "evaluate")
+                    ),
+                    "cat reports/diffusion/metrics.json",
+                ]
+            ),
+        ],
+        570,
+    ),
+    "diffusion_gpu": (
+        [
+            PY,
+            "-m",
+            "triad.cli",
+            "train",
+            "diffusion",
+            "trainer=gpu",
+            "model/diffusion=medium",
+            "model.diffusion.max_epochs=60",
+            "model.diffusion.eval_steps=[10,20,50,100]",
+            "model.diffusion.eval_samples=2000",
+            "model.diffusion.grid_every_n_epochs=20",
+            *QUIET,
+        ],
+        420,
+    ),
     # the stages one by one, as dvc.yaml runs them, each check with its own params file so that checks side by
     # side never read each other's; the evidence stage (many small trainings) is its own check
-    "transfer_pneumonia": (["bash", "-c", " && ".join([
-        f"{PY} -m triad.cli config experiment=pneumonia_full trainer.max_time_minutes=4 {' '.join(QUIET)} "
-        ">params-pneumonia.yaml",
-        *(f"{PY} -m triad.cli stage --params params-pneumonia.yaml {step} transfer"
-          for step in ("prepare", "train", "evaluate")),
-        "cat reports/transfer/metrics.json"])], 360),
-    "transfer_evidence": ([PY, "-m", "triad.cli", "stage", "--params", "params-pneumonia.yaml", "evidence", "transfer"], 420),
+    "transfer_pneumonia": (
+        [
+            "bash",
+            "-c",
+            " && ".join(
+                [
+                    f"{PY} -m triad.cli config experiment=pneumonia_full trainer.max_time_minutes=4 {' '.join(QUIET)} "
+                    ">params-pneumonia.yaml",
+                    *(
+                        f"{PY} -m triad.cli stage --params params-pneumonia.yaml {step} transfer"
+                        for step in ("prepare", "train", "evaluate")
+                    ),
+                    "cat reports/transfer/metrics.json",
+                ]
+            ),
+        ],
+        360,
+    ),
+    "transfer_evidence": (
+        [PY, "-m", "triad.cli", "stage", "--params", "params-pneumonia.yaml", "evidence", "transfer"],
+        420,
+    ),
 }
 # lines worth carrying into the summary
-FIGURES = re.compile(r"(device:|measured|parameters|images/s|tokens/s|ratio|MFU|^test|bleu|chrf|fid|accuracy|auc"
-                     r"|score|precision|recall|champion|seconds|error|Error)", re.IGNORECASE)
+FIGURES = re.compile(
+    r"(device:|measured|parameters|images/s|tokens/s|ratio|MFU|^test|bleu|chrf|fid|accuracy|auc"
+    r"|score|precision|recall|champion|seconds|error|Error)",
+    re.IGNORECASE,
+)
 
 
 def run_group(names: list[str], out_dir: Path, left: float) -> dict[str, tuple[str, float, list[str]]]:
@@ -125,8 +284,13 @@ def run_group(names: list[str], out_dir: Path, left: float) -> dict[str, tuple[s
         shown = shlex.join(command[:2] + ["..."] if name == "env" else command)
         print(f"\n=== {name}: {shown} (limit {limit} s{', side by side' if len(names) > 1 else ''})", flush=True)
         handle = (out_dir / f"{name}.log").open("w")
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(env, MLFLOW_TRACKING_URI=f"sqlite:///mlflow-{name}.db"))
+        proc = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env, MLFLOW_TRACKING_URI=f"sqlite:///mlflow-{name}.db"),
+        )
         running[name] = (proc, handle, time.perf_counter(), limit)
     results = {}
     for name, (proc, handle, start, limit) in running.items():
@@ -153,8 +317,11 @@ def run_group(names: list[str], out_dir: Path, left: float) -> dict[str, tuple[s
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default=",".join(CHECKS),
-                        help="comma-separated checks run in turn; a+b runs a and b side by side (default: all, in turn)")
+    parser.add_argument(
+        "--only",
+        default=",".join(CHECKS),
+        help="comma-separated checks run in turn; a+b runs a and b side by side (default: all, in turn)",
+    )
     parser.add_argument("--budget", type=float, default=560, help="start no check that could overrun this many seconds")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-checks")))
     args = parser.parse_args(argv)

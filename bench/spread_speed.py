@@ -37,14 +37,20 @@ def main() -> None:
     speed = speed_table(network, test, cfg.data.spread.test_samples, per_process, cfg.seed)
     print(speed.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     stochastic = speed[speed.process != "heat"]
-    print(f"Monte-Carlo / model time (stochastic processes): "
-          f"{stochastic.reference_seconds.mean() / stochastic.model_seconds.mean():.1f}x")
+    print(
+        f"Monte-Carlo / model time (stochastic processes): "
+        f"{stochastic.reference_seconds.mean() / stochastic.model_seconds.mean():.1f}x"
+    )
     im_cfg = cfg.model.spread.influence.model_copy(update={"greedy_samples": greedy_samples})
     table, metrics = compare(network, real_graph(im_cfg.graph), im_cfg, cfg.seed)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"influence maximisation: model/greedy spread {metrics['im_ratio']:.3f}, "
-          f"greedy MC / model time {metrics['im_speedup']:.1f}x (greedy MC with {greedy_samples} cascades per candidate)")
-    print(f"overall test per-node MAE {np.concatenate([np.abs(a - q.target) for q, a in zip(test, answers)]).mean():.4f}")
+    print(
+        f"influence maximisation: model/greedy spread {metrics['im_ratio']:.3f}, "
+        f"greedy MC / model time {metrics['im_speedup']:.1f}x (greedy MC with {greedy_samples} cascades per candidate)"
+    )
+    print(
+        f"overall test per-node MAE {np.concatenate([np.abs(a - q.target) for q, a in zip(test, answers)]).mean():.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device,
     return (time.perf_counter() - start) / calls
 
 
-def take_turns(contenders: dict[str, Callable[[], object]], rounds: int, calls: int, device: torch.device,
-               warmup: int = 2) -> dict[str, list[float]]:
+def take_turns(
+    contenders: dict[str, Callable[[], object]], rounds: int, calls: int, device: torch.device, warmup: int = 2
+) -> dict[str, list[float]]:
     """Seconds per call of each contender in each round; within a round they run one after another."""
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     for round_ in range(rounds):
@@ -39,12 +40,13 @@ def take_turns(contenders: dict[str, Callable[[], object]], rounds: int, calls: 
     return seconds
 
 
-def compare(what: str, work: float, unit: str, ours: list[float], theirs: list[float],
-            names: tuple[str, str]) -> float:
+def compare(what: str, work: float, unit: str, ours: list[float], theirs: list[float], names: tuple[str, str]) -> float:
     """Print both median rates (``work`` units per call) and the median ratio; return that ratio."""
     ratios = sorted(b / a for a, b in zip(ours, theirs))  # rate ratio = their seconds / our seconds
     ratio = statistics.median(ratios)
-    print(f"{what}: {names[0]} {work / statistics.median(ours):,.1f} {unit}/s, "
-          f"{names[1]} {work / statistics.median(theirs):,.1f} {unit}/s; ratio {names[0]}/{names[1]} "
-          f"{ratio:.2f}x (median of {len(ratios)} rounds: {' '.join(f'{r:.2f}' for r in ratios)})")
+    print(
+        f"{what}: {names[0]} {work / statistics.median(ours):,.1f} {unit}/s, "
+        f"{names[1]} {work / statistics.median(theirs):,.1f} {unit}/s; ratio {names[0]}/{names[1]} "
+        f"{ratio:.2f}x (median of {len(ratios)} rounds: {' '.join(f'{r:.2f}' for r in ratios)})"
+    )
     return ratio

@@ -41,12 +41,18 @@ def cell(text: str) -> tuple[str, float]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     epilog="Other arguments are Hydra overrides, e.g. experiment=pneumonia_cpu.")
-    parser.add_argument("--cell", type=cell, action="append", required=True,
-                        help="ARM:FRACTION, e.g. fine-tuned:0.1 (repeatable)")
-    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=None,
-                        help="comma-separated, e.g. 0,1,2 (default: model.transfer.evidence.seeds)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog="Other arguments are Hydra overrides, e.g. experiment=pneumonia_cpu."
+    )
+    parser.add_argument(
+        "--cell", type=cell, action="append", required=True, help="ARM:FRACTION, e.g. fine-tuned:0.1 (repeatable)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(s) for s in text.split(",")],
+        default=None,
+        help="comma-separated, e.g. 0,1,2 (default: model.transfer.evidence.seeds)",
+    )
     args, overrides = parser.parse_known_args(argv)
     print("command: python bench/transfer_evidence_cell.py " + shlex.join(argv))
     cfg = compose(overrides)
@@ -59,22 +65,31 @@ def main(argv: list[str]) -> None:
     meta = json.loads((data_dir / "meta.json").read_text())
     task = meta["task"]
     if task != cfg.data.transfer.task:
-        sys.exit(f"{data_dir} holds task {task}, not {cfg.data.transfer.task}: "
-                 f"pass another paths.data_dir, or delete that folder to prepare it again")
+        sys.exit(
+            f"{data_dir} holds task {task}, not {cfg.data.transfer.task}: "
+            f"pass another paths.data_dir, or delete that folder to prepare it again"
+        )
     if meta["modality"] != "image":
         sys.exit(f"task {task} is {meta['modality']}; the evidence compares EfficientNet-lite arms on images")
     print(f"task {task}, image size {image_size}, evidence config {evidence.model_dump()}")
     data = load_evidence_data(data_dir, evidence, image_size, cfg.trainer.torch_device())
-    print(f"frozen trunk cached for {len(data.pool) + len(data.val) + len(data.test)} images in {data.cache_seconds:.1f} s")
+    print(
+        f"frozen trunk cached for {len(data.pool) + len(data.val) + len(data.test)} images "
+        f"in {data.cache_seconds:.1f} s"
+    )
     for arm, fraction in args.cell:
         scores = []
         for seed in args.seeds or evidence.seeds:
             started = time.perf_counter()
             row = run_one(data, evidence, arm, fraction, seed)
             scores.append(row["test_score"])
-            print(f"{arm} {fraction:g} seed {seed}: {row['n_labels']} labels, test score {row['test_score']:.4f} "
-                  f"(accuracy {row['test_accuracy']:.3f}), val score {row['val_score']:.4f} at its best epoch {row['best_epoch']}, "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{arm} {fraction:g} seed {seed}: {row['n_labels']} labels, test score {row['test_score']:.4f} "
+                f"(accuracy {row['test_accuracy']:.3f}), val score {row['val_score']:.4f} "
+                f"at its best epoch {row['best_epoch']}, "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
         spread = f" ± {np.std(scores, ddof=1):.4f}" if len(scores) > 1 else ""
         print(f"CELL {arm} {fraction:g}: test score {np.mean(scores):.4f}{spread} over {len(scores)} seeds")
 

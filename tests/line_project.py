@@ -53,8 +53,11 @@ def add_line_head(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (project / "conf" / kind / "line").mkdir(parents=True)
         (project / "conf" / kind / "line" / "default.yaml").write_text(text)
     config = project / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("  - experiment: null",
-                                                 "  - data/line: default\n  - model/line: default\n  - experiment: null"))
+    config.write_text(
+        config.read_text().replace(
+            "  - experiment: null", "  - data/line: default\n  - model/line: default\n  - experiment: null"
+        )
+    )
     # 3. Its stages in dvc.yaml.
     with (project / "dvc.yaml").open("a") as dvc_yaml:
         dvc_yaml.write(STAGES)

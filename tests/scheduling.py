@@ -34,7 +34,9 @@ def slow_project(root: Path, seconds: float) -> Path:
     make_project(root)
     (root / "slow_stage.py").write_text(SLOW_STAGE)
     (root / "dvc.yaml").write_text(
-        f"stages:\n  slow:\n    cmd: python slow_stage.py {seconds}\n    deps: [slow_stage.py, tick.txt]\n    outs: [out.txt]\n")
+        f"stages:\n  slow:\n    cmd: python slow_stage.py {seconds}\n"
+        "    deps: [slow_stage.py, tick.txt]\n    outs: [out.txt]\n"
+    )
     (root / "tick.txt").write_text("1\n")
     return root
 
@@ -42,16 +44,22 @@ def slow_project(root: Path, seconds: float) -> Path:
 def scheduler_env(project: Path, **extra: str) -> dict[str, str]:
     """The environment of a user in ``project``: no tracking or Prefect server unless ``extra`` names one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(TRIAD_ROOT=str(project), PATH=f"{BIN}{os.pathsep}{env['PATH']}", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_RUNNER_POLL_FREQUENCY="2", **extra)
+    env.update(
+        TRIAD_ROOT=str(project),
+        PATH=f"{BIN}{os.pathsep}{env['PATH']}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+        **extra,
+    )
     return env
 
 
 def start_scheduler(project: Path, env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
     """``triad schedule ARGS`` in ``project``, its output appended to ``log``."""
     with open(log, "ab") as out:
-        return subprocess.Popen([str(BIN / "triad"), "schedule", *args], cwd=project, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [str(BIN / "triad"), "schedule", *args], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> str:
@@ -67,16 +75,20 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: floa
 
 
 def api_post(api: str, path: str, body: dict) -> list | dict:
-    request = urllib.request.Request(f"{api}/{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{api}/{path}", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
 def flow_runs(api: str, deployment: str) -> list[dict]:
     """The runs of deployment ``triad-pipeline/<deployment>``, oldest due first."""
-    runs = api_post(api, "flow_runs/filter", {"deployments": {"name": {"any_": [deployment]}},
-                                              "sort": "EXPECTED_START_TIME_ASC", "limit": 200})
+    runs = api_post(
+        api,
+        "flow_runs/filter",
+        {"deployments": {"name": {"any_": [deployment]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200},
+    )
     return runs
 
 
@@ -100,8 +112,11 @@ def of_state(runs: list[dict], state: str) -> list[dict]:
 
 def summary(api: str, run: dict) -> str:
     """The pipeline summary artifact a flow run wrote."""
-    artifacts = api_post(api, "artifacts/filter", {"artifacts": {"key": {"any_": ["triad-pipeline-summary"]},
-                                                                 "flow_run_id": {"any_": [run["id"]]}}})
+    artifacts = api_post(
+        api,
+        "artifacts/filter",
+        {"artifacts": {"key": {"any_": ["triad-pipeline-summary"]}, "flow_run_id": {"any_": [run["id"]]}}},
+    )
     assert artifacts, f"flow run {run['name']} wrote no summary artifact"
     return artifacts[0]["data"]
 
@@ -113,4 +128,6 @@ def stop(process: subprocess.Popen, log: Path, timeout: float = 60) -> int:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        raise AssertionError(f"triad schedule did not stop within {timeout:.0f}s of SIGTERM:\n{log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"triad schedule did not stop within {timeout:.0f}s of SIGTERM:\n{log.read_text()[-3000:]}"
+        ) from None

@@ -63,7 +63,11 @@ TINY = {
 
 def tiny(*heads: str, extra: tuple[str, ...] = ()) -> list[str]:
     """Overrides for a pipeline of ``heads`` only, each shrunk, without progress bars."""
-    overrides = [f"pipeline.heads=[{','.join(heads)}]", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=2"]
+    overrides = [
+        f"pipeline.heads=[{','.join(heads)}]",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=2",
+    ]
     for head in heads:
         overrides += TINY[head]
     return overrides + list(extra)

@@ -19,9 +19,13 @@ STEPS = ("prepare", "train", "evaluate")
 
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
-                        help=f"Hydra overrides, e.g. model.{head_names()[0]}.max_epochs=2 trainer=gpu "
-                        "experiment=NAME (conf/experiment/NAME.yaml)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help=f"Hydra overrides, e.g. model.{head_names()[0]}.max_epochs=2 trainer=gpu "
+        "experiment=NAME (conf/experiment/NAME.yaml)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,52 +40,78 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("pipeline", help="run the whole pipeline (Prefect flow over dvc.yaml)",
-                       description="Compose the config, write params.yaml and run every changed DVC stage "
-                       "as a Prefect flow; unchanged stages are skipped. Ends with where the results are. "
-                       "One pipeline runs at a time in a project: a second one waits for the first.")
-    p.add_argument("--no-wait", action="store_true",
-                   help="if another pipeline is running in this project, refuse at once instead of waiting for it")
+    p = sub.add_parser(
+        "pipeline",
+        help="run the whole pipeline (Prefect flow over dvc.yaml)",
+        description="Compose the config, write params.yaml and run every changed DVC stage "
+        "as a Prefect flow; unchanged stages are skipped. Ends with where the results are. "
+        "One pipeline runs at a time in a project: a second one waits for the first.",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if another pipeline is running in this project, refuse at once instead of waiting for it",
+    )
     _overrides(p)
 
-    p = sub.add_parser("train", help="prepare (if needed), train, evaluate and register one head",
-                       description="Run one head outside DVC with a config composed from conf/ and overrides.")
+    p = sub.add_parser(
+        "train",
+        help="prepare (if needed), train, evaluate and register one head",
+        description="Run one head outside DVC with a config composed from conf/ and overrides.",
+    )
     p.add_argument("head", choices=heads)
     p.add_argument("--no-register", action="store_true", help="evaluate without registering in MLflow")
     _overrides(p)
 
-    p = sub.add_parser("sweep", help="tune one head's parameters with Optuna; write the best config back",
-                       description="Run Optuna trials over a search space in Hydra's sweep syntax; each trial trains "
-                       "and evaluates (no registration) as a child MLflow run of one parent run. The best trial's config "
-                       "is written to conf/experiment/best_<head>.yaml and params.yaml (so `dvc repro` reproduces it).",
-                       epilog=f"example: triad sweep {example} --trials 4 "
-                       f"'model.{example}.lr=tag(log,interval(1e-3,3e-2))' 'model.{example}.batch_size=choice(16,32)'")
+    p = sub.add_parser(
+        "sweep",
+        help="tune one head's parameters with Optuna; write the best config back",
+        description="Run Optuna trials over a search space in Hydra's sweep syntax; each trial trains "
+        "and evaluates (no registration) as a child MLflow run of one parent run. The best trial's config "
+        "is written to conf/experiment/best_<head>.yaml and params.yaml (so `dvc repro` reproduces it).",
+        epilog=f"example: triad sweep {example} --trials 4 "
+        f"'model.{example}.lr=tag(log,interval(1e-3,3e-2))' 'model.{example}.batch_size=choice(16,32)'",
+    )
     p.add_argument("head", choices=heads)
     p.add_argument("--trials", type=int, default=10, help="number of trials (default 10)")
     p.add_argument("--study", help="Optuna study name (default <head>-sweep)")
     p.add_argument("--storage", help="Optuna storage URL shared by several sweep processes, e.g. sqlite:///sweep.db")
     p.add_argument("--metric", help="objective (default: the head's gate metric on the validation split)")
-    p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
-                   help="key=interval(a,b) | key=tag(log,interval(a,b)) | key=range(a,b) | key=choice(a,b) | key=value")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="key=interval(a,b) | key=tag(log,interval(a,b)) | key=range(a,b) | key=choice(a,b) | key=value",
+    )
 
-    p = sub.add_parser("stage", help="run one DVC stage's work (what dvc.yaml calls)",
-                       description="Run one step of one head with the config in params.yaml. "
-                       "`prepare`, `train` and `evaluate` exist for every head; other steps are the head's own "
-                       "(`triad dag` lists every stage: <step>_<head>).")
+    p = sub.add_parser(
+        "stage",
+        help="run one DVC stage's work (what dvc.yaml calls)",
+        description="Run one step of one head with the config in params.yaml. "
+        "`prepare`, `train` and `evaluate` exist for every head; other steps are the head's own "
+        "(`triad dag` lists every stage: <step>_<head>).",
+    )
     p.add_argument("step", help="prepare, train, evaluate, or a head's own step")
     p.add_argument("head", choices=heads)
     p.add_argument("--params", type=Path, default=None, help="params file (default: <project>/params.yaml)")
 
-    p = sub.add_parser("config", help="print the composed config, or write params.yaml",
-                       description="Compose conf/ with overrides, validate it and print it as YAML.")
+    p = sub.add_parser(
+        "config",
+        help="print the composed config, or write params.yaml",
+        description="Compose conf/ with overrides, validate it and print it as YAML.",
+    )
     p.add_argument("--write-params", action="store_true", help="write it to params.yaml for `dvc repro`")
     _overrides(p)
 
-    p = sub.add_parser("dag", help="list the pipeline's stages in order with their upstream stages",
-                       description="Read dvc.yaml (the one definition of the DAG) and print it.")
+    p = sub.add_parser(
+        "dag",
+        help="list the pipeline's stages in order with their upstream stages",
+        description="Read dvc.yaml (the one definition of the DAG) and print it.",
+    )
 
     p = sub.add_parser(
-        "schedule", help="run the pipeline on a schedule (cron or interval) until stopped",
+        "schedule",
+        help="run the pipeline on a schedule (cron or interval) until stopped",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve the pipeline as a Prefect deployment on pipeline.schedule (a long-running process; "
         "Ctrl-C or SIGTERM stops it).",
@@ -100,36 +130,54 @@ failures:   a run whose stage fails ends Failed in the dashboard; its summary ar
 examples:
   triad schedule                                     # conf/pipeline/default.yaml: 0 3 * * * UTC
   triad schedule --cron "*/30 * * * *" 'pipeline.heads=[{example}]'
-  triad schedule --interval 600 pipeline.schedule.missed=skip""")
+  triad schedule --interval 600 pipeline.schedule.missed=skip""",
+    )
     when = p.add_mutually_exclusive_group()
     when.add_argument("--cron", help="cron expression (sets pipeline.schedule.cron)")
-    when.add_argument("--interval", type=int, metavar="SECONDS", help="run every SECONDS instead of on a cron "
-                      "(sets pipeline.schedule.interval)")
+    when.add_argument(
+        "--interval",
+        type=int,
+        metavar="SECONDS",
+        help="run every SECONDS instead of on a cron (sets pipeline.schedule.interval)",
+    )
     _overrides(p)
 
-    p = sub.add_parser("ui", help="open the MLflow dashboard on localhost",
-                       description="Start `mlflow ui` on the project's tracking backend.")
+    p = sub.add_parser(
+        "ui",
+        help="open the MLflow dashboard on localhost",
+        description="Start `mlflow ui` on the project's tracking backend.",
+    )
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--host", default="127.0.0.1")
 
-    p = sub.add_parser("services", help="start, stop or check the shared PostgreSQL, MLflow and Prefect services",
-                       description="Shared tracking and orchestration on this machine, on 127.0.0.1 only: "
-                       "PostgreSQL (Debian's package), an MLflow tracking server on it, a Prefect server on it, "
-                       "and a Prefect worker on the process work pool triad-process. State, logs and data live in "
-                       "<project>/.triad/services (or --dir, or $TRIAD_SERVICES_DIR). See docs/shared-services.md.")
+    p = sub.add_parser(
+        "services",
+        help="start, stop or check the shared PostgreSQL, MLflow and Prefect services",
+        description="Shared tracking and orchestration on this machine, on 127.0.0.1 only: "
+        "PostgreSQL (Debian's package), an MLflow tracking server on it, a Prefect server on it, "
+        "and a Prefect worker on the process work pool triad-process. State, logs and data live in "
+        "<project>/.triad/services (or --dir, or $TRIAD_SERVICES_DIR). See docs/shared-services.md.",
+    )
     services = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("up", "start whatever is not running (idempotent); print the variables to export on stdout"),
         ("down", "stop the worker, the servers and PostgreSQL (data is kept)"),
         ("status", "report each service; exit 0 only if all are running and healthy, else 1"),
-        ("env", "print the export lines for MLFLOW_TRACKING_URI and PREFECT_API_URL (eval \"$(triad services env)\")"),
+        ("env", 'print the export lines for MLFLOW_TRACKING_URI and PREFECT_API_URL (eval "$(triad services env)")'),
     ):
         a = services.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
-        a.add_argument("--dir", type=Path, default=None, help="services home (default: $TRIAD_SERVICES_DIR "
-                       "or <project>/.triad/services)")
+        a.add_argument(
+            "--dir",
+            type=Path,
+            default=None,
+            help="services home (default: $TRIAD_SERVICES_DIR or <project>/.triad/services)",
+        )
 
-    p = sub.add_parser("predict", help="predict with a head's champion model from the registry",
-                       description="Load models:/triad-<head>@champion and predict.")
+    p = sub.add_parser(
+        "predict",
+        help="predict with a head's champion model from the registry",
+        description="Load models:/triad-<head>@champion and predict.",
+    )
     p.add_argument("--model-uri", help="another model URI (default: models:/triad-<head>@champion)")
     predict = p.add_subparsers(dest="head", required=True, metavar="HEAD")
     for name, spec in registry().items():  # each head's flags live in its own cli.py
@@ -166,8 +214,11 @@ def _print_where(cfg) -> None:
     uri = tracking.tracking_uri(cfg)
     print(f"MLflow tracking URI: {uri}")
     for row in gate.registry_summary(cfg, list(cfg.pipeline.head_names)):
-        champion = (f"@champion -> v{row['champion']} ({row['metric']}={float(row['champion_value']):.4f})"
-                    if row["champion"] else "no champion")
+        champion = (
+            f"@champion -> v{row['champion']} ({row['metric']}={float(row['champion_value']):.4f})"
+            if row["champion"]
+            else "no champion"
+        )
         print(f"  {row['model']}: {row['versions']} version(s), latest v{row['latest']}, {champion}")
     if uri.startswith(("http://", "https://")):
         print(f"Dashboard: {uri}")
@@ -209,10 +260,15 @@ def cmd_sweep(args) -> int:
     if args.trials < 1:
         raise TriadError(f"--trials must be at least 1 (got {args.trials})")
     result = sweep(args.head, args.overrides, args.trials, args.study, args.storage, args.metric)
-    print(f"{result['trials']} trial(s); best: trial {result['best_trial']}, {result['metric']}={result['best_value']:.4f}")
+    print(
+        f"{result['trials']} trial(s); best: trial {result['best_trial']}, "
+        f"{result['metric']}={result['best_value']:.4f}"
+    )
     print(f"  overrides: {' '.join(result['best_overrides'])}")
-    print(f"  written: {result['experiment_file']} and params.yaml (reproduce: dvc repro, "
-          f"or triad pipeline experiment=best_{args.head})")
+    print(
+        f"  written: {result['experiment_file']} and params.yaml (reproduce: dvc repro, "
+        f"or triad pipeline experiment=best_{args.head})"
+    )
     print(f"  MLflow parent run: {result['parent_run_id']}")
     return 0
 
@@ -280,8 +336,16 @@ def cmd_ui(args) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"The tracking server serves its own dashboard: {uri}")
         return 0
-    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port)]
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     if uri.startswith("sqlite:"):
         command += ["--default-artifact-root", (project_root() / cfg.logger.artifact_dir).as_uri()]
     print(f"MLflow dashboard on http://{args.host}:{args.port} (Ctrl-C stops it)")
@@ -304,7 +368,9 @@ def cmd_predict(args) -> int:
     try:
         model = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
-        raise TriadError(f"cannot load {uri}: {exc}. Run `triad pipeline` (or `triad train {args.head}`) first.") from None
+        raise TriadError(
+            f"cannot load {uri}: {exc}. Run `triad pipeline` (or `triad train {args.head}`) first."
+        ) from None
     from triad.predict import show
 
     show(args, model)
@@ -334,8 +400,16 @@ def cmd_services(args) -> int:
 
 
 COMMANDS = {
-    "pipeline": cmd_pipeline, "train": cmd_train, "sweep": cmd_sweep, "stage": cmd_stage, "config": cmd_config,
-    "dag": cmd_dag, "schedule": cmd_schedule, "ui": cmd_ui, "predict": cmd_predict, "services": cmd_services,
+    "pipeline": cmd_pipeline,
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "stage": cmd_stage,
+    "config": cmd_config,
+    "dag": cmd_dag,
+    "schedule": cmd_schedule,
+    "ui": cmd_ui,
+    "predict": cmd_predict,
+    "services": cmd_services,
 }
 
 
@@ -348,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any("=" not in word or word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for chatty in ("httpx", "httpcore", "alembic", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     # The ephemeral Prefect server would try to send usage telemetry; triad does not phone home

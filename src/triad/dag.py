@@ -69,8 +69,14 @@ def load_stages(root: Path, heads: list[str] | None = None) -> list[Stage]:
         parsed[name] = (cmd, (spec.get("meta") or {}).get("head"), tuple(_paths(spec.get("deps"))), tuple(outs))
     stages: dict[str, Stage] = {}
     for name, (cmd, head, deps, outs) in parsed.items():
-        upstream = sorted({producer for dep in deps for out, producer in produced.items()
-                           if (_under(dep, out) or _under(out, dep)) and producer != name})
+        upstream = sorted(
+            {
+                producer
+                for dep in deps
+                for out, producer in produced.items()
+                if (_under(dep, out) or _under(out, dep)) and producer != name
+            }
+        )
         stages[name] = Stage(name, cmd, head, deps, outs, tuple(upstream))
 
     order: list[Stage] = []
@@ -162,14 +168,21 @@ def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
     """Run the stage's ``cmd`` from ``dvc.yaml`` with the project's virtualenv on the PATH."""
     bin_dir = str(Path(sys.executable).parent)
     full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    process = subprocess.run(shlex.split(stage.cmd) if "&&" not in stage.cmd else ["bash", "-c", stage.cmd],
-                             cwd=root, env=full_env)
+    process = subprocess.run(
+        shlex.split(stage.cmd) if "&&" not in stage.cmd else ["bash", "-c", stage.cmd], cwd=root, env=full_env
+    )
     if process.returncode != 0:
         raise StageFailed(stage.name, process.returncode)
 
 
-def run_if_changed(root: Path, stage: Stage, logger: logging.Logger | logging.LoggerAdapter,
-                   remote: str | None = None, env: dict[str, str] | None = None, force: str | None = None) -> dict:
+def run_if_changed(
+    root: Path,
+    stage: Stage,
+    logger: logging.Logger | logging.LoggerAdapter,
+    remote: str | None = None,
+    env: dict[str, str] | None = None,
+    force: str | None = None,
+) -> dict:
     """One stage as the flow runs it: run it only if DVC says it changed (or ``force`` gives a reason
     to run it anyway), then record it in dvc.lock.
 

@@ -46,7 +46,8 @@ def wait_for_file(path: Path, what: str, timeout_s: float = 3600.0, poll_s: floa
     while not path.exists():
         if time.monotonic() > deadline:
             raise DataError(
-                f"the process with {rank_description()} waited {timeout_s:.0f} s for {what} ({path}) from rank 0. Nodes must share "
-                f"the project folder; otherwise prepare the data on every node first (`triad stage prepare` or `dvc pull`)."
+                f"the process with {rank_description()} waited {timeout_s:.0f} s for {what} ({path}) from rank 0. "
+                "Nodes must share the project folder; otherwise prepare the data on every node first "
+                "(`triad stage prepare` or `dvc pull`)."
             )
         time.sleep(poll_s)

@@ -23,8 +23,21 @@ from triad.prepare import require_prepared
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What a served model needs besides triad's own code (shipped with it through code_paths). Naming
 # them, pinned to the versions installed here, spares MLflow's slow requirement inference.
-SERVING_PACKAGES = ("torch", "lightning", "mlflow", "numpy", "pandas", "pydantic", "pyyaml", "tokenizers",
-                    "sacrebleu", "pillow", "scikit-learn", "matplotlib", "tqdm")
+SERVING_PACKAGES = (
+    "torch",
+    "lightning",
+    "mlflow",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pyyaml",
+    "tokenizers",
+    "sacrebleu",
+    "pillow",
+    "scikit-learn",
+    "matplotlib",
+    "tqdm",
+)
 
 
 def serving_requirements() -> list[str]:
@@ -124,16 +137,24 @@ def training_run(cfg: TriadConfig, head, trained: dict[str, Any]) -> dict[str, A
         except MlflowException:
             pass  # the store lost it: look further
     experiment_id = tracking.ensure_experiment(cfg, head.name)
-    found = client.search_runs([experiment_id], filter_string=f"tags.`triad.fingerprint` = '{fingerprint}'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`triad.fingerprint` = '{fingerprint}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if found:
         return {"run_id": found[0].info.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
-    tags = {**tracking.run_tags(cfg, head, head.dir("data")), "triad.fingerprint": fingerprint,
-            "triad.note": "the tracking store holds no run that trained these weights (deleted, or trained with "
-                          "another store): this run evaluates the weights DVC keeps"}
+    tags = {
+        **tracking.run_tags(cfg, head, head.dir("data")),
+        "triad.fingerprint": fingerprint,
+        "triad.note": "the tracking store holds no run that trained these weights (deleted, or trained with "
+        "another store): this run evaluates the weights DVC keeps",
+    }
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{head.name}-{fingerprint[:8]}-evaluation",
-                          tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{head.name}-{fingerprint[:8]}-evaluation", tags=tags
+    ) as run:
         mlflow.log_params(tracking.flat_params(cfg, head.name))
         mlflow.log_text(to_yaml(cfg), "config/config.yaml")
     return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri}
@@ -181,7 +202,9 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
                 code_paths=[str(PACKAGE_DIR)],
                 pip_requirements=serving_requirements(),
             )
-    version = mlflow.register_model(info.model_uri, head.registered_model_name, tags={"triad.run_id": trained["run_id"]})
+    version = mlflow.register_model(
+        info.model_uri, head.registered_model_name, tags={"triad.run_id": trained["run_id"]}
+    )
     decision = gate.gate(
         client,
         head.registered_model_name,
@@ -193,8 +216,12 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
         data_version_tag=trained.get("data_version"),
         rescore=lambda champion: rescore(head, champion, datamodule),
     )
-    decision.update({"run_id": trained["run_id"], "experiment_id": trained["experiment_id"],
-                     "model_uri": info.model_uri})
-    print(f"[triad] {head.registered_model_name} v{version.version}: "
-          f"{'champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})", flush=True)
+    decision.update(
+        {"run_id": trained["run_id"], "experiment_id": trained["experiment_id"], "model_uri": info.model_uri}
+    )
+    print(
+        f"[triad] {head.registered_model_name} v{version.version}: "
+        f"{'champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})",
+        flush=True,
+    )
     return decision

@@ -9,7 +9,8 @@ version when several evaluations race.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from triad.errors import NotComparable, TransientError
 from triad.heads import head_spec
@@ -72,8 +73,11 @@ def gate(
     ok, bar_reason = passes
     before = None
     if champion is not None:
-        before = {"version": str(champion.version), "value": float(champion.tags.get("gate.value", "nan")),
-                  "data_version": champion.tags.get("triad.data_version")}
+        before = {
+            "version": str(champion.version),
+            "value": float(champion.tags.get("gate.value", "nan")),
+            "data_version": champion.tags.get("triad.data_version"),
+        }
         if data_version_tag and before["data_version"] != data_version_tag:
             before["recorded_value"] = before["value"]
             try:
@@ -84,16 +88,20 @@ def gate(
                 before["value"], before["not_comparable"] = float("nan"), str(exc)
     on_data = ""
     if before and "recorded_value" in before and "not_comparable" not in before:
-        on_data = (f", rescored on this data {_short(data_version_tag)}; it had {before['recorded_value']:.4f} "
-                   f"on its own data {_short(before['data_version'])}")
+        on_data = (
+            f", rescored on this data {_short(data_version_tag)}; it had {before['recorded_value']:.4f} "
+            f"on its own data {_short(before['data_version'])}"
+        )
     if not ok:
         promoted, reason = False, f"did not clear the bar: {bar_reason}"
     elif champion is None:
         promoted, reason = True, "first version to clear the bar"
     elif "not_comparable" in before:
         promoted = True
-        reason = (f"champion v{before['version']} was scored on other data ({_short(before['data_version'])}) and "
-                  f"cannot be scored on this data ({before['not_comparable']}): judged by the bar alone, {bar_reason}")
+        reason = (
+            f"champion v{before['version']} was scored on other data ({_short(before['data_version'])}) and "
+            f"cannot be scored on this data ({before['not_comparable']}): judged by the bar alone, {bar_reason}"
+        )
     elif is_better(value, before["value"], mode):
         promoted = True
         reason = f"{metric} {value:.4f} beats champion v{before['version']} ({before['value']:.4f}{on_data})"
@@ -117,11 +125,21 @@ def gate(
     for key, tag_value in tags.items():
         client.set_model_version_tag(name, version, key, tag_value)
     client.update_model_version(name, version, description=f"{'PROMOTED' if promoted else 'REJECTED'}: {reason}")
-    champion_after = settle_champion(client, name, mode, data_version_tag) if promoted else (before or {}).get("version")
+    champion_after = (
+        settle_champion(client, name, mode, data_version_tag) if promoted else (before or {}).get("version")
+    )
     if promoted and champion_after != str(version):
         client.set_model_version_tag(name, version, "gate.superseded_by", champion_after)
-    return {"model": name, "version": str(version), "promoted": promoted, "reason": reason,
-            "champion_before": before, "champion_after": champion_after, "metric": metric, "value": float(value)}
+    return {
+        "model": name,
+        "version": str(version),
+        "promoted": promoted,
+        "reason": reason,
+        "champion_before": before,
+        "champion_after": champion_after,
+        "metric": metric,
+        "value": float(value),
+    }
 
 
 def settle_champion(client, name: str, mode: str, data_version: str | None = None, max_rounds: int = 20) -> str:
@@ -138,15 +156,20 @@ def settle_champion(client, name: str, mode: str, data_version: str | None = Non
     value on other test data is not comparable.
     """
     for _ in range(max_rounds):
-        promoted = [v for v in client.search_model_versions(f"name='{name}'")
-                    if v.tags.get("gate.decision") == "promoted"
-                    and (data_version is None or v.tags.get("triad.data_version") == data_version)]
+        promoted = [
+            v
+            for v in client.search_model_versions(f"name='{name}'")
+            if v.tags.get("gate.decision") == "promoted"
+            and (data_version is None or v.tags.get("triad.data_version") == data_version)
+        ]
         if not promoted:
             raise TransientError(f"no promoted version of {name} is visible yet; run the evaluation again")
         best = promoted[0]
         for candidate in promoted[1:]:
             value, best_value = float(candidate.tags["gate.value"]), float(best.tags["gate.value"])
-            if is_better(value, best_value, mode) or (value == best_value and int(candidate.version) < int(best.version)):
+            if is_better(value, best_value, mode) or (
+                value == best_value and int(candidate.version) < int(best.version)
+            ):
                 best = candidate
         holder = current_champion(client, name)
         if holder is not None and str(holder.version) == str(best.version):
@@ -156,10 +179,12 @@ def settle_champion(client, name: str, mode: str, data_version: str | None = Non
         client.set_registered_model_alias(name, CHAMPION, best.version)
         if holder is not None:
             client.set_model_version_tag(name, holder.version, "gate.superseded_by", str(best.version))
-    raise TransientError(f"the {CHAMPION} alias of {name} kept moving for {max_rounds} rounds; run the evaluation again")
+    raise TransientError(
+        f"the {CHAMPION} alias of {name} kept moving for {max_rounds} rounds; run the evaluation again"
+    )
 
 
-def registry_summary(cfg: "TriadConfig", heads: list[str]) -> list[dict[str, Any]]:
+def registry_summary(cfg: TriadConfig, heads: list[str]) -> list[dict[str, Any]]:
     """Latest version and champion of each head's registered model (for the end-of-run printout)."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -176,12 +201,14 @@ def registry_summary(cfg: "TriadConfig", heads: list[str]) -> list[dict[str, Any
             versions = []
         champion = current_champion(client, name)
         latest = max((int(v.version) for v in versions), default=None)
-        rows.append({
-            "model": name,
-            "versions": len(versions),
-            "latest": latest,
-            "champion": champion.version if champion else None,
-            "champion_value": champion.tags.get("gate.value") if champion else None,
-            "metric": champion.tags.get("gate.metric") if champion else None,
-        })
+        rows.append(
+            {
+                "model": name,
+                "versions": len(versions),
+                "latest": latest,
+                "champion": champion.version if champion else None,
+                "champion_value": champion.tags.get("gate.value") if champion else None,
+                "metric": champion.tags.get("gate.metric") if champion else None,
+            }
+        )
     return rows

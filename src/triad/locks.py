@@ -12,9 +12,9 @@ import datetime as dt
 import fcntl
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from triad.errors import TriadError
 
@@ -43,8 +43,15 @@ def holder(path: Path) -> str | None:
 
 
 @contextmanager
-def exclusive(path: Path, holder: str, *, wait: bool, refuse: Callable[[str], str],
-              waiting: Callable[[str], None] | None = None, poll_s: float = 1.0) -> Iterator[None]:
+def exclusive(
+    path: Path,
+    holder: str,
+    *,
+    wait: bool,
+    refuse: Callable[[str], str],
+    waiting: Callable[[str], None] | None = None,
+    poll_s: float = 1.0,
+) -> Iterator[None]:
     """Hold ``path``'s lock while the block runs, writing ``holder`` into the file.
 
     When another process holds it: with ``wait``, call ``waiting(their line)`` once and wait until

@@ -18,7 +18,7 @@ def image_grid(images: list[np.ndarray], columns: int | None = None) -> np.ndarr
     grid = np.zeros((rows * height, columns * width, *images[0].shape[2:]), dtype=np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
     return grid
 
 
@@ -42,8 +42,9 @@ def model_predict(args, model, model_input):
     except (ValueError, TypeError) as exc:
         if getattr(args, "verbose", False):
             raise
-        raise TriadError(f"the model refused the input: {first_line(exc)} "
-                         "(`triad -v predict ...` shows the traceback)") from exc
+        raise TriadError(
+            f"the model refused the input: {first_line(exc)} (`triad -v predict ...` shows the traceback)"
+        ) from exc
 
 
 def first_line(exc: BaseException) -> str:

@@ -51,7 +51,12 @@ def run_step(cfg: TriadConfig, head_name: str, step: str) -> dict:
     started = time.perf_counter()
     target = head.dir("artifacts") / step
     with atomic_dir(target) as tmp:
-        summary = {"head": head_name, "step": step, **steps[step](tmp), "seconds": round(time.perf_counter() - started, 2)}
+        summary = {
+            "head": head_name,
+            "step": step,
+            **steps[step](tmp),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         write_json(tmp / "summary.json", {k: v for k, v in summary.items() if not is_timing(k)})
     _log_step(cfg, head, step, target, summary)  # timings included
     return summary
@@ -67,6 +72,7 @@ def _log_step(cfg: TriadConfig, head, step: str, folder: Path, summary: dict) ->
     tags = {**tracking.run_tags(cfg, head, head.dir("data")), "triad.step": step}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{head.name}-{step}", tags=tags):
         mlflow.log_params(tracking.flat_params(cfg, head.name))
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_metrics(
+            {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        )
         mlflow.log_artifacts(str(folder), artifact_path=step)

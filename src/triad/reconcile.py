@@ -70,13 +70,18 @@ def close_abandoned_runs(cfg: TriadConfig, root: Path, heads: list[str]) -> list
         experiment = client.get_experiment_by_name(tracking.experiment_name(cfg, head))
         if experiment is None:
             continue
-        running = client.search_runs([experiment.experiment_id],
-                                     filter_string=f"attributes.status = 'RUNNING' and tags.`triad.project` = '{project}'")
+        running = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`triad.project` = '{project}'",
+        )
         for run in running:
             if run.info.run_id in keep:
                 continue
-            client.set_tag(run.info.run_id, "triad.closed", "left RUNNING by a pipeline that was killed; "
-                                                            "marked KILLED when the next pipeline started")
+            client.set_tag(
+                run.info.run_id,
+                "triad.closed",
+                "left RUNNING by a pipeline that was killed; marked KILLED when the next pipeline started",
+            )
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
     return closed

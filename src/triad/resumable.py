@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -107,7 +108,9 @@ class ExactResume(L.Callback):
         torch.manual_seed(value)  # every device's generator too
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        self._positions = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", [])
+        self._positions = (
+            checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", [])
+        )
 
     def on_train_start(self, trainer, pl_module) -> None:
         combined = trainer.fit_loop._combined_loader

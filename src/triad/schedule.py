@@ -23,9 +23,9 @@ import asyncio
 import datetime as dt
 import os
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from triad import locks
 from triad.errors import TriadError
@@ -41,9 +41,15 @@ def scheduler_home(root: Path, state_dir: str) -> Path:
 def project_lock(home: Path) -> Iterator[None]:
     """Hold the project's scheduler lock (``home/scheduler.lock``) while the block runs; refuse at once
     (``triad.locks.Busy``) if another ``triad schedule`` holds it."""
-    with locks.exclusive(home / LOCK_FILE, locks.describe("triad schedule"), wait=False,
-                         refuse=lambda theirs: f"another `triad schedule` already serves this project ({theirs}); "
-                         f"two would run the pipeline twice. Stop it first (Ctrl-C in its terminal, or kill the pid)."):
+    with locks.exclusive(
+        home / LOCK_FILE,
+        locks.describe("triad schedule"),
+        wait=False,
+        refuse=lambda theirs: (
+            f"another `triad schedule` already serves this project ({theirs}); "
+            f"two would run the pipeline twice. Stop it first (Ctrl-C in its terminal, or kill the pid)."
+        ),
+    ):
         yield
 
 
@@ -67,12 +73,20 @@ async def close_orphans(client, deployment_id) -> list[str]:
 
     runs = await client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
-            any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]))),
-        sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)  # the server refuses null sort or limit
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
+            )
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+        limit=200,
+    )  # the server refuses null sort or limit
     for run in runs:
-        await client.set_flow_run_state(run.id, Crashed(message="the scheduler running it stopped before it ended; "
-                                                                "marked when the next scheduler started"), force=True)
+        await client.set_flow_run_state(
+            run.id,
+            Crashed(message="the scheduler running it stopped before it ended; marked when the next scheduler started"),
+            force=True,
+        )
     return [run.name for run in runs]
 
 
@@ -81,8 +95,11 @@ def _server_schedule(schedule, anchor: dt.datetime | None = None):
     from prefect.server.schemas.schedules import CronSchedule, IntervalSchedule
 
     if schedule.interval:
-        return IntervalSchedule(interval=dt.timedelta(seconds=schedule.interval), timezone=schedule.timezone,
-                                anchor_date=anchor or dt.datetime.now(dt.timezone.utc))
+        return IntervalSchedule(
+            interval=dt.timedelta(seconds=schedule.interval),
+            timezone=schedule.timezone,
+            anchor_date=anchor or dt.datetime.now(dt.timezone.utc),
+        )
     return CronSchedule(cron=schedule.cron, timezone=schedule.timezone)
 
 
@@ -93,9 +110,11 @@ def check_schedule(schedule) -> None:
     try:
         _server_schedule(schedule)
     except ValueError as exc:
-        raise TriadError(f"pipeline.schedule.cron={schedule.cron!r} is not a cron expression Prefect can read "
-                         f"(five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'): "
-                         f"{str(exc).splitlines()[-1]}") from None
+        raise TriadError(
+            f"pipeline.schedule.cron={schedule.cron!r} is not a cron expression Prefect can read "
+            f"(five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'): "
+            f"{str(exc).splitlines()[-1]}"
+        ) from None
 
 
 async def due_times(schedule, after: dt.datetime, until: dt.datetime, limit: int = 1000) -> list[dt.datetime]:
@@ -129,13 +148,21 @@ async def catch_up(client, deployment_id, schedule, now: dt.datetime | None = No
     of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
     waiting = await client.read_flow_runs(
         deployment_filter=of_deployment,
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-                                      expected_start_time=FlowRunFilterExpectedStartTime(before_=now)),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+            expected_start_time=FlowRunFilterExpectedStartTime(before_=now),
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=200,
+    )
     last = await client.read_flow_runs(
         deployment_filter=of_deployment,
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]))),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]))
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=1,
+    )
     last_time = last[0].expected_start_time if last else None
     unrun = await due_times(schedule, last_time, now) if last_time else []
     missed = max(len(waiting), len(unrun))
@@ -143,9 +170,12 @@ async def catch_up(client, deployment_id, schedule, now: dt.datetime | None = No
         return "no runs were missed"
     since = f" since the last run (due {last_time:%Y-%m-%d %H:%M:%S %Z})" if last_time else ""
     keep = waiting[:1] if schedule.missed == "run_once" else []
-    for run in waiting[len(keep):]:
-        await client.set_flow_run_state(run.id, Cancelled(message=f"missed while no scheduler served it; "
-                                                                  f"pipeline.schedule.missed={schedule.missed}"), force=True)
+    for run in waiting[len(keep) :]:
+        await client.set_flow_run_state(
+            run.id,
+            Cancelled(message=f"missed while no scheduler served it; pipeline.schedule.missed={schedule.missed}"),
+            force=True,
+        )
     what = f"{missed} run(s) fell due while no scheduler served this deployment{since}"
     if schedule.missed == "skip":
         return f"{what}: skipped (pipeline.schedule.missed=skip); the next run is at its next due time"
@@ -204,8 +234,10 @@ def serve(overrides: list[str]) -> int:
         external = bool(api)
         started = False
         if not api:
-            print(f"starting the project's Prefect server (SQLite in {home}; log: {home / 'logs' / 'prefect.log'})",
-                  flush=True)
+            print(
+                f"starting the project's Prefect server (SQLite in {home}; log: {home / 'logs' / 'prefect.log'})",
+                flush=True,
+            )
             api, started = services.local_prefect_up(home)
             os.environ["PREFECT_API_URL"] = api  # the runner, and the flow runs it starts, use it
         try:
@@ -215,10 +247,17 @@ def serve(overrides: list[str]) -> int:
             from flows.pipeline import scheduled_deployment
 
             deployment = scheduled_deployment(overrides)
-            when = f"every {schedule.interval} s" if schedule.interval else f"on cron {schedule.cron!r} ({schedule.timezone})"
-            print(f"Prefect dashboard: {api.removesuffix('/api')}  (deployment triad-pipeline/{deployment.name})\n"
-                  f"serving the pipeline {when}, one run at a time: a run due while another is going is skipped; "
-                  f"after downtime: {schedule.missed}. Ctrl-C stops it.", flush=True)
+            when = (
+                f"every {schedule.interval} s"
+                if schedule.interval
+                else f"on cron {schedule.cron!r} ({schedule.timezone})"
+            )
+            print(
+                f"Prefect dashboard: {api.removesuffix('/api')}  (deployment triad-pipeline/{deployment.name})\n"
+                f"serving the pipeline {when}, one run at a time: a run due while another is going is skipped; "
+                f"after downtime: {schedule.missed}. Ctrl-C stops it.",
+                flush=True,
+            )
             with temporary_settings(updates={PREFECT_API_URL: api}):
                 asyncio.run(_serve(deployment, schedule, own_server=not external))
         except KeyboardInterrupt:  # a second Ctrl-C while stopping

@@ -39,9 +39,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from triad.errors import TriadError
 
@@ -51,8 +51,11 @@ WORKER_POOL = "triad-process"
 # Work pools created on the Prefect server: name -> (description, concurrency limit or None).
 POOLS = {
     "triad-process": ("CPU workers: any stage of the pipeline, as many runs at once as the worker allows.", None),
-    "triad-gpu": ("GPU workers: the pipeline with trainer=gpu (prefect.yaml: nightly-gpu); one run per pool "
-                  "at a time so runs do not share a GPU. Start one worker per GPU machine.", 1),
+    "triad-gpu": (
+        "GPU workers: the pipeline with trainer=gpu (prefect.yaml: nightly-gpu); one run per pool "
+        "at a time so runs do not share a GPU. Start one worker per GPU machine.",
+        1,
+    ),
 }
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
@@ -129,9 +132,13 @@ def load_state(layout: Layout, create: bool = False) -> dict:
     if layout.state.is_file():
         return json.loads(layout.state.read_text())
     if not create:
-        raise ServiceError(f"no services in {layout.home} (no {layout.state.name}): start them with `triad services up`")
-    state = {"ports": {name: free_port() for name in ("postgres", "mlflow", "prefect")},
-             "password": secrets.token_urlsafe(24)}
+        raise ServiceError(
+            f"no services in {layout.home} (no {layout.state.name}): start them with `triad services up`"
+        )
+    state = {
+        "ports": {name: free_port() for name in ("postgres", "mlflow", "prefect")},
+        "password": secrets.token_urlsafe(24),
+    }
     layout.home.mkdir(parents=True, exist_ok=True)
     layout.state.touch(mode=0o600)
     layout.state.write_text(json.dumps(state, indent=2) + "\n")
@@ -145,8 +152,10 @@ def database_url(state: dict, database: str, driver: str = "postgresql") -> str:
 
 def client_env(state: dict) -> dict[str, str]:
     """What a client exports to use the services: the MLflow and Prefect API URLs."""
-    return {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{state['ports']['mlflow']}",
-            "PREFECT_API_URL": f"http://127.0.0.1:{state['ports']['prefect']}/api"}
+    return {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{state['ports']['mlflow']}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{state['ports']['prefect']}/api",
+    }
 
 
 # --- detached processes --------------------------------------------------------------------------------
@@ -167,8 +176,15 @@ def _spawn(layout: Layout, name: str, argv: list[str], env: dict[str, str], cwd:
     with open(layout.log(name), "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(argv)}\n".encode())
         log.flush()
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     layout.pid(name).write_text(f"{process.pid}\n")
     return process.pid
 
@@ -221,8 +237,9 @@ def _http_ok(url: str, expect: str) -> bool:
         return False
 
 
-def _wait(what: str, healthy: Callable[[], bool], alive: Callable[[], bool], log: Path,
-          timeout: float = START_TIMEOUT_S) -> None:
+def _wait(
+    what: str, healthy: Callable[[], bool], alive: Callable[[], bool], log: Path, timeout: float = START_TIMEOUT_S
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if healthy():
@@ -240,16 +257,20 @@ def pg_bin_dir() -> Path | None:
         folder = Path(found).resolve().parent
         if (folder / "pg_ctl").exists():
             return folder
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                        key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")])
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")],
+    )
     return candidates[-1].parent if candidates else None
 
 
 def _require_pg_bin() -> Path:
     folder = pg_bin_dir()
     if folder is None:
-        raise ServiceError("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin). "
-                           "Install Debian's package: apt-get install -y postgresql")
+        raise ServiceError(
+            "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin). "
+            "Install Debian's package: apt-get install -y postgresql"
+        )
     return folder
 
 
@@ -260,8 +281,10 @@ def _pg_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        raise ServiceError("running as root, PostgreSQL needs a `postgres` user to run as "
-                           "(Debian's postgresql package creates it), or run triad as a normal user") from None
+        raise ServiceError(
+            "running as root, PostgreSQL needs a `postgres` user to run as "
+            "(Debian's postgresql package creates it), or run triad as a normal user"
+        ) from None
 
 
 def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
@@ -270,9 +293,11 @@ def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
         st = folder.stat()
         if st.st_uid == user.pw_uid or st.st_mode & 0o001:
             continue
-        raise ServiceError(f"PostgreSQL runs as user {user.pw_name!r} (it refuses root) and cannot reach {path}: "
-                           f"{folder} is not searchable by others. Choose another --dir (e.g. /var/tmp/triad-services) "
-                           f"or `chmod o+x {folder}`")
+        raise ServiceError(
+            f"PostgreSQL runs as user {user.pw_name!r} (it refuses root) and cannot reach {path}: "
+            f"{folder} is not searchable by others. Choose another --dir (e.g. /var/tmp/triad-services) "
+            f"or `chmod o+x {folder}`"
+        )
 
 
 def _pg_run(args: list[str], layout: Layout, check: bool = True) -> subprocess.CompletedProcess:
@@ -282,8 +307,10 @@ def _pg_run(args: list[str], layout: Layout, check: bool = True) -> subprocess.C
     env = {**os.environ, "LC_ALL": "C.UTF-8", **({"HOME": user.pw_dir} if user else {})}
     result = subprocess.run(args, cwd=layout.pg, env=env, capture_output=True, text=True, **extra)
     if check and result.returncode != 0:
-        raise ServiceError(f"`{shlex.join(args)}` failed ({result.returncode}):\n{result.stderr.strip()}\n"
-                           f"PostgreSQL's log: {layout.pg_log}\n{_log_tail(layout.pg_log, 10)}")
+        raise ServiceError(
+            f"`{shlex.join(args)}` failed ({result.returncode}):\n{result.stderr.strip()}\n"
+            f"PostgreSQL's log: {layout.pg_log}\n{_log_tail(layout.pg_log, 10)}"
+        )
     return result
 
 
@@ -302,8 +329,21 @@ def _pg_init(layout: Layout, state: dict, bin_dir: Path) -> None:
     if user:
         os.chown(pwfile, user.pw_uid, user.pw_gid)
     try:
-        _pg_run([str(bin_dir / "initdb"), "-D", str(layout.pg_data), "-U", DB_USER, f"--pwfile={pwfile}",
-                 "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"], layout)
+        _pg_run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(layout.pg_data),
+                "-U",
+                DB_USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            layout,
+        )
     finally:
         pwfile.unlink(missing_ok=True)
 
@@ -320,8 +360,22 @@ def _pg_start(layout: Layout, state: dict, bin_dir: Path) -> None:
     # A Unix socket path must fit in 107 bytes; PostgreSQL then listens on TCP only.
     socket_opt = shlex.quote(str(socket_dir)) if len(str(socket_dir)) + 20 < 107 else "''"
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {socket_opt}"
-    _pg_run([str(bin_dir / "pg_ctl"), "start", "-D", str(layout.pg_data), "-l", str(layout.pg_log),
-             "-w", "-t", str(int(START_TIMEOUT_S)), "-o", options], layout)
+    _pg_run(
+        [
+            str(bin_dir / "pg_ctl"),
+            "start",
+            "-D",
+            str(layout.pg_data),
+            "-l",
+            str(layout.pg_log),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT_S)),
+            "-o",
+            options,
+        ],
+        layout,
+    )
 
 
 def _pg_create_databases(state: dict) -> None:
@@ -380,19 +434,34 @@ def _mlflow_command(layout: Layout, state: dict) -> tuple[list[str], dict[str, s
     """argv and environment of the MLflow tracking server."""
     layout.artifacts.mkdir(parents=True, exist_ok=True)
     # psycopg2 named: SQLAlchemy 2.1 would otherwise pick psycopg 3. Passed in the environment, not argv.
-    env = {**_base_env(layout), "MLFLOW_BACKEND_STORE_URI": database_url(state, "mlflow", "postgresql+psycopg2"),
-           # The server's job runner (GenAI scorers, prompt optimisation) is not used by triad: it would
-           # start about eight helper processes of 250 MB each.
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    argv = [_tool("mlflow"), "server", "--host", "127.0.0.1", "--port", str(state["ports"]["mlflow"]),
-            "--artifacts-destination", str(layout.artifacts), "--workers", "1"]
+    env = {
+        **_base_env(layout),
+        "MLFLOW_BACKEND_STORE_URI": database_url(state, "mlflow", "postgresql+psycopg2"),
+        # The server's job runner (GenAI scorers, prompt optimisation) is not used by triad: it would
+        # start about eight helper processes of 250 MB each.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    argv = [
+        _tool("mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(state["ports"]["mlflow"]),
+        "--artifacts-destination",
+        str(layout.artifacts),
+        "--workers",
+        "1",
+    ]
     return argv, env
 
 
 def _prefect_command(layout: Layout, state: dict) -> tuple[list[str], dict[str, str]]:
     """argv and environment of the Prefect server."""
-    env = {**_base_env(layout),
-           "PREFECT_API_DATABASE_CONNECTION_URL": database_url(state, "prefect", "postgresql+asyncpg")}
+    env = {
+        **_base_env(layout),
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url(state, "prefect", "postgresql+asyncpg"),
+    }
     return _prefect_argv(state["ports"]["prefect"]), env
 
 
@@ -417,9 +486,16 @@ def create_pools(api_url: str) -> None:
     template = ProcessWorker.get_default_base_job_template()
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         for name, (description, limit) in POOLS.items():
-            client.create_work_pool(WorkPoolCreate(name=name, type="process", description=description,
-                                                   base_job_template=template, concurrency_limit=limit),
-                                    overwrite=True)
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    description=description,
+                    base_job_template=template,
+                    concurrency_limit=limit,
+                ),
+                overwrite=True,
+            )
 
 
 def _start_worker(layout: Layout, state: dict, root: Path) -> None:
@@ -430,8 +506,19 @@ def _start_worker(layout: Layout, state: dict, root: Path) -> None:
     for passthrough in ("PREFECT_WORKER_QUERY_SECONDS", "PREFECT_WORKER_PREFETCH_SECONDS"):
         if passthrough in os.environ:
             env[passthrough] = os.environ[passthrough]
-    argv = [_tool("prefect"), "worker", "start", "--pool", WORKER_POOL, "--type", "process",
-            "--name", f"triad-{socket.gethostname()}-{state['ports']['prefect']}", "--install-policy", "never"]
+    argv = [
+        _tool("prefect"),
+        "worker",
+        "start",
+        "--pool",
+        WORKER_POOL,
+        "--type",
+        "process",
+        "--name",
+        f"triad-{socket.gethostname()}-{state['ports']['prefect']}",
+        "--install-policy",
+        "never",
+    ]
     pid = _spawn(layout, "worker", argv, env, root)
     _wait("the Prefect worker", lambda: _pool_ready(state), lambda: _alive(pid), layout.log("worker"))
 
@@ -475,9 +562,11 @@ def local_prefect_up(home: Path) -> tuple[str, bool]:
     if _ensure_port_free(state, "prefect"):
         layout.state.write_text(json.dumps(state, indent=2) + "\n")
     layout.prefect_home.mkdir(parents=True, exist_ok=True)
-    env = {**_base_env(layout),
-           **{k: v for k, v in os.environ.items() if k.startswith(SCHEDULER_TUNING)},
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{layout.prefect_home / 'prefect.db'}"}
+    env = {
+        **_base_env(layout),
+        **{k: v for k, v in os.environ.items() if k.startswith(SCHEDULER_TUNING)},
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{layout.prefect_home / 'prefect.db'}",
+    }
     pid = _spawn(layout, "prefect", _prefect_argv(state["ports"]["prefect"]), env, cwd=layout.home)
     _wait("the Prefect server", healthy, lambda: _alive(pid), layout.log("prefect"))
     return _local_prefect_api(state), True
@@ -567,14 +656,26 @@ def status(home: Path | None = None) -> dict[str, dict]:
     urls = client_env(state)
     pg_up = _pg_running(layout, pg_bin_dir())
     report = {
-        "postgres": {"running": pg_up, "healthy": pg_up and port_in_use(state["ports"]["postgres"]),
-                     "url": database_url({**state, "password": "***"}, "{" + ",".join(DATABASES) + "}")},
-        "mlflow": {"running": _pid(layout, "mlflow") is not None, "healthy": _mlflow_healthy(state),
-                   "url": urls["MLFLOW_TRACKING_URI"]},
-        "prefect": {"running": _pid(layout, "prefect") is not None, "healthy": _prefect_healthy(state),
-                    "url": urls["PREFECT_API_URL"]},
-        "worker": {"running": _pid(layout, "worker") is not None, "healthy": _pool_ready(state),
-                   "url": f"pool {WORKER_POOL}"},
+        "postgres": {
+            "running": pg_up,
+            "healthy": pg_up and port_in_use(state["ports"]["postgres"]),
+            "url": database_url({**state, "password": "***"}, "{" + ",".join(DATABASES) + "}"),
+        },
+        "mlflow": {
+            "running": _pid(layout, "mlflow") is not None,
+            "healthy": _mlflow_healthy(state),
+            "url": urls["MLFLOW_TRACKING_URI"],
+        },
+        "prefect": {
+            "running": _pid(layout, "prefect") is not None,
+            "healthy": _prefect_healthy(state),
+            "url": urls["PREFECT_API_URL"],
+        },
+        "worker": {
+            "running": _pid(layout, "worker") is not None,
+            "healthy": _pool_ready(state),
+            "url": f"pool {WORKER_POOL}",
+        },
     }
     return report
 

@@ -53,15 +53,17 @@ def parse_space(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
         if override.is_sweep_override():
             key = override.get_key_element()
             if key.startswith("data."):
-                raise ConfigError(f"{key}: data parameters cannot be swept (the data is prepared once for all "
-                                  "trials); sweep model.* or trainer.* keys, and run one sweep per dataset")
+                raise ConfigError(
+                    f"{key}: data parameters cannot be swept (the data is prepared once for all "
+                    "trials); sweep model.* or trainer.* keys, and run one sweep per dataset"
+                )
             space[key] = override.value()
         else:
             fixed.append(override.input_line)
     return fixed, space
 
 
-def suggest(trial: "optuna.Trial", key: str, sweep: Any) -> Any:
+def suggest(trial: optuna.Trial, key: str, sweep: Any) -> Any:
     """Ask Optuna for a value of ``key`` from one Hydra sweep (interval, range or choice)."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
@@ -91,7 +93,7 @@ def objective_metric(head_name: str, cfg: TriadConfig) -> tuple[str, str]:
     return head.gate_metric.replace("test_", "val_", 1), direction
 
 
-def _parent_run(study: "optuna.Study", cfg: TriadConfig, head_name: str, space: dict) -> str:
+def _parent_run(study: optuna.Study, cfg: TriadConfig, head_name: str, space: dict) -> str:
     """The sweep's MLflow parent run, created once per study (workers sharing a storage reuse it)."""
     import mlflow
 
@@ -101,8 +103,11 @@ def _parent_run(study: "optuna.Study", cfg: TriadConfig, head_name: str, space: 
         return run_id
     experiment_id = tracking.ensure_experiment(cfg, head_name)
     client = mlflow.MlflowClient(tracking.tracking_uri(cfg))
-    run = client.create_run(experiment_id, run_name=f"sweep-{study.study_name}",
-                            tags={"triad.head": head_name, "triad.sweep": study.study_name})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{study.study_name}",
+        tags={"triad.head": head_name, "triad.sweep": study.study_name},
+    )
     client.log_dict(run.info.run_id, {k: str(v) for k, v in space.items()}, "sweep/space.json")
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
     return run.info.run_id
@@ -142,7 +147,10 @@ def write_best(head_name: str, best_cfg: TriadConfig, comment: str, root: Path |
     name = f"best_{head_name}"
     values = best_cfg.model_copy(update={"experiment": name}).model_dump(mode="json")
     path = root / "conf" / "experiment" / f"{name}.yaml"
-    header = f"# @package _global_\n# {comment}\n# Reproduce: triad pipeline experiment={name}   (params.yaml holds it too: dvc repro)\n"
+    header = (
+        f"# @package _global_\n# {comment}\n"
+        f"# Reproduce: triad pipeline experiment={name}   (params.yaml holds it too: dvc repro)\n"
+    )
     path.write_text(header + yaml.safe_dump(values, sort_keys=False))
     composed = compose([f"experiment={name}"], root)
     if composed.model_dump(mode="json") != values:
@@ -151,8 +159,14 @@ def write_best(head_name: str, best_cfg: TriadConfig, comment: str, root: Path |
     return path
 
 
-def sweep(head_name: str, overrides: list[str], n_trials: int, study_name: str | None = None,
-          storage: str | None = None, metric: str | None = None) -> dict[str, Any]:
+def sweep(
+    head_name: str,
+    overrides: list[str],
+    n_trials: int,
+    study_name: str | None = None,
+    storage: str | None = None,
+    metric: str | None = None,
+) -> dict[str, Any]:
     """Run ``n_trials`` Optuna trials over the sweep ``overrides``; returns the best trial's summary.
 
     ``storage`` (an Optuna RDB URL such as ``sqlite:///sweep.db`` or PostgreSQL) lets several
@@ -167,8 +181,13 @@ def sweep(head_name: str, overrides: list[str], n_trials: int, study_name: str |
     _prepare_once(base, head_name)
     metric_name, direction = objective_metric(head_name, base)
     metric_name = metric or metric_name
-    study = optuna.create_study(study_name=study_name or f"{head_name}-sweep", storage=storage, direction=direction,
-                                sampler=optuna.samplers.TPESampler(seed=base.seed), load_if_exists=bool(storage))
+    study = optuna.create_study(
+        study_name=study_name or f"{head_name}-sweep",
+        storage=storage,
+        direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=base.seed),
+        load_if_exists=bool(storage),
+    )
     parent = _parent_run(study, base, head_name, space)
 
     def objective(trial: optuna.Trial) -> float:
@@ -180,13 +199,22 @@ def sweep(head_name: str, overrides: list[str], n_trials: int, study_name: str |
     study.optimize(objective, n_trials=n_trials, catch=(TriadError,))
     best = study.best_trial
     best_overrides = best.user_attrs["overrides"]
-    comment = (f"Best of Optuna study {study.study_name!r}: trial {best.number}, {metric_name}={best.value:.4f}; "
-               f"overrides: {' '.join(best_overrides)}")
+    comment = (
+        f"Best of Optuna study {study.study_name!r}: trial {best.number}, {metric_name}={best.value:.4f}; "
+        f"overrides: {' '.join(best_overrides)}"
+    )
     path = write_best(head_name, compose(best_overrides), comment)
     _finish_parent(base, parent, metric_name, best.value, best_overrides, path)
-    return {"study": study.study_name, "parent_run_id": parent, "metric": metric_name, "best_value": best.value,
-            "best_trial": best.number, "best_overrides": best_overrides, "experiment_file": str(path),
-            "trials": len(study.trials)}
+    return {
+        "study": study.study_name,
+        "parent_run_id": parent,
+        "metric": metric_name,
+        "best_value": best.value,
+        "best_trial": best.number,
+        "best_overrides": best_overrides,
+        "experiment_file": str(path),
+        "trials": len(study.trials),
+    }
 
 
 def _prepare_once(cfg: TriadConfig, head_name: str) -> None:

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from triad.config import TriadConfig
     from triad.heads.base import Head
 
-def tracking_uri(cfg: "TriadConfig") -> str:
+
+def tracking_uri(cfg: TriadConfig) -> str:
     if cfg.logger.tracking_uri:
         return cfg.logger.tracking_uri
     if env := os.environ.get("MLFLOW_TRACKING_URI"):
@@ -32,18 +33,18 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def init_store(cfg: "TriadConfig") -> None:
+def init_store(cfg: TriadConfig) -> None:
     """Touch the tracking store once: a fresh SQLite file gets its tables; a server is checked reachable."""
     import mlflow
 
     mlflow.MlflowClient(tracking_uri=tracking_uri(cfg)).search_experiments(max_results=1)
 
 
-def experiment_name(cfg: "TriadConfig", head: str) -> str:
+def experiment_name(cfg: TriadConfig, head: str) -> str:
     return f"{cfg.logger.experiment_prefix}-{head}"
 
 
-def ensure_experiment(cfg: "TriadConfig", head: str) -> str:
+def ensure_experiment(cfg: TriadConfig, head: str) -> str:
     """The experiment id for ``head``, created on first use (safe if two processes race)."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -60,7 +61,7 @@ def ensure_experiment(cfg: "TriadConfig", head: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
-def run_tags(cfg: "TriadConfig", head: "Head", data_dir: Path) -> dict[str, str]:
+def run_tags(cfg: TriadConfig, head: Head, data_dir: Path) -> dict[str, str]:
     """Tags on every training run: code, data and orchestration provenance."""
     from triad import __version__
 
@@ -79,7 +80,7 @@ def run_tags(cfg: "TriadConfig", head: "Head", data_dir: Path) -> dict[str, str]
     return tags
 
 
-def flat_params(cfg: "TriadConfig", head: str) -> dict[str, Any]:
+def flat_params(cfg: TriadConfig, head: str) -> dict[str, Any]:
     """The params that shape ``head``'s model, flattened to dotted keys for MLflow."""
     sections = {
         "seed": cfg.seed,
@@ -102,5 +103,3 @@ def flat_params(cfg: "TriadConfig", head: str) -> dict[str, Any]:
 
 def run_url(run: dict[str, str], ui: str = "http://127.0.0.1:5000") -> str:
     return f"{ui}/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
-
-

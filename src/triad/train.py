@@ -50,8 +50,17 @@ log = logging.getLogger(__name__)
 # Trainer switches that change how fast or where, not what is learned; they stay out of the
 # fingerprint, so a checkpoint resumes on another number of devices or nodes, or under another launcher.
 _NOT_FINGERPRINTED = {
-    "enable_progress_bar", "num_workers", "log_every_n_steps", "num_threads",
-    "accelerator", "devices", "num_nodes", "strategy", "fsdp_sharding", "slurm_requeue", "slurm_requeue_signal",
+    "enable_progress_bar",
+    "num_workers",
+    "log_every_n_steps",
+    "num_threads",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "fsdp_sharding",
+    "slurm_requeue",
+    "slurm_requeue_signal",
 }
 
 
@@ -67,7 +76,7 @@ def fingerprint(cfg: TriadConfig, head: str, data_version: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger: Any) -> "L.Trainer":
+def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger: Any) -> L.Trainer:
     import lightning as L
     from lightning.pytorch.callbacks import (
         EarlyStopping,
@@ -143,7 +152,7 @@ def _cluster_plugins(t) -> list[Any] | None:
     return [SLURMEnvironment(auto_requeue=t.slurm_requeue, requeue_signal=getattr(signal, t.slurm_requeue_signal))]
 
 
-def _max_time_reached(trainer: "L.Trainer") -> bool:
+def _max_time_reached(trainer: L.Trainer) -> bool:
     """Whether Lightning's Timer (``trainer.max_time_minutes``) ended the fit."""
     from lightning.pytorch.callbacks import Timer
 
@@ -173,7 +182,7 @@ class _Checkpoints:
         return self.state / "run.json"
 
 
-def _checkpoints(cfg: TriadConfig, head: "Head", data_dir: Path) -> _Checkpoints:
+def _checkpoints(cfg: TriadConfig, head: Head, data_dir: Path) -> _Checkpoints:
     """Fingerprint the inputs and find what a killed run with the same fingerprint left behind."""
     data_version = provenance.data_version(data_dir)
     fp = fingerprint(cfg, head.name, data_version)
@@ -185,7 +194,7 @@ def _checkpoints(cfg: TriadConfig, head: "Head", data_dir: Path) -> _Checkpoints
     return _Checkpoints(fp, data_version, state, resume, previous_run)
 
 
-def _open_run(cfg: TriadConfig, head: "Head", data_dir: Path, ckpt: _Checkpoints):
+def _open_run(cfg: TriadConfig, head: Head, data_dir: Path, ckpt: _Checkpoints):
     """The MLflow logger of this training (rank zero only; None under fast_dev_run or on other ranks),
     and its run ``{run_id, experiment_id, tracking_uri}``. A resumed training continues its run."""
     from lightning.pytorch.loggers import MLFlowLogger
@@ -209,7 +218,7 @@ def _open_run(cfg: TriadConfig, head: "Head", data_dir: Path, ckpt: _Checkpoints
     return logger, run
 
 
-def _fit(cfg: TriadConfig, head: "Head", data_dir: Path, ckpt: _Checkpoints, logger) -> tuple["L.Trainer", float]:
+def _fit(cfg: TriadConfig, head: Head, data_dir: Path, ckpt: _Checkpoints, logger) -> tuple[L.Trainer, float]:
     """Build the head's DataModule and LightningModule and fit them, resuming if ``ckpt`` says so."""
     import torch
 
@@ -224,7 +233,7 @@ def _fit(cfg: TriadConfig, head: "Head", data_dir: Path, ckpt: _Checkpoints, log
     return trainer, time.perf_counter() - started
 
 
-def _summary(head: "Head", ckpt: _Checkpoints, trainer: "L.Trainer") -> dict[str, Any]:
+def _summary(head: Head, ckpt: _Checkpoints, trainer: L.Trainer) -> dict[str, Any]:
     """What the inputs decide about the fit (the DVC output holds only this)."""
     import torch
 
@@ -261,11 +270,19 @@ def train(cfg: TriadConfig, head_name: str) -> dict[str, Any]:
     trainer, seconds = _fit(cfg, head, data_dir, ckpt, logger)
     state_dict = trainer.strategy.lightning_module_state_dict()  # every rank: FSDP gathers the shards
     summary = _summary(head, ckpt, trainer)
-    record: dict[str, Any] = {"fingerprint": ckpt.fingerprint, "fit_seconds": round(seconds, 2),
-                              "resumed_from": str(ckpt.resume) if ckpt.resume else None}
+    record: dict[str, Any] = {
+        "fingerprint": ckpt.fingerprint,
+        "fit_seconds": round(seconds, 2),
+        "resumed_from": str(ckpt.resume) if ckpt.resume else None,
+    }
     if summary["max_time_reached"]:
-        log.warning("%s training stopped at trainer.max_time_minutes=%s after %d epoch(s); the weights of that "
-                    "moment are kept and evaluated", head_name, cfg.trainer.max_time_minutes, summary["epochs"])
+        log.warning(
+            "%s training stopped at trainer.max_time_minutes=%s after %d epoch(s); the weights of that "
+            "moment are kept and evaluated",
+            head_name,
+            cfg.trainer.max_time_minutes,
+            summary["epochs"],
+        )
     if not trainer.is_global_zero:
         return {**summary, **record}
     if logger is not None:

@@ -46,7 +46,10 @@ def test_stratified_split_keeps_class_shares():
     labels = np.repeat(np.arange(4), 50)
     parts = stratified_split(labels, {"val": 0.1, "test": 0.2}, seed=1)
     assert [np.bincount(labels[parts[name]]).tolist() for name in ("train", "val", "test")] == [
-        [35] * 4, [5] * 4, [10] * 4]
+        [35] * 4,
+        [5] * 4,
+        [10] * 4,
+    ]
     assert sum(len(p) for p in parts.values()) == len(np.unique(np.concatenate(list(parts.values()))))
 
 

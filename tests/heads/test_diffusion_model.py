@@ -1,6 +1,5 @@
 """The denoiser: shapes for every configured resolution, and it can learn (overfits one batch)."""
 
-
 import pytest
 import torch
 
@@ -31,12 +30,14 @@ def test_denoiser_output_shape_equals_input_shape_for_each_config(experiment):
     assert out.shape == x.shape
 
 
-@pytest.mark.parametrize("size,patch,mults",
-                         [(28, 1, [1, 2, 2]), (28, 2, [1, 2]), (32, 1, [1, 2, 2, 2]), (32, 2, [1, 2])])
+@pytest.mark.parametrize(
+    "size,patch,mults", [(28, 1, [1, 2, 2]), (28, 2, [1, 2]), (32, 1, [1, 2, 2, 2]), (32, 2, [1, 2])]
+)
 def test_unet_keeps_the_shape_at_each_resolution(size, patch, mults):
     lowest = size // patch // 2 ** (len(mults) - 1)
-    config = unet_config(patch_size=patch, channels=8, channel_mults=mults, attention_resolutions=[lowest],
-                         attention_heads=2)
+    config = unet_config(
+        patch_size=patch, channels=8, channel_mults=mults, attention_resolutions=[lowest], attention_heads=2
+    )
     net = UNet(config, 1, size, 10)
     x = torch.randn(3, 1, size, size)
     assert net(x, torch.tensor([1, 2, 3]), torch.tensor([0, 5, 10])).shape == x.shape

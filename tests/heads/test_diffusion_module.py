@@ -6,9 +6,14 @@ import torch
 from tests.profile import section
 from triad.heads.diffusion.module import DiffusionModule
 
-TINY = section("model", "diffusion", timesteps=20, sample_steps=5, eval_steps=[5],
-               unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2], "attention_resolutions": [4],
-                     "attention_heads": 2})
+TINY = section(
+    "model",
+    "diffusion",
+    timesteps=20,
+    sample_steps=5,
+    eval_steps=[5],
+    unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2], "attention_resolutions": [4], "attention_heads": 2},
+)
 
 
 def tiny_module(**overrides) -> DiffusionModule:

@@ -17,9 +17,14 @@ from triad.errors import TriadError
 from triad.heads.diffusion.module import DiffusionModule
 from triad.heads.diffusion.pyfunc import MAX_IMAGES, DiffusionPyfunc, input_signature, write_artifacts
 
-TINY = section("model", "diffusion", timesteps=20, sample_steps=5, eval_steps=[5],
-               unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2], "attention_resolutions": [4],
-                     "attention_heads": 2})
+TINY = section(
+    "model",
+    "diffusion",
+    timesteps=20,
+    sample_steps=5,
+    eval_steps=[5],
+    unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2], "attention_resolutions": [4], "attention_heads": 2},
+)
 
 
 @pytest.mark.slow
@@ -33,14 +38,21 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri):
     mlflow.set_tracking_uri(sqlite_uri)
     mlflow.set_experiment("diffusion-pyfunc-test")
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=DiffusionPyfunc(), artifacts=artifacts,
-                                       input_example=example, signature=input_signature())
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DiffusionPyfunc(),
+            artifacts=artifacts,
+            input_example=example,
+            signature=input_signature(),
+        )
     served = mlflow.pyfunc.load_model(info.model_uri)
 
-    request = pd.DataFrame([
-        {"label": 2, "n": 3, "steps": 5, "guidance": 2.0, "seed": 7, "png": True},
-        {"label": 0, "n": 1, "steps": 2, "guidance": 1.0, "seed": 1, "png": True},
-    ])
+    request = pd.DataFrame(
+        [
+            {"label": 2, "n": 3, "steps": 5, "guidance": 2.0, "seed": 7, "png": True},
+            {"label": 0, "n": 1, "steps": 2, "guidance": 1.0, "seed": 1, "png": True},
+        ]
+    )
     out = served.predict(request)
     assert len(out) == 4 and out["label"].tolist() == [2, 2, 2, 0]
     for image in out["image"]:
@@ -73,24 +85,27 @@ def loaded(tmp_path_factory):
     return model
 
 
-@pytest.mark.parametrize("bad,field", [
-    ({"label": 1, "guidance": -0.5}, "guidance"),
-    ({"label": 1, "guidance": float("inf")}, "guidance"),
-    ({"n": 2}, "label"),  # label missing
-    ({"label": None}, "label"),
-    ({"label": 2.7}, "label"),  # a fraction is not truncated to 2
-    ({"label": 3}, "label"),  # 3 classes: 0 .. 2 (3 is the null label, not a class)
-    ({"label": -1}, "label"),
-    ({"label": "1"}, "label"),
-    ({"label": 1, "steps": 2.9}, "steps"),
-    ({"label": 1, "steps": 0}, "steps"),
-    ({"label": 1, "steps": 21}, "steps"),  # T = 20
-    ({"label": 1, "n": 0}, "n"),
-    ({"label": 1, "n": MAX_IMAGES + 1}, "n"),
-    ({"label": 1, "png": "false"}, "png"),  # bool("false") is True
-    ({"label": 1, "seed": -1}, "seed"),
-    ({"label": 1, "gudiance": 2.0}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"label": 1, "guidance": -0.5}, "guidance"),
+        ({"label": 1, "guidance": float("inf")}, "guidance"),
+        ({"n": 2}, "label"),  # label missing
+        ({"label": None}, "label"),
+        ({"label": 2.7}, "label"),  # a fraction is not truncated to 2
+        ({"label": 3}, "label"),  # 3 classes: 0 .. 2 (3 is the null label, not a class)
+        ({"label": -1}, "label"),
+        ({"label": "1"}, "label"),
+        ({"label": 1, "steps": 2.9}, "steps"),
+        ({"label": 1, "steps": 0}, "steps"),
+        ({"label": 1, "steps": 21}, "steps"),  # T = 20
+        ({"label": 1, "n": 0}, "n"),
+        ({"label": 1, "n": MAX_IMAGES + 1}, "n"),
+        ({"label": 1, "png": "false"}, "png"),  # bool("false") is True
+        ({"label": 1, "seed": -1}, "seed"),
+        ({"label": 1, "gudiance": 2.0}, "unknown field"),
+    ],
+)
 def test_bad_request_fields_are_named_with_their_row(loaded, bad, field):
     rows = [{"label": 0, "n": 1, "steps": 1}, bad]  # row 0 is fine: the error must name row 1
     with pytest.raises(TriadError, match=f"request row 1.*{field}"):
@@ -128,8 +143,11 @@ def test_a_version_saved_with_the_flat_config_layout_still_loads(tmp_path):
     artifacts = write_artifacts(module, ["a", "b", "c"], tmp_path)
     saved = json.loads(Path(artifacts["diffusion_config"]).read_text())
     model = saved["model"]
-    flat = {**{k: v for k, v in model.items() if k not in ("unet", "judge")}, **model["unet"],
-            **{f"judge_{k}": v for k, v in model["judge"].items()}}
+    flat = {
+        **{k: v for k, v in model.items() if k not in ("unet", "judge")},
+        **model["unet"],
+        **{f"judge_{k}": v for k, v in model["judge"].items()},
+    }
     Path(artifacts["diffusion_config"]).write_text(json.dumps({**saved, "model": flat}))
     old = DiffusionPyfunc()
     old.load_context(types.SimpleNamespace(artifacts=artifacts))

@@ -42,8 +42,9 @@ def test_ddim_with_eta_one_on_all_steps_matches_ddpm(gaussian_setup):
     process, denoiser, labels = gaussian_setup
     shape = (1, 2, 2)
     ddpm = ddpm_sample(denoiser, process, labels, shape, generator=torch.Generator().manual_seed(1), clip=False)
-    ddim = ddim_sample(denoiser, process, labels, shape, steps=1000, eta=1.0,
-                       generator=torch.Generator().manual_seed(2), clip=False)
+    ddim = ddim_sample(
+        denoiser, process, labels, shape, steps=1000, eta=1.0, generator=torch.Generator().manual_seed(2), clip=False
+    )
     for samples in (ddpm, ddim):  # both are N(MEAN, STD^2), as the data
         assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
         assert samples.std().item() == pytest.approx(STD, abs=0.02)
@@ -52,8 +53,9 @@ def test_ddim_with_eta_one_on_all_steps_matches_ddpm(gaussian_setup):
     # with the same seed the two chains draw the same noise and take the same steps
     few = labels[:16]
     same_ddpm = ddpm_sample(denoiser, process, few, shape, generator=torch.Generator().manual_seed(3), clip=False)
-    same_ddim = ddim_sample(denoiser, process, few, shape, steps=1000, eta=1.0,
-                            generator=torch.Generator().manual_seed(3), clip=False)
+    same_ddim = ddim_sample(
+        denoiser, process, few, shape, steps=1000, eta=1.0, generator=torch.Generator().manual_seed(3), clip=False
+    )
     torch.testing.assert_close(same_ddim, same_ddpm, atol=2e-3, rtol=0)  # float32 over 1000 steps
 
 
@@ -62,8 +64,16 @@ def test_deterministic_ddim_approaches_the_data_distribution_as_steps_grow(gauss
     process, denoiser, labels = gaussian_setup
     stds = {}
     for steps in (10, 200):
-        samples = ddim_sample(denoiser, process, labels, (1, 2, 2), steps=steps, eta=0.0,
-                              generator=torch.Generator().manual_seed(0), clip=False)
+        samples = ddim_sample(
+            denoiser,
+            process,
+            labels,
+            (1, 2, 2),
+            steps=steps,
+            eta=0.0,
+            generator=torch.Generator().manual_seed(0),
+            clip=False,
+        )
         assert samples.mean().item() == pytest.approx(MEAN, abs=0.02)
         stds[steps] = samples.std().item()
     assert stds[200] == pytest.approx(STD, abs=0.02)
@@ -81,8 +91,17 @@ def test_ddim_timesteps_are_distinct_and_descending():
 @pytest.fixture
 def tiny_unet():
     torch.manual_seed(0)
-    config = section("model", "diffusion", unet={"patch_size": 1, "channels": 8, "channel_mults": [1, 2],
-                                                 "attention_resolutions": [4], "attention_heads": 2}).unet
+    config = section(
+        "model",
+        "diffusion",
+        unet={
+            "patch_size": 1,
+            "channels": 8,
+            "channel_mults": [1, 2],
+            "attention_resolutions": [4],
+            "attention_heads": 2,
+        },
+    ).unet
     net = UNet(config, 1, 8, n_classes=3)
     for p in net.parameters():  # a random, non-zero network (the real one starts at zero output)
         nn.init.normal_(p, std=0.1)
@@ -95,14 +114,24 @@ def test_same_seed_same_images_and_other_seed_other_images(tiny_unet):
     labels = torch.tensor([0, 1, 2, 1])
 
     def draw(seed, eta):
-        return ddim_sample(tiny_unet, process, labels, (1, 8, 8), steps=5, eta=eta, guidance=2.0,
-                           generator=torch.Generator().manual_seed(seed))
+        return ddim_sample(
+            tiny_unet,
+            process,
+            labels,
+            (1, 8, 8),
+            steps=5,
+            eta=eta,
+            guidance=2.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     for eta in (0.0, 1.0):
         torch.testing.assert_close(draw(3, eta), draw(3, eta), atol=0, rtol=0)
         assert (draw(3, eta) - draw(4, eta)).abs().mean() > 0.05
-    ancestral = [ddpm_sample(tiny_unet, process, labels, (1, 8, 8), guidance=2.0,
-                             generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    ancestral = [
+        ddpm_sample(tiny_unet, process, labels, (1, 8, 8), guidance=2.0, generator=torch.Generator().manual_seed(5))
+        for _ in range(2)
+    ]
     torch.testing.assert_close(ancestral[0], ancestral[1], atol=0, rtol=0)
 
 
@@ -112,8 +141,9 @@ def test_guidance_combines_conditional_and_unconditional_outputs(tiny_unet):
         cond, uncond = tiny_unet(x, t, y), tiny_unet(x, t, torch.full_like(y, 3))
         torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 1.0, 3), cond)
         torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 0.0, 3), uncond, atol=1e-5, rtol=0)
-        torch.testing.assert_close(guided_output(tiny_unet, x, t, y, 3.0, 3), uncond + 3 * (cond - uncond),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            guided_output(tiny_unet, x, t, y, 3.0, 3), uncond + 3 * (cond - uncond), atol=1e-5, rtol=0
+        )
 
 
 class LabelSpy(nn.Module):
@@ -157,11 +187,14 @@ def test_samplers_refuse_a_model_that_hides_n_classes(sampler):
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-@pytest.mark.parametrize("labels,guidance,match", [
-    ([3], 2.0, "labels"),  # 3 of 3 classes is the null label, not a class
-    ([0, -1], 1.0, "labels"),
-    ([1], -0.5, "guidance"),
-])
+@pytest.mark.parametrize(
+    "labels,guidance,match",
+    [
+        ([3], 2.0, "labels"),  # 3 of 3 classes is the null label, not a class
+        ([0, -1], 1.0, "labels"),
+        ([1], -0.5, "guidance"),
+    ],
+)
 def test_samplers_reject_labels_outside_the_classes_and_negative_guidance(sampler, labels, guidance, match):
     spy = LabelSpy(3)
     with pytest.raises(TriadError, match=match):

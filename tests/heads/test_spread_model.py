@@ -35,7 +35,9 @@ def test_message_layer_equals_its_textbook_form():
     """The layer's factored update (x block precomputed, sparse mean) is h <- LN(h + MLP([h, mean W h_u, x]))."""
     graph = generate("watts_strogatz", 25, 4, seed=2)
     isolated = Graph(3, np.zeros((0, 2), dtype=np.int64), "isolated")
-    batch = make_batch([Question(graph, np.array([0]), "ic", {"p": 0.3}), Question(isolated, np.array([1]), "ic", {"p": 0.3})])
+    batch = make_batch(
+        [Question(graph, np.array([0]), "ic", {"p": 0.3}), Question(isolated, np.array([1]), "ic", {"p": 0.3})]
+    )
     layer = _network().layer
     torch.manual_seed(1)
     h, x = torch.randn(batch.n_nodes, 16), torch.randn(batch.n_nodes, 16)
@@ -55,9 +57,19 @@ def test_seeds_of_a_cascade_are_reached():
 
 
 def test_prepare_is_deterministic_and_loads_back(tmp_path):
-    cfg = section("data", "spread", train_graphs=3, val_graphs=1, test_graphs=1, real_graphs=["florentine_families"],
-                  examples_per_graph=2, train_samples=50, test_samples=60, processes=["ic", "sis", "heat"],
-                  test_nodes={"low": 25, "high": 30})
+    cfg = section(
+        "data",
+        "spread",
+        train_graphs=3,
+        val_graphs=1,
+        test_graphs=1,
+        real_graphs=["florentine_families"],
+        examples_per_graph=2,
+        train_samples=50,
+        test_samples=60,
+        processes=["ic", "sis", "heat"],
+        test_nodes={"low": 25, "high": 30},
+    )
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir(), second.mkdir()
     summary = prepare(cfg, first)

@@ -26,13 +26,28 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri, capsys):
     mlflow.set_tracking_uri(sqlite_uri)
     mlflow.set_experiment("spread-pyfunc")
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=SpreadPyfunc(),
-                                       artifacts=save_artifacts(network, cfg, tmp_path / "work"),
-                                       input_example=INPUT_EXAMPLE, code_paths=[str(PACKAGE_DIR)],
-                                       pip_requirements=serving_requirements())
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=SpreadPyfunc(),
+            artifacts=save_artifacts(network, cfg, tmp_path / "work"),
+            input_example=INPUT_EXAMPLE,
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=serving_requirements(),
+        )
     loaded = mlflow.pyfunc.load_model(info.model_uri)
-    request = pd.DataFrame([{"edges": [[10, 20], [20, 35], [35, 7]], "seeds": [20],
-                             "process": "ic", "p": 0.4, "beta": None, "gamma": None, "t": None}])
+    request = pd.DataFrame(
+        [
+            {
+                "edges": [[10, 20], [20, 35], [35, 7]],
+                "seeds": [20],
+                "process": "ic",
+                "p": 0.4,
+                "beta": None,
+                "gamma": None,
+                "t": None,
+            }
+        ]
+    )
     out = loaded.predict(request)
     assert list(out["nodes"][0]) == [10, 20, 35, 7]
     probabilities = np.asarray(out["probabilities"][0])
@@ -44,8 +59,9 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri, capsys):
     # What `triad predict spread FILE --seeds ...` prints, from an edge-list file.
     edges = tmp_path / "edges.txt"
     edges.write_text("# a path\n10 20\n20 35\n\n35 7\n")
-    args = argparse.Namespace(head="spread", edges=edges, seeds=[20], process="ic", p=0.4, beta=None, gamma=None,
-                              t=None, top=2)
+    args = argparse.Namespace(
+        head="spread", edges=edges, seeds=[20], process="ic", p=0.4, beta=None, gamma=None, t=None, top=2
+    )
     show(args, loaded)
     printed = capsys.readouterr().out
     assert printed.splitlines()[1].split() == ["20", "1.000"]

@@ -28,8 +28,9 @@ def test_heat_kernel_matches_scipy_expm():
     for t, kernel in zip([0.0, 0.3, 1.7], kernels):
         np.testing.assert_allclose(kernel, scipy.linalg.expm(-t * simulate.laplacian(graph)), atol=1e-10)
     heat = simulate.heat(graph, [0, 33], 0.8)
-    np.testing.assert_allclose(heat.mean, scipy.linalg.expm(-0.8 * simulate.laplacian(graph))[:, [0, 33]].sum(1),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        heat.mean, scipy.linalg.expm(-0.8 * simulate.laplacian(graph))[:, [0, 33]].sum(1), atol=1e-10
+    )
     assert heat.final_size[0] == pytest.approx(2.0)  # heat is conserved
     assert heat.mean.min() >= 0 and heat.mean.max() <= 1
 
@@ -66,8 +67,10 @@ def test_sis_can_reinfect_but_sir_cannot():
     assert sis.mean[1:].mean() > sir.mean[1:].mean()
 
 
-@pytest.mark.parametrize("process,params", [("ic", {"p": 0.3}), ("sir", {"beta": 0.3, "gamma": 0.5}),
-                                            ("sis", {"beta": 0.3, "gamma": 0.5, "t": 6})])
+@pytest.mark.parametrize(
+    "process,params",
+    [("ic", {"p": 0.3}), ("sir", {"beta": 0.3, "gamma": 0.5}), ("sis", {"beta": 0.3, "gamma": 0.5, "t": 6})],
+)
 def test_the_same_seed_gives_the_same_cascades(process, params):
     graph = real_graph("florentine_families")
     run = lambda seed: simulate.run(process, graph, [0, 5], params, 500, torch.Generator().manual_seed(seed))  # noqa: E731

@@ -27,8 +27,16 @@ def test_lite0_matches_the_reference_implementation():
 
 # ImageNet class indices (the standard 1000-class order) of what scikit-learn's two sample
 # photographs show: china.jpg is a Chinese temple roof, flower.jpg a close-up of a flower.
-BUILDINGS = {442: "bell cote", 449: "boathouse", 483: "castle", 497: "church", 538: "dome",
-             663: "monastery", 698: "palace", 832: "stupa"}
+BUILDINGS = {
+    442: "bell cote",
+    449: "boathouse",
+    483: "castle",
+    497: "church",
+    538: "dome",
+    663: "monastery",
+    698: "palace",
+    832: "stupa",
+}
 DAISY = 985
 
 
@@ -40,7 +48,9 @@ def test_imagenet_lite0_recognises_sample_photographs(name):
     image = torch.from_numpy(np.array(load_sample_image(name)))[None]  # (1, H, W, 3) uint8, shipped with sklearn
     net = imagenet_lite0().eval()
     with torch.no_grad():
-        probs = net(adapt_images(image, 224, EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)).softmax(-1)[0]
+        probs = net(adapt_images(image, 224, EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)).softmax(
+            -1
+        )[0]
     top5 = probs.topk(5).indices.tolist()
     if name == "china.jpg":
         assert top5[0] in BUILDINGS, f"top-5 {top5}"
@@ -53,7 +63,9 @@ def test_input_adaptation_gives_three_normalised_channels_at_the_backbone_size()
     x = adapt_images(gray, 8, EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)
     assert x.shape == (1, 3, 8, 8) and x.dtype == torch.float32
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])  # grey repeated
-    lo, hi = adapt_images(torch.tensor([[[0]], [[255]]], dtype=torch.uint8), 4, (127 / 255,) * 3, (128 / 255,) * 3).unbind(0)
+    lo, hi = adapt_images(
+        torch.tensor([[[0]], [[255]]], dtype=torch.uint8), 4, (127 / 255,) * 3, (128 / 255,) * 3
+    ).unbind(0)
     assert torch.allclose(lo, torch.full_like(lo, -127 / 128)) and torch.allclose(hi, torch.ones_like(hi))
     rgb = torch.zeros(2, 20, 30, 3, dtype=torch.uint8)
     rgb[..., 0] = 255  # pure red
@@ -77,10 +89,15 @@ def test_minilm_puts_paraphrases_closer_than_an_unrelated_sentence():
 
     encoder = TextEncoderBackbone(minilm_path(), max_length=32, kind="minilm").eval()
     with torch.no_grad():
-        a, b, c = torch.nn.functional.normalize(encoder([
-            "A man is playing a guitar on stage.",
-            "Someone performs music with a guitar in front of an audience.",
-            "The quarterly tax report is due next week.",
-        ]), dim=-1)
+        a, b, c = torch.nn.functional.normalize(
+            encoder(
+                [
+                    "A man is playing a guitar on stage.",
+                    "Someone performs music with a guitar in front of an audience.",
+                    "The quarterly tax report is due next week.",
+                ]
+            ),
+            dim=-1,
+        )
     assert float(a @ b) > float(a @ c) + 0.3
     assert float(a @ b) > float(b @ c) + 0.3

@@ -31,9 +31,21 @@ def test_a_registered_translator_serves_its_encoder_as_a_backbone(tmp_path):
     tokenizer = train_tokenizer(SENTENCES, 200, 1)
     tokenizer_path = tmp_path / "tokenizer.json"
     tokenizer.save(str(tokenizer_path))
-    architecture = TransformerConfig(vocab_size=tokenizer.get_vocab_size(), d_model=32, n_heads=2, n_encoder_layers=2,
-                                     n_decoder_layers=1, d_ff=64, dropout=0.0, norm_first=True, positional="learned",
-                                     max_len=32, tie_embeddings=True, pad_id=0, activation="relu")
+    architecture = TransformerConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        d_model=32,
+        n_heads=2,
+        n_encoder_layers=2,
+        n_decoder_layers=1,
+        d_ff=64,
+        dropout=0.0,
+        norm_first=True,
+        positional="learned",
+        max_len=32,
+        tie_embeddings=True,
+        pad_id=0,
+        activation="relu",
+    )
     torch.manual_seed(0)
     model = Seq2SeqTransformer(architecture).eval()  # random weights: a mix-up anywhere shows
     work = tmp_path / "work"
@@ -43,8 +55,12 @@ def test_a_registered_translator_serves_its_encoder_as_a_backbone(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = mlflow.create_experiment("backbone-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.pyfunc.log_model(name="model", python_model=spec.python_model, artifacts=spec.artifacts,
-                                       pip_requirements=["torch", "tokenizers"])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=spec.python_model,
+            artifacts=spec.artifacts,
+            pip_requirements=["torch", "tokenizers"],
+        )
     version = mlflow.register_model(info.model_uri, "triad-translator")
     mlflow.MlflowClient().set_registered_model_alias("triad-translator", "champion", version.version)
     for path in sorted(work.rglob("*"), reverse=True):  # the backbone must come from the registry, not from here

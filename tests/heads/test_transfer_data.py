@@ -62,12 +62,21 @@ def test_a_corrupt_pneumoniamnist_file_is_refused(tmp_path):
 def tiny_task() -> TaskData:
     """Distinct 2x2 images (pixel value = example id): the pool's 1 is a copy of val's first image,
     its 2 (twice) of val's second, its 3 of test's first."""
+
     def images(ids):
         return np.repeat(np.array(ids, dtype=np.uint8), 4).reshape(-1, 2, 2)
 
-    return TaskData("image", ["even", "odd"], images([1, 2, 2, 3, 10, 11, 12, 13]), np.array([1, 0, 0, 1, 0, 1, 0, 1]),
-                    images([1, 2, 20, 21]), np.array([1, 0, 0, 1]), images([3, 30, 31]), np.array([1, 0, 1]),
-                    source="synthetic")
+    return TaskData(
+        "image",
+        ["even", "odd"],
+        images([1, 2, 2, 3, 10, 11, 12, 13]),
+        np.array([1, 0, 0, 1, 0, 1, 0, 1]),
+        images([1, 2, 20, 21]),
+        np.array([1, 0, 0, 1]),
+        images([3, 30, 31]),
+        np.array([1, 0, 1]),
+        source="synthetic",
+    )
 
 
 def test_pool_copies_of_val_and_test_examples_are_dropped_and_counted(tmp_path, monkeypatch, caplog):
@@ -82,8 +91,17 @@ def test_pool_copies_of_val_and_test_examples_are_dropped_and_counted(tmp_path, 
 
 
 def test_text_pool_copies_are_dropped_and_a_clean_pool_is_left_alone():
-    task = TaskData("text", ["a", "b"], ["x", "y", "z", "w"], np.array([0, 1, 0, 1]), ["y"], np.array([1]),
-                    ["q"], np.array([0]), source="synthetic")
+    task = TaskData(
+        "text",
+        ["a", "b"],
+        ["x", "y", "z", "w"],
+        np.array([0, 1, 0, 1]),
+        ["y"],
+        np.array([1]),
+        ["q"],
+        np.array([0]),
+        source="synthetic",
+    )
     assert drop_held_out_copies(task) == {"val": 1, "test": 0}
     assert task.pool_x == ["x", "z", "w"] and task.pool_y.tolist() == [0, 0, 1]
     assert drop_held_out_copies(task) == {"val": 0, "test": 0} and task.pool_x == ["x", "z", "w"]

@@ -70,19 +70,31 @@ def test_the_default_scratch_arm_is_the_pretrained_network_untrained():
 
 
 def _run(arm, fraction, seed, score, epochs_to_target, best_epoch, max_epochs=6):
-    return {"arm": arm, "fraction": fraction, "seed": seed, "n_labels": int(500 * fraction), "test_score": score,
-            "val_score": score, "wall_seconds": 1.0, "epochs_to_target": epochs_to_target,
-            "still_improving": best_epoch == max_epochs}
+    return {
+        "arm": arm,
+        "fraction": fraction,
+        "seed": seed,
+        "n_labels": int(500 * fraction),
+        "test_score": score,
+        "val_score": score,
+        "wall_seconds": 1.0,
+        "epochs_to_target": epochs_to_target,
+        "still_improving": best_epoch == max_epochs,
+    }
 
 
 def test_the_summary_counts_targets_reached_and_runs_still_improving_and_warns_of_them():
     nan = float("nan")
-    runs = pd.DataFrame([
-        _run("fine-tuned", 0.1, 0, 0.70, 2, best_epoch=3), _run("fine-tuned", 0.1, 1, 0.72, nan, best_epoch=4),
-        _run("fine-tuned", 0.1, 2, 0.74, nan, best_epoch=6),
-        _run("scratch", 1.0, 0, 0.66, nan, best_epoch=6), _run("scratch", 1.0, 1, 0.68, 5, best_epoch=6),
-        _run("scratch", 1.0, 2, 0.70, nan, best_epoch=2),
-    ])
+    runs = pd.DataFrame(
+        [
+            _run("fine-tuned", 0.1, 0, 0.70, 2, best_epoch=3),
+            _run("fine-tuned", 0.1, 1, 0.72, nan, best_epoch=4),
+            _run("fine-tuned", 0.1, 2, 0.74, nan, best_epoch=6),
+            _run("scratch", 1.0, 0, 0.66, nan, best_epoch=6),
+            _run("scratch", 1.0, 1, 0.68, 5, best_epoch=6),
+            _run("scratch", 1.0, 2, 0.70, nan, best_epoch=2),
+        ]
+    )
     summary = summarise(runs).set_index(["arm", "fraction"])
     tuned, scratch = summary.loc[("fine-tuned", 0.1)], summary.loc[("scratch", 1.0)]
     assert (tuned.runs, tuned.runs_reaching_target, tuned.runs_still_improving) == (3, 1, 1)

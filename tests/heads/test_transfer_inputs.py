@@ -88,8 +88,11 @@ def test_an_8_bit_png_and_an_h_w_1_array_read_as_the_grayscale_image():
     assert decode_image(IMAGE[..., None], "RGB").shape == (28, 28, 3)
 
 
-@pytest.mark.parametrize("pixels", [IMAGE[None], np.zeros((28, 28, 2), np.uint8), np.zeros((0, 5), np.uint8)],
-                         ids=["channels-first", "two-channels", "empty"])
+@pytest.mark.parametrize(
+    "pixels",
+    [IMAGE[None], np.zeros((28, 28, 2), np.uint8), np.zeros((0, 5), np.uint8)],
+    ids=["channels-first", "two-channels", "empty"],
+)
 def test_arrays_that_are_not_one_image_are_refused_with_the_expected_shapes(pixels):
     with pytest.raises(InputError, match=r"\(H, W\) or \(H, W, C\)"):
         decode_image(pixels, "L")

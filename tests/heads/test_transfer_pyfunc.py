@@ -35,9 +35,14 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, tiny_digits, sqlite_uri):
     mlflow.set_tracking_uri(sqlite_uri)
     mlflow.set_experiment("transfer-pyfunc-test")
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=bundle.python_model, artifacts=bundle.artifacts,
-                                       input_example=bundle.input_example, code_paths=[str(SRC)],
-                                       pip_requirements=["torch", "pillow"])  # skip the slow inference of requirements
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=bundle.python_model,
+            artifacts=bundle.artifacts,
+            input_example=bundle.input_example,
+            code_paths=[str(SRC)],
+            pip_requirements=["torch", "pillow"],
+        )  # skip the slow inference of requirements
     served = mlflow.pyfunc.load_model(info.model_uri)
 
     images = dm.test.x

@@ -26,12 +26,21 @@ def tiny_images(tmp_path_factory):
     """A prepared folder of 10 random 'digits' (2 classes x 5), 4 val and 4 test images."""
     from tests.heads.conftest import write_tiny_image_task
 
-    return write_tiny_image_task(tmp_path_factory.mktemp("tiny_transfer"), {"pool": 10, "val": 4, "test": 4}, ["a", "b"], seed=0)
+    return write_tiny_image_task(
+        tmp_path_factory.mktemp("tiny_transfer"), {"pool": 10, "val": 4, "test": 4}, ["a", "b"], seed=0
+    )
 
 
 def fit(module: TransferModule, data_dir, epochs: int) -> None:
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+    )
     trainer.fit(module, TransferDataModule(data_dir, batch_size=10))
 
 
@@ -47,8 +56,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_linear_probe_leaves_the_backbone_bit_identical_and_trains_the_head(tiny_images):
-    cfg = section("model", "transfer", strategy="linear_probe", image_size=32, freeze_batchnorm=False,
-                  max_epochs=1)
+    cfg = section("model", "transfer", strategy="linear_probe", image_size=32, freeze_batchnorm=False, max_epochs=1)
     module = TransferModule(cfg, n_classes=2)
     backbone_before, head_before = snapshot(module.model.backbone), snapshot(module.model.classifier)
     fit(module, tiny_images, epochs=1)
@@ -74,8 +82,9 @@ def test_freeze_batchnorm_keeps_running_statistics_while_fine_tuning_everything(
 @pytest.mark.slow
 def test_gradual_unfreezing_opens_groups_in_the_configured_order(tiny_images):
     order = ["stages.6", "stem", "head"]
-    cfg = section("model", "transfer", strategy="gradual", unfreeze_order=order, unfreeze_every=1, image_size=32,
-                  max_epochs=3)
+    cfg = section(
+        "model", "transfer", strategy="gradual", unfreeze_order=order, unfreeze_every=1, image_size=32, max_epochs=3
+    )
     module = TransferModule(cfg, n_classes=2)
     callback = module.unfreezing
     before = snapshot(module.model)
@@ -112,7 +121,9 @@ def test_lora_trains_only_the_adapters_and_the_head():
     trainable = {name for name, p in module.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or name.startswith("classifier.") for name in trainable)
     assert any(".query." in name for name in trainable) and any(".value." in name for name in trainable)
-    frozen = copy.deepcopy({k: v for k, v in module.model.state_dict().items() if "lora_" not in k and "classifier" not in k})
+    frozen = copy.deepcopy(
+        {k: v for k, v in module.model.state_dict().items() if "lora_" not in k and "classifier" not in k}
+    )
     optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=1e-2)
     logits = module.model(["in the beginning", "grace and peace to you"])
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
@@ -148,7 +159,7 @@ def test_random_shift_crops_the_padded_image_at_each_drawn_offset():
     offsets = torch.randint(0, 7, (5, 2), generator=torch.Generator().manual_seed(1))  # the same draw
     padded = torch.nn.functional.pad(images[:, None].float(), (3,) * 4, mode="replicate")[:, 0]
     for i, (dy, dx) in enumerate(offsets.tolist()):
-        assert torch.equal(shifted[i], padded[i, dy:dy + 6, dx:dx + 7].to(torch.uint8))
+        assert torch.equal(shifted[i], padded[i, dy : dy + 6, dx : dx + 7].to(torch.uint8))
 
 
 def test_random_shift_runs_inside_a_compiled_training_step():
@@ -172,8 +183,15 @@ def test_class_balance_weights_the_training_loss(tiny_images):
     datamodule.train = datamodule.pool.subset(skewed)  # 5 of class 0, 1 of class 1
     cfg = section("model", "transfer", strategy="linear_probe", image_size=32, class_balance=True, max_epochs=1)
     module = TransferModule(cfg, n_classes=2)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+    )
     trainer.fit(module, datamodule)
     torch.testing.assert_close(module.class_weights, torch.tensor([0.6, 3.0]))  # 6 / (2 * 5), 6 / (2 * 1)
     logits, labels = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1, 1])
@@ -184,8 +202,9 @@ def test_class_balance_weights_the_training_loss(tiny_images):
 
 @pytest.mark.slow
 def test_partial_keeps_the_lowest_groups_bit_identical_and_trains_the_rest(tiny_images):
-    cfg = section("model", "transfer", strategy="partial", frozen_groups=3, image_size=32, freeze_batchnorm=False,
-                  max_epochs=1)
+    cfg = section(
+        "model", "transfer", strategy="partial", frozen_groups=3, image_size=32, freeze_batchnorm=False, max_epochs=1
+    )
     module = TransferModule(cfg, n_classes=2)
     backbone_groups = [name for name in module.model.groups if name != HEAD_GROUP]
     lowest = backbone_groups[:3]

@@ -30,14 +30,31 @@ def counted_training_flops(model: Seq2SeqTransformer, src_len: int, tgt_len: int
 def test_seq2seq_flop_count_matches_torch_flop_counter(src_len, tgt_len, tie, monkeypatch):
     # torch's counter does not see the fused CPU attention kernel: attend through the plain matmuls
     fused = model_module.scaled_dot_product_attention
-    monkeypatch.setattr(model_module, "scaled_dot_product_attention",
-                        lambda q, k, v, mask=None, is_causal=False, dropout_p=0.0, need_weights=False:
-                        fused(q, k, v, mask, is_causal, dropout_p, need_weights=True))
+    monkeypatch.setattr(
+        model_module,
+        "scaled_dot_product_attention",
+        lambda q, k, v, mask=None, is_causal=False, dropout_p=0.0, need_weights=False: fused(
+            q, k, v, mask, is_causal, dropout_p, need_weights=True
+        ),
+    )
     torch.manual_seed(0)
-    model = Seq2SeqTransformer(TransformerConfig(
-        vocab_size=100, d_model=32, n_heads=4, n_encoder_layers=3, n_decoder_layers=2, d_ff=64, dropout=0.0,
-        norm_first=True, positional="sinusoidal", max_len=64, tie_embeddings=tie, pad_id=0, activation="relu",
-    ))
+    model = Seq2SeqTransformer(
+        TransformerConfig(
+            vocab_size=100,
+            d_model=32,
+            n_heads=4,
+            n_encoder_layers=3,
+            n_decoder_layers=2,
+            d_ff=64,
+            dropout=0.0,
+            norm_first=True,
+            positional="sinusoidal",
+            max_len=64,
+            tie_embeddings=tie,
+            pad_id=0,
+            activation="relu",
+        )
+    )
     # torch counts matrix multiplies only; the count charges every trainable parameter. Freezing the
     # vectors (biases, layer-norm gains) leaves the matrices on both sides, so the two must agree exactly.
     for parameter in model.parameters():

@@ -44,8 +44,19 @@ def test_the_language_model_learns_the_english_side(tmp_path):
     data_dir, out_dir = tmp_path / "data", tmp_path / "lm"
     data_dir.mkdir(), out_dir.mkdir()
     write_corpus(data_dir, "de-en")  # English is the target side here
-    cfg = lm_config(d_model=32, n_heads=2, n_layers=1, dropout=0.0, max_epochs=25, batch_size=8,
-                    lr=1e-2, n_samples=2, max_new_tokens=12, temperature=0.5, top_k=1)
+    cfg = lm_config(
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        dropout=0.0,
+        max_epochs=25,
+        batch_size=8,
+        lr=1e-2,
+        n_samples=2,
+        max_new_tokens=12,
+        temperature=0.5,
+        top_k=1,
+    )
     summary = train_language_model(cfg, data_dir, out_dir, seed=0)
     # trained and tested on the same four sentences: it must have memorised them, far below the unigram model
     assert summary["lm_test_perplexity"] < 1.5 < summary["lm_unigram_test_perplexity"]
@@ -70,7 +81,7 @@ def test_the_schedule_warms_up_then_decays_for_any_number_of_steps(total):
         schedule.step()
     warmup = max(1, total // 10)
     assert max(rates) == pytest.approx(1.0) and rates.index(max(rates)) == warmup - 1
-    assert all(a >= b for a, b in zip(rates[warmup - 1:], rates[warmup:]))  # never rises after the warm-up
+    assert all(a >= b for a, b in zip(rates[warmup - 1 :], rates[warmup:]))  # never rises after the warm-up
 
 
 def test_unigram_perplexity_of_uniform_counts_is_the_vocabulary_size():
@@ -105,8 +116,9 @@ def test_the_weights_are_saved_before_sampling(tmp_path, monkeypatch):
     data_dir, out_dir = tmp_path / "data", tmp_path / "lm"
     data_dir.mkdir(), out_dir.mkdir()
     write_corpus(data_dir)
-    cfg = lm_config(d_model=16, n_heads=2, n_layers=1, max_epochs=1, batch_size=16, max_len=32,
-                    n_samples=1, max_new_tokens=4)
+    cfg = lm_config(
+        d_model=16, n_heads=2, n_layers=1, max_epochs=1, batch_size=16, max_len=32, n_samples=1, max_new_tokens=4
+    )
     with pytest.raises(RuntimeError, match="sampling failed"):
         train_language_model(cfg, data_dir, out_dir, seed=0)
     saved = torch.load(out_dir / "lm.pt")

@@ -27,8 +27,19 @@ PAD, BOS, EOS = 0, 1, 2
 def tiny_config(**overrides) -> TransformerConfig:
     """A small pre-norm encoder-decoder's shape; ``overrides`` replace fields."""
     config = TransformerConfig(
-        vocab_size=50, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0,
-        norm_first=True, positional="sinusoidal", max_len=64, tie_embeddings=True, pad_id=PAD, activation="relu",
+        vocab_size=50,
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        norm_first=True,
+        positional="sinusoidal",
+        max_len=64,
+        tie_embeddings=True,
+        pad_id=PAD,
+        activation="relu",
     )
     return replace(config, **overrides)
 
@@ -253,7 +264,7 @@ def test_a_translation_does_not_depend_on_the_rest_of_the_batch(decode):
         return beam_search(model, rows, BOS, EOS, beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=2)
 
     together = run(src)
-    alone = [run(src[i:i + 1, : int((src[i] != PAD).sum())])[0] for i in range(3)]
+    alone = [run(src[i : i + 1, : int((src[i] != PAD).sum())])[0] for i in range(3)]
     assert together == alone
     assert [len(h) for h in together] == [11, 7, 5]
 
@@ -284,17 +295,23 @@ def uncached_greedy(gpt: DecoderOnlyTransformer, prompt: torch.Tensor, steps: in
     return tokens
 
 
-@pytest.mark.parametrize("setting, match", [
-    (dict(temperature=0.0), "temperature must be a positive number, got 0.0"),
-    (dict(temperature=-1.0), "temperature"),
-    (dict(temperature=float("nan")), "temperature"),
-    (dict(temperature=float("inf")), "temperature"),
-    (dict(top_k=-1), "top_k must be None or 0"),
-    (dict(top_p=-0.1), "top_p must be None or a probability"),
-    (dict(top_p=float("nan")), "top_p"),
-    (dict(max_new_tokens=-1), "max_new_tokens must be 0 or more"),
-    (dict(max_new_tokens=30), "needs 33 positions, more than the model's max_len \\(32\\): lower max_new_tokens to 29"),
-])
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        (dict(temperature=0.0), "temperature must be a positive number, got 0.0"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(top_k=-1), "top_k must be None or 0"),
+        (dict(top_p=-0.1), "top_p must be None or a probability"),
+        (dict(top_p=float("nan")), "top_p"),
+        (dict(max_new_tokens=-1), "max_new_tokens must be 0 or more"),
+        (
+            dict(max_new_tokens=30),
+            "needs 33 positions, more than the model's max_len \\(32\\): lower max_new_tokens to 29",
+        ),
+    ],
+)
 def test_sampling_settings_that_cannot_work_are_refused_up_front(setting, match):
     gpt, prompt = tiny_gpt(), torch.randint(0, 50, (2, 4))
     with pytest.raises(ConfigError, match=match):
@@ -307,15 +324,19 @@ def test_sampling_fills_the_context_exactly():
     assert torch.equal(sample(gpt, prompt, 0), prompt)
 
 
-@pytest.mark.parametrize("setting", [dict(temperature=1e-40), dict(top_p=0.0), dict(top_p=1e-9), dict(top_k=1, top_p=0.0)])
+@pytest.mark.parametrize(
+    "setting", [dict(temperature=1e-40), dict(top_p=0.0), dict(top_p=1e-9), dict(top_k=1, top_p=0.0)]
+)
 def test_settings_that_leave_one_token_sample_greedily(setting):
     gpt, prompt = tiny_gpt(), torch.randint(0, 50, (3, 4))
     tokens = sample(gpt, prompt, 6, generator=torch.Generator().manual_seed(2), **setting)
     assert torch.equal(tokens, uncached_greedy(gpt, prompt, 6))
 
 
-@pytest.mark.parametrize("off, none", [(dict(top_k=0), dict(top_k=None)), (dict(top_p=1.0), dict(top_p=None)),
-                                       (dict(top_p=1.5), dict(top_p=None))])
+@pytest.mark.parametrize(
+    "off, none",
+    [(dict(top_k=0), dict(top_k=None)), (dict(top_p=1.0), dict(top_p=None)), (dict(top_p=1.5), dict(top_p=None))],
+)
 def test_top_k_zero_and_top_p_of_one_switch_filtering_off(off, none):
     gpt, prompt = tiny_gpt(), torch.randint(0, 50, (3, 4))
     first = sample(gpt, prompt, 6, generator=torch.Generator().manual_seed(3), **off)

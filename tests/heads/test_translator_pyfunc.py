@@ -11,13 +11,16 @@ from triad.heads.translator.pyfunc import TranslatorPyfunc, sentences_of
 SOURCES = ["Jesus wept.", "Rejoice always."]
 
 
-@pytest.mark.parametrize("model_input", [
-    SOURCES,
-    pd.Series(SOURCES),
-    pd.DataFrame({"text": SOURCES}),
-    pd.DataFrame({0: SOURCES}),
-    pd.DataFrame({"ref": ["a", "b"], "source": SOURCES}),
-])
+@pytest.mark.parametrize(
+    "model_input",
+    [
+        SOURCES,
+        pd.Series(SOURCES),
+        pd.DataFrame({"text": SOURCES}),
+        pd.DataFrame({0: SOURCES}),
+        pd.DataFrame({"ref": ["a", "b"], "source": SOURCES}),
+    ],
+)
 def test_documented_inputs_give_their_sentences(model_input):
     assert sentences_of(model_input) == SOURCES
 
@@ -27,15 +30,18 @@ def test_a_single_string_is_one_sentence_and_an_empty_list_none():
     assert sentences_of([]) == []
 
 
-@pytest.mark.parametrize("model_input, match", [
-    ({"Jesus wept.": 1}, "not dict"),
-    (np.array([SOURCES, SOURCES]), "not ndarray"),
-    (42, "not int"),
-    (["Jesus wept.", None], r"row 1 of the input is None \(NoneType\), not a string"),
-    (pd.Series(["Jesus wept.", float("nan")]), r"row 1 of the input is nan \(float\)"),
-    ([["Jesus wept."]], r"row 0 of the input is \['Jesus wept.'\] \(list\)"),
-    (pd.DataFrame({"a": SOURCES, "b": SOURCES}), r"DataFrame with 2 columns \['a', 'b'\]"),
-])
+@pytest.mark.parametrize(
+    "model_input, match",
+    [
+        ({"Jesus wept.": 1}, "not dict"),
+        (np.array([SOURCES, SOURCES]), "not ndarray"),
+        (42, "not int"),
+        (["Jesus wept.", None], r"row 1 of the input is None \(NoneType\), not a string"),
+        (pd.Series(["Jesus wept.", float("nan")]), r"row 1 of the input is nan \(float\)"),
+        ([["Jesus wept."]], r"row 0 of the input is \['Jesus wept.'\] \(list\)"),
+        (pd.DataFrame({"a": SOURCES, "b": SOURCES}), r"DataFrame with 2 columns \['a', 'b'\]"),
+    ],
+)
 def test_other_inputs_are_refused_naming_what_was_wrong(model_input, match):
     with pytest.raises(DataError, match=match):
         sentences_of(model_input)

@@ -24,8 +24,14 @@ PAIRS = [
     ("Rejoice always.", "Freuet euch allezeit."),
 ]
 TINY = section(
-    "model", "translator",
-    max_epochs=25, batch_size=6, lr=3e-3, warmup_steps=10, label_smoothing=0.0, weight_decay=0.0,
+    "model",
+    "translator",
+    max_epochs=25,
+    batch_size=6,
+    lr=3e-3,
+    warmup_steps=10,
+    label_smoothing=0.0,
+    weight_decay=0.0,
     net=dict(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0, max_len=32),
 )
 
@@ -42,8 +48,13 @@ def trained(tmp_path_factory):
     L.seed_everything(0)
     module = TranslatorModule(TINY, dm.vocab_size, PAD_ID)
     trainer = L.Trainer(
-        max_epochs=TINY.max_epochs, accelerator="cpu", deterministic=True, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=TINY.max_epochs,
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         check_val_every_n_epoch=25,
     )
     trainer.fit(module, dm)
@@ -59,8 +70,9 @@ def test_tiny_model_memorises_a_handful_of_pairs(trained, tmp_path):
         translator = Translator(module.model, dm.tokenizer, decoding)
         assert translator.translate(sources) == targets
 
-    result = evaluate(Translator(module.model, dm.tokenizer, TINY.decoding), dm.pairs["test"], tmp_path, n_samples=3,
-                      n_attention=1)
+    result = evaluate(
+        Translator(module.model, dm.tokenizer, TINY.decoding), dm.pairs["test"], tmp_path, n_samples=3, n_attention=1
+    )
     assert result.metrics["test_bleu"] == pytest.approx(100.0)
     assert result.metrics["copy_baseline_bleu"] < 20
     assert list(result.tables["sample_translations"]["translation"]) == targets[:3]
@@ -84,8 +96,11 @@ def test_pyfunc_round_trips_through_mlflow(trained, tmp_path):
     experiment = mlflow.create_experiment("translator-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=spec.python_model, artifacts=spec.artifacts,
-            input_example=spec.input_example, code_paths=[str(Path(triad.__file__).parent)],
+            name="model",
+            python_model=spec.python_model,
+            artifacts=spec.artifacts,
+            input_example=spec.input_example,
+            code_paths=[str(Path(triad.__file__).parent)],
             pip_requirements=["torch", "tokenizers", "pandas"],  # skip the slow requirement inference
         )
     loaded = mlflow.pyfunc.load_model(info.model_uri)
@@ -115,9 +130,22 @@ def served_translations(tracking_uri: str, sources: list[str], timeout: float = 
         port = sock.getsockname()[1]
     venv_bin = Path(sys.executable).parent  # as with the venv activated: the server execs `uvicorn` from PATH
     server = subprocess.Popen(
-        [str(venv_bin / "mlflow"), "models", "serve", "-m", "models:/triad-translator@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            str(venv_bin / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/triad-translator@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -128,10 +156,13 @@ def served_translations(tracking_uri: str, sources: list[str], timeout: float = 
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     server.kill()
-                    raise AssertionError(f"mlflow models serve did not come up:\n{server.stdout.read().decode()}")
+                    raise AssertionError(
+                        f"mlflow models serve did not come up:\n{server.stdout.read().decode()}"
+                    ) from None
                 time.sleep(1)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": sources}).encode(),
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": sources}).encode(),
             headers={"Content-Type": "application/json"},
         )
         return json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
@@ -163,8 +194,13 @@ def test_val_ppl_is_the_corpus_perplexity_of_the_validation_tokens():
     short = {"src": torch.randint(3, 20, (2, 4)), "tgt": torch.randint(3, 20, (2, 3))}
     long = {"src": torch.randint(3, 20, (3, 9)), "tgt": torch.randint(3, 20, (3, 12))}
     long["tgt"][0, 7:] = PAD_ID  # one padded target: its pads must not count as tokens
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.validate(module, DataLoader([short, long], batch_size=None))
 
     module.eval()

@@ -20,8 +20,10 @@ class LineDataModule(L.LightningDataModule):
     def __init__(self, data_dir: Path, batch_size: int, seed: int):
         super().__init__()
         arrays = np.load(data_dir / "points.npz")
-        self.splits = {name: TensorDataset(torch.from_numpy(arrays[f"{name}_x"]), torch.from_numpy(arrays[f"{name}_y"]))
-                       for name in ("train", "val", "test")}
+        self.splits = {
+            name: TensorDataset(torch.from_numpy(arrays[f"{name}_x"]), torch.from_numpy(arrays[f"{name}_y"]))
+            for name in ("train", "val", "test")
+        }
         self.batch_size, self.seed = batch_size, seed
 
     def train_dataloader(self) -> ResumableLoader:  # ordered by (seed, epoch), so a killed run resumes exactly
@@ -81,8 +83,12 @@ class LineHead(Head):
         y = (cfg.slope * x + cfg.intercept + cfg.noise * rng.standard_normal(x.shape)).astype(np.float32)
         n_train, n_val = int(0.8 * cfg.points), int(0.1 * cfg.points)
         edges = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, cfg.points)}
-        np.savez(out_dir / "points.npz", **{f"{name}_{axis}": values[a:b] for name, (a, b) in edges.items()
-                                           for axis, values in (("x", x), ("y", y))})
+        np.savez(
+            out_dir / "points.npz",
+            **{
+                f"{name}_{axis}": values[a:b] for name, (a, b) in edges.items() for axis, values in (("x", x), ("y", y))
+            },
+        )
         return {name: b - a for name, (a, b) in edges.items()}
 
     def datamodule(self, data_dir: Path) -> LineDataModule:
@@ -95,8 +101,13 @@ class LineHead(Head):
         x, y = datamodule.splits["test"].tensors
         predicted = module(x)
         baseline = datamodule.splits["train"].tensors[1].mean()  # always answer the training mean
-        metrics = {"test_mse": float(((predicted - y) ** 2).mean()), "test_baseline_mse": float(((baseline - y) ** 2).mean())}
-        table = pd.DataFrame({"x": x.squeeze(1).numpy(), "y": y.squeeze(1).numpy(), "predicted": predicted.squeeze(1).numpy()})
+        metrics = {
+            "test_mse": float(((predicted - y) ** 2).mean()),
+            "test_baseline_mse": float(((baseline - y) ** 2).mean()),
+        }
+        table = pd.DataFrame(
+            {"x": x.squeeze(1).numpy(), "y": y.squeeze(1).numpy(), "predicted": predicted.squeeze(1).numpy()}
+        )
         return Evaluation(metrics, tables={"test_predictions": table})
 
     def pyfunc(self, module: LineModule, datamodule: LineDataModule, work_dir: Path) -> PyfuncBundle:

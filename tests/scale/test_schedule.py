@@ -18,8 +18,18 @@ import time
 
 import pytest
 
-from tests.scheduling import (BIN, flow_runs, of_state, scheduler_env, slow_project, start_scheduler, stop, summary,
-                              wait_for_line, wait_for_runs)
+from tests.scheduling import (
+    BIN,
+    flow_runs,
+    of_state,
+    scheduler_env,
+    slow_project,
+    start_scheduler,
+    stop,
+    summary,
+    wait_for_line,
+    wait_for_runs,
+)
 
 pytestmark = pytest.mark.slow
 INTERVAL_S = 3
@@ -42,19 +52,24 @@ def test_a_schedule_fires_on_the_default_setup_one_run_at_a_time(tmp_path):
         line = wait_for_line(log, "Prefect dashboard: http://127.0.0.1:", scheduler, timeout=180)
         api = line.split()[2] + "/api"
         # 1. Two completed runs: the first ran the stage, a later one found it unchanged.
-        runs = wait_for_runs(api, "nightly", lambda rs: len(of_state(rs, "COMPLETED")) >= 2, scheduler, log, timeout=240)
+        runs = wait_for_runs(
+            api, "nightly", lambda rs: len(of_state(rs, "COMPLETED")) >= 2, scheduler, log, timeout=240
+        )
         first, second = of_state(runs, "COMPLETED")[:2]
         assert "Stages run: slow." in summary(api, first)
         assert "Stages unchanged (skipped): slow." in summary(api, second)
         assert (project / "out.txt").read_text() == "1\n"
         assert _overlapping(of_state(runs, "COMPLETED") + of_state(runs, "RUNNING")) == []
-        during_first = [r for r in of_state(runs, "CANCELLED") if first["start_time"] < r["expected_start_time"] < first["end_time"]]
+        during_first = [
+            r for r in of_state(runs, "CANCELLED") if first["start_time"] < r["expected_start_time"] < first["end_time"]
+        ]
         assert during_first, f"no run fell due during the {STAGE_S}s run, or it was not cancelled: {runs}"
 
         # 2. A second scheduler in the same project refuses at once.
         started = time.monotonic()
-        second_scheduler = subprocess.run([str(BIN / "triad"), "schedule", *command], cwd=project, env=env,
-                                          capture_output=True, text=True, timeout=60)
+        second_scheduler = subprocess.run(
+            [str(BIN / "triad"), "schedule", *command], cwd=project, env=env, capture_output=True, text=True, timeout=60
+        )
         assert second_scheduler.returncode == 2, second_scheduler.stderr
         assert f"already serves this project (pid {scheduler.pid}" in second_scheduler.stderr
         assert time.monotonic() - started < 30
@@ -75,8 +90,14 @@ def test_a_schedule_fires_on_the_default_setup_one_run_at_a_time(tmp_path):
     try:
         line = wait_for_line(restart_log, "missed runs: ", scheduler, timeout=180)
         assert "running one now to catch up" in line, restart_log.read_text()[-3000:]
-        runs = wait_for_runs(api, "nightly", lambda rs: any("catch-up" in r["tags"] and r["state"]["type"] == "FAILED"
-                                                            for r in rs), scheduler, restart_log, timeout=180)
+        runs = wait_for_runs(
+            api,
+            "nightly",
+            lambda rs: any("catch-up" in r["tags"] and r["state"]["type"] == "FAILED" for r in rs),
+            scheduler,
+            restart_log,
+            timeout=180,
+        )
         (catch_up,) = [r for r in runs if "catch-up" in r["tags"]]
         assert catch_up["expected_start_time"] > last_due
         text = summary(api, catch_up)

@@ -33,7 +33,16 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, make_project
-from tests.scheduling import of_state, scheduler_env, slow_project, start_scheduler, stop, summary, wait_for_line, wait_for_runs
+from tests.scheduling import (
+    of_state,
+    scheduler_env,
+    slow_project,
+    start_scheduler,
+    stop,
+    summary,
+    wait_for_line,
+    wait_for_runs,
+)
 from tests.tiny import tiny
 from triad import services
 
@@ -141,8 +150,14 @@ def _deploy_nightly(state: dict, checkout: Path) -> None:
     """``prefect deploy --name nightly`` from ``checkout``'s prefect.yaml, onto the services' server."""
     # Deployed without TRIAD_ROOT, the pull step's directory is resolved on the worker at run time.
     env = {k: v for k, v in os.environ.items() if k != "TRIAD_ROOT"} | services.client_env(state)
-    deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "nightly"],
-                              cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+    deployed = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "nightly"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = deployed.stdout + deployed.stderr
     assert "Deployment 'triad-pipeline/nightly' successfully created" in output, output
     # Known Prefect 3.8.8 + FastAPI 0.153 issue: after creating the deployment, `prefect deploy` asks
@@ -177,13 +192,20 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
 
     with temporary_settings(updates={PREFECT_API_URL: urls["PREFECT_API_URL"]}):
         deployment_run = run_deployment(
-            "triad-pipeline/nightly", parameters={"overrides": [*tiny("transfer"), f"seed={seeds[0]}"]},
-            job_variables={"env": {"TRIAD_ROOT": str(checkouts[0]), **shared}}, timeout=0)
+            "triad-pipeline/nightly",
+            parameters={"overrides": [*tiny("transfer"), f"seed={seeds[0]}"]},
+            job_variables={"env": {"TRIAD_ROOT": str(checkouts[0]), **shared}},
+            timeout=0,
+        )
     log_path = checkouts[1] / "pipeline.log"
     with open(log_path, "w") as log:
-        cli_run = subprocess.Popen([str(BIN / "triad"), "pipeline", *tiny("transfer"), f"seed={seeds[1]}"],
-                                   cwd=checkouts[1], stdout=log, stderr=subprocess.STDOUT,
-                                   env=os.environ | urls | shared | {"TRIAD_ROOT": str(checkouts[1])})
+        cli_run = subprocess.Popen(
+            [str(BIN / "triad"), "pipeline", *tiny("transfer"), f"seed={seeds[1]}"],
+            cwd=checkouts[1],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | urls | shared | {"TRIAD_ROOT": str(checkouts[1])},
+        )
         assert cli_run.wait(timeout=RUN_TIMEOUT_S) == 0, log_path.read_text()[-4000:]
     deployment_run = _wait_for_flow_run(state, deployment_run.id)
     worker_log = services.Layout(home).log("worker").read_text()[-4000:]
@@ -200,8 +222,14 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
         run_id = registry["run_id"]
         # Each flow run's MLflow runs (training, and the evidence stage's) are rows in PostgreSQL.
         flow_run_id = client.get_run(run_id).data.tags["prefect.flow_run_id"]
-        runs = dict(_query(state, "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                                  "WHERE t.key = 'prefect.flow_run_id' AND t.value = %s", (flow_run_id,)))
+        runs = dict(
+            _query(
+                state,
+                "SELECT r.run_uuid, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'prefect.flow_run_id' AND t.value = %s",
+                (flow_run_id,),
+            )
+        )
         assert len(runs) == 2 and set(runs.values()) == {"FINISHED"} and run_id in runs, runs
         assert _flow_run(state, flow_run_id).state.is_completed()  # recorded on the shared Prefect server
         # Its own params, config artifact (in the server's store), metric, logged model and version.
@@ -209,14 +237,19 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
         assert params_seed == str(seed)
         config = yaml.safe_load(_run_artifact(home, state, run_id, "config/config.yaml").read_text())
         assert config["seed"] == seed and config["pipeline"]["heads"] == ["transfer"]
-        ((score,),) = _query(state, "SELECT value FROM latest_metrics WHERE run_uuid = %s AND key = 'test_score'",
-                             (run_id,))
+        ((score,),) = _query(
+            state, "SELECT value FROM latest_metrics WHERE run_uuid = %s AND key = 'test_score'", (run_id,)
+        )
         assert score == pytest.approx(registry["value"])
-        ((version_run, source),) = _query(state, "SELECT run_id, source FROM model_versions "
-                                                 "WHERE name = %s AND version = %s", (MODEL, int(registry["version"])))
+        ((version_run, source),) = _query(
+            state,
+            "SELECT run_id, source FROM model_versions WHERE name = %s AND version = %s",
+            (MODEL, int(registry["version"])),
+        )
         assert version_run == run_id
-        ((source_run,),) = _query(state, "SELECT source_run_id FROM logged_models WHERE model_id = %s",
-                                  (source.removeprefix("models:/"),))
+        ((source_run,),) = _query(
+            state, "SELECT source_run_id FROM logged_models WHERE model_id = %s", (source.removeprefix("models:/"),)
+        )
         assert source_run == run_id
     # Checkout 1's training run is the one the worker's flow run made.
     assert client.get_run(run_ids[0]).data.tags["prefect.flow_run_id"] == str(deployment_run.id)
@@ -226,8 +259,9 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
     promoted = [v for v in versions if v.tags["gate.decision"] == "promoted"]
     assert promoted, [v.tags["gate.reason"] for v in versions]
     best = max(promoted, key=lambda v: (float(v.tags["gate.value"]), -int(v.version)))
-    ((champion,),) = _query(state, "SELECT version FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
-                            (MODEL,))
+    ((champion,),) = _query(
+        state, "SELECT version FROM registered_model_aliases WHERE name = %s AND alias = 'champion'", (MODEL,)
+    )
     assert str(champion) == best.version
     for version in promoted:
         if version.version != best.version:  # promoted in the race, then overtaken: says so
@@ -242,13 +276,15 @@ def test_a_schedule_fires_on_the_services(home, state, tmp_path):
     env = scheduler_env(project, TRIAD_CACHE_DIR=str(tmp_path / "cache"), **urls)
     log = tmp_path / "scheduler.log"
     name = "every-3s"
-    scheduler = start_scheduler(project, env, "--interval", "3", "pipeline.heads=[spread]",
-                                f"pipeline.schedule.name={name}", log=log)
+    scheduler = start_scheduler(
+        project, env, "--interval", "3", "pipeline.heads=[spread]", f"pipeline.schedule.name={name}", log=log
+    )
     try:
         line = wait_for_line(log, "Prefect dashboard: ", scheduler, timeout=120)
         assert line.split()[2] == urls["PREFECT_API_URL"].removesuffix("/api")
-        runs = wait_for_runs(urls["PREFECT_API_URL"], name, lambda rs: len(of_state(rs, "COMPLETED")) >= 2,
-                             scheduler, log, timeout=240)
+        runs = wait_for_runs(
+            urls["PREFECT_API_URL"], name, lambda rs: len(of_state(rs, "COMPLETED")) >= 2, scheduler, log, timeout=240
+        )
     finally:
         assert stop(scheduler, log) == 0, log.read_text()[-3000:]
     first, second = of_state(runs, "COMPLETED")[:2]

@@ -17,6 +17,7 @@ from tests.line_project import add_line_head
 
 pytestmark = pytest.mark.slow
 
+
 def test_a_new_head_runs_through_the_pipeline_and_is_served(project, monkeypatch, capsys):
     from triad.cli import main
     from triad.config import compose
@@ -31,7 +32,10 @@ def test_a_new_head_runs_through_the_pipeline_and_is_served(project, monkeypatch
     with prefect_test_harness(server_startup_timeout=120):
         result = pipeline(overrides=["pipeline.heads=[line]"])
     assert [(s["stage"], s["status"]) for s in result["stages"]] == [
-        ("prepare_line", "ran"), ("train_line", "ran"), ("evaluate_line", "ran")]
+        ("prepare_line", "ran"),
+        ("train_line", "ran"),
+        ("evaluate_line", "ran"),
+    ]
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = MlflowClient()

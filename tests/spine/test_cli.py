@@ -6,8 +6,21 @@ import pytest
 
 from triad.cli import build_parser, main
 
-COMMANDS = [[], ["pipeline"], ["train"], ["stage"], ["config"], ["dag"], ["schedule"], ["ui"], ["predict"],
-            ["predict", "translator"], ["predict", "diffusion"], ["predict", "transfer"], ["predict", "spread"]]
+COMMANDS = [
+    [],
+    ["pipeline"],
+    ["train"],
+    ["stage"],
+    ["config"],
+    ["dag"],
+    ["schedule"],
+    ["ui"],
+    ["predict"],
+    ["predict", "translator"],
+    ["predict", "diffusion"],
+    ["predict", "transfer"],
+    ["predict", "spread"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "triad")
@@ -55,12 +68,15 @@ def test_schedule_serves_the_configured_cron_one_run_at_a_time():
     sys.path.insert(0, str(project_root()))
     from flows.pipeline import scheduled_deployment
 
-    deployment = scheduled_deployment(["pipeline.schedule.cron=*/30 * * * *", "pipeline.schedule.timezone=Europe/Berlin"])
+    deployment = scheduled_deployment(
+        ["pipeline.schedule.cron=*/30 * * * *", "pipeline.schedule.timezone=Europe/Berlin"]
+    )
     assert deployment.name == "nightly"
     assert deployment.schedules[0].schedule.cron == "*/30 * * * *"
     assert deployment.schedules[0].schedule.timezone == "Europe/Berlin"
-    assert deployment.parameters == {"overrides": ["pipeline.schedule.cron=*/30 * * * *",
-                                                   "pipeline.schedule.timezone=Europe/Berlin"]}
+    assert deployment.parameters == {
+        "overrides": ["pipeline.schedule.cron=*/30 * * * *", "pipeline.schedule.timezone=Europe/Berlin"]
+    }
     assert deployment.concurrency_limit == 1
     assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
     every = scheduled_deployment(["pipeline.schedule.interval=90"])
@@ -85,7 +101,9 @@ def test_corrupt_data_file_fails_clearly_and_keeps_the_previous_data(project, tm
     import gzip
     import json
 
-    assert main(["config", "--write-params", "data.translator.max_train_pairs=200", "data.translator.vocab_size=200"]) == 0
+    assert (
+        main(["config", "--write-params", "data.translator.max_train_pairs=200", "data.translator.vocab_size=200"]) == 0
+    )
     assert main(["stage", "prepare", "translator"]) == 0
     before = (project / "data/translator/summary.json").read_text()
 

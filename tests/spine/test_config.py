@@ -111,8 +111,12 @@ def test_the_yaml_is_the_one_source_of_every_value():
 
     classes = _schema_classes(schema())
     assert len(classes) > 20  # every head's sections and sub-sections, not just the top
-    with_defaults = sorted(f"{cls.__module__}.{cls.__name__}.{name}" for cls in classes
-                           for name, field in cls.model_fields.items() if not field.is_required())
+    with_defaults = sorted(
+        f"{cls.__module__}.{cls.__name__}.{name}"
+        for cls in classes
+        for name, field in cls.model_fields.items()
+        if not field.is_required()
+    )
     assert with_defaults == []
 
 
@@ -129,9 +133,15 @@ def test_spine_code_names_no_head():
 
     from triad.heads import BUILTIN
 
-    sources = [p for p in (REPO / "src" / "triad").rglob("*.py") if "heads" not in p.relative_to(REPO / "src" / "triad").parts]
+    sources = [
+        p for p in (REPO / "src" / "triad").rglob("*.py") if "heads" not in p.relative_to(REPO / "src" / "triad").parts
+    ]
     sources += list((REPO / "flows").rglob("*.py"))
     pattern = re.compile(r"\b(" + "|".join(BUILTIN) + r")\b", re.IGNORECASE)
-    named = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in sources
-             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    named = [
+        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+        for p in sources
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert len(sources) > 20 and named == []

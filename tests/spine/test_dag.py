@@ -24,7 +24,10 @@ def test_stages_follow_their_dependencies():
             assert position[up] < position[stage.name], f"{up} must run before {stage.name}"
     train = next(s for s in stages if s.name == "train_translator")
     assert train.upstream == ("prepare_translator",)
-    assert set(next(s for s in stages if s.name == "evaluate_diffusion").upstream) >= {"train_diffusion", "judge_diffusion"}
+    assert set(next(s for s in stages if s.name == "evaluate_diffusion").upstream) >= {
+        "train_diffusion",
+        "judge_diffusion",
+    }
 
 
 def test_every_stage_belongs_to_a_head_and_calls_triad():
@@ -39,10 +42,16 @@ def test_head_selection_keeps_only_that_heads_stages():
 
 
 def test_a_cycle_is_reported(tmp_path):
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "a": {"cmd": "echo a", "deps": ["b.txt"], "outs": ["a.txt"]},
-        "b": {"cmd": "echo b", "deps": ["a.txt"], "outs": ["b.txt"]},
-    }}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "a": {"cmd": "echo a", "deps": ["b.txt"], "outs": ["a.txt"]},
+                    "b": {"cmd": "echo b", "deps": ["a.txt"], "outs": ["b.txt"]},
+                }
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="cycle"):
         load_stages(tmp_path)
 
@@ -57,8 +66,14 @@ def test_dvc_lock_is_not_git_ignored():
 
 # Where each kind of stage enters its head's code; the stage must list every module of the head that
 # those entry modules import, directly or through each other, or an edit there would leave it stale.
-ENTRY_MODULES = {"prepare": ["data.py"], "train": ["module.py", "data.py"], "evaluate": ["evaluate.py", "pyfunc.py"],
-                 "evidence": ["evidence.py"], "judge": ["judge.py"], "lm": ["language_model.py"]}
+ENTRY_MODULES = {
+    "prepare": ["data.py"],
+    "train": ["module.py", "data.py"],
+    "evaluate": ["evaluate.py", "pyfunc.py"],
+    "evidence": ["evidence.py"],
+    "judge": ["judge.py"],
+    "lm": ["language_model.py"],
+}
 
 
 def _head_imports(path: Path, head: str) -> set[Path]:
@@ -70,8 +85,13 @@ def _head_imports(path: Path, head: str) -> set[Path]:
             continue
         seen.add(module)
         for node in ast.walk(ast.parse(module.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             for name in names:
                 if name.startswith(f"triad.heads.{head}."):
                     todo.append(REPO / "src" / Path(*name.split(".")).with_suffix(".py"))
@@ -85,6 +105,5 @@ def test_each_stage_depends_on_the_head_code_it_runs():
         head_dir = REPO / "src/triad/heads" / stage.head
         code = set().union(*(_head_imports(head_dir / entry, stage.head) for entry in ENTRY_MODULES[step]))
         listed = {REPO / dep for dep in stage.deps}
-        missing = sorted(str(m.relative_to(REPO)) for m in code
-                         if not any(m == d or d in m.parents for d in listed))
+        missing = sorted(str(m.relative_to(REPO)) for m in code if not any(m == d or d in m.parents for d in listed))
         assert not missing, f"dvc.yaml stage {stage.name} runs {missing} but does not list them in its deps"

@@ -36,8 +36,11 @@ STEPS = {"translator": ["lm"], "diffusion": ["judge"], "transfer": [], "spread":
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _again(folder: Path, make) -> tuple[dict[str, str], dict[str, str]]:

@@ -33,8 +33,11 @@ N_TRAIN = 20  # tiny transfer: 2 labelled digits per class, 10 classes
 # A linear probe: the backbone (batch norm included) is frozen from the start, the classifier trains.
 # (Gradual unfreezing would not do: DDP synchronises only the parameters trainable when it wraps the model.)
 FULL_BATCH = [o for o in tiny("transfer") if not o.startswith("model.transfer.max_epochs")] + [
-    "model.transfer.dropout=0.0", "model.transfer.strategy=linear_probe", "model.transfer.max_epochs=3",
-    "trainer.limit_val_batches=1", "trainer.checkpoint_every_n_steps=1",
+    "model.transfer.dropout=0.0",
+    "model.transfer.strategy=linear_probe",
+    "model.transfer.max_epochs=3",
+    "trainer.limit_val_batches=1",
+    "trainer.checkpoint_every_n_steps=1",
 ]
 
 
@@ -84,10 +87,27 @@ def test_two_node_torchrun_rendezvous_matches_one_process(project, reference):
     overrides = [*FULL_BATCH, "trainer=ddp_multinode_cpu", f"model.transfer.batch_size={N_TRAIN // 2}"]
     nodes = [
         subprocess.Popen(
-            [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-             "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "triad.cli", "train", "transfer", "--no-register",
-             *overrides],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                str(BIN / "torchrun"),
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(rank),
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "-m",
+                "triad.cli",
+                "train",
+                "transfer",
+                "--no-register",
+                *overrides,
+            ],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for rank in (0, 1)
     ]
@@ -113,8 +133,14 @@ def test_checkpoint_from_two_processes_resumes_on_one(project):
     cfg = compose(overrides)
     prepare(cfg, "transfer")
     write_params(compose([*overrides, "trainer=ddp_cpu"]), project / "params.yaml")
-    first = subprocess.Popen([str(BIN / "triad"), "stage", "train", "transfer"], cwd=project,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        [str(BIN / "triad"), "stage", "train", "transfer"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     state = project / ".triad/transfer"
     deadline = time.time() + 300
     while not list(state.glob("*/step*.ckpt")):

@@ -21,8 +21,7 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 def _register(name: str) -> str:
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(),
-                                       input_example=pd.DataFrame({"text": ["a b"]}))
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), input_example=pd.DataFrame({"text": ["a b"]}))
     return str(mlflow.register_model(info.model_uri, name).version)
 
 
@@ -112,13 +111,17 @@ def test_a_champion_on_other_data_is_rescored_before_the_comparison(client):
     assert asked == [v1] and decision["promoted"] and decision["champion_before"]["value"] == 5.0
     tags = client.get_model_version(name, v2).tags
     assert tags["gate.champion_before_data_version"] == "md5:aaaa" and tags["triad.data_version"] == "md5:bbbb"
-    assert float(tags["gate.champion_before_recorded_value"]) == 10.0 and float(tags["gate.champion_before_value"]) == 5.0
+    assert (
+        float(tags["gate.champion_before_recorded_value"]) == 10.0 and float(tags["gate.champion_before_value"]) == 5.0
+    )
     assert "rescored on this data md5:bbbb" in tags["gate.reason"]
     # The alias settles among versions scored on this data only: v1's 10.0 on data A does not win it back.
     assert str(current_champion(client, name).version) == v2
 
     v3 = _register(name)  # same data as the champion: no rescoring, the recorded values compare
-    assert not gate(client, name, v3, "test_bleu", 7.0, "max", ok, data_version_tag="md5:bbbb", rescore=rescore)["promoted"]
+    assert not gate(client, name, v3, "test_bleu", 7.0, "max", ok, data_version_tag="md5:bbbb", rescore=rescore)[
+        "promoted"
+    ]
     assert asked == [v1]
 
 
@@ -135,7 +138,19 @@ def test_a_champion_that_cannot_be_rescored_is_not_compared(client):
     v2 = _register(name)
     decision = gate(client, name, v2, "test_bleu", 3.0, "max", ok, data_version_tag="md5:bbbb", rescore=cannot)
     assert decision["promoted"] and str(current_champion(client, name).version) == v2
-    assert "cannot be scored on this data (its vocabulary is not this data's): judged by the bar alone" in decision["reason"]
+    assert (
+        "cannot be scored on this data (its vocabulary is not this data's): judged by the bar alone"
+        in decision["reason"]
+    )
     v3 = _register(name)  # a bar failure still fails, whatever the champion
-    assert not gate(client, name, v3, "test_bleu", 50.0, "max", (False, "copies the source"),
-                    data_version_tag="md5:cccc", rescore=cannot)["promoted"]
+    assert not gate(
+        client,
+        name,
+        v3,
+        "test_bleu",
+        50.0,
+        "max",
+        (False, "copies the source"),
+        data_version_tag="md5:cccc",
+        rescore=cannot,
+    )["promoted"]

@@ -1,4 +1,7 @@
-"""A new data version: the champion is scored on the new test data before the gate compares (spread head, end to end)."""
+"""A new data version: the champion is scored on the new test data before the gate compares.
+
+The spread head, end to end.
+"""
 
 from __future__ import annotations
 

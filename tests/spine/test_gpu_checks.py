@@ -29,7 +29,7 @@ def triad_commands(argv: list[str]) -> list[list[str]]:
     commands = []
     for tokens in pieces:
         if "triad.cli" in tokens:
-            args = tokens[tokens.index("triad.cli") + 1:]
+            args = tokens[tokens.index("triad.cli") + 1 :]
             commands.append([token for token in args if not token.startswith(">")])
     return commands
 

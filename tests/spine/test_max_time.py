@@ -31,8 +31,9 @@ class SlowRegression(L.LightningModule):
 
 
 def _fit(tmp_path, max_time: str) -> L.Trainer:
-    cfg = compose(["model.translator.max_epochs=3", f"trainer.max_time_minutes={max_time}",
-                   "trainer.enable_progress_bar=false"])
+    cfg = compose(
+        ["model.translator.max_epochs=3", f"trainer.max_time_minutes={max_time}", "trainer.enable_progress_bar=false"]
+    )
     trainer = build_trainer(cfg, "translator", tmp_path, logger=None)
     data = DataLoader(TensorDataset(torch.randn(40, 4), torch.randn(40, 1)), batch_size=2)  # 20 steps an epoch
     trainer.fit(SlowRegression(), train_dataloaders=data)

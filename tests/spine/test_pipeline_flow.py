@@ -30,8 +30,9 @@ TRANSLATOR_STAGES = ["prepare_translator", "train_translator", "lm_translator", 
 
 def _would_run(root: Path) -> set[str]:
     """The translator stages `dvc repro` would run now (its dry run, downstream effects included)."""
-    out = subprocess.run([str(BIN / "dvc"), "repro", "--dry", *TRANSLATOR_STAGES], cwd=root,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(BIN / "dvc"), "repro", "--dry", *TRANSLATOR_STAGES], cwd=root, capture_output=True, text=True, check=True
+    )
     return set(re.findall(r"Running stage '([a-z_]+)'", out.stdout))
 
 
@@ -94,8 +95,7 @@ def test_flow_end_to_end(project, harness, capsys):
 
     # `dvc repro` right after is a no-op, and fast.
     started = time.perf_counter()
-    out = subprocess.run([str(BIN / "dvc"), "repro", *TRANSLATOR_STAGES],
-                         cwd=project, capture_output=True, text=True)
+    out = subprocess.run([str(BIN / "dvc"), "repro", *TRANSLATOR_STAGES], cwd=project, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert time.perf_counter() - started < 10
     assert "didn't change" in out.stdout or "up to date" in out.stdout
@@ -109,7 +109,11 @@ def test_flow_end_to_end(project, harness, capsys):
     # One translator parameter changes: exactly the stages downstream of it run again.
     changed = pipeline(overrides=overrides + ["model.translator.lr=0.001"])
     status = {s["stage"]: s["status"] for s in changed["stages"]}
-    assert status == {"prepare_translator": "skipped", "train_translator": "ran", "lm_translator": "skipped",
-                      "evaluate_translator": "ran"}
+    assert status == {
+        "prepare_translator": "skipped",
+        "train_translator": "ran",
+        "lm_translator": "skipped",
+        "evaluate_translator": "ran",
+    }
     assert len(client.search_runs([experiment.experiment_id])) == 3
     assert json.loads((project / "reports/translator/registry.json").read_text())["version"] == "2"

@@ -24,8 +24,13 @@ BIN = Path(sys.executable).parent
 
 def _pipeline(project: Path, log: Path, *args: str) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([str(BIN / "triad"), "pipeline", *args], cwd=project, stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.Popen(
+            [str(BIN / "triad"), "pipeline", *args],
+            cwd=project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
 
 
 def test_a_second_pipeline_waits_for_the_first_and_registers_its_own_run(project, tmp_path, monkeypatch):
@@ -42,8 +47,9 @@ def test_a_second_pipeline_waits_for_the_first_and_registers_its_own_run(project
 
     # Meanwhile --no-wait refuses at once (before any Prefect server starts), naming the running pipeline.
     started = time.monotonic()
-    refused = subprocess.run([str(BIN / "triad"), "pipeline", "--no-wait", only], cwd=project,
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [str(BIN / "triad"), "pipeline", "--no-wait", only], cwd=project, capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
     assert f"another pipeline is running in this project (pid {first.pid}," in refused.stderr
     assert time.monotonic() - started < 20
@@ -58,4 +64,3 @@ def test_a_second_pipeline_waits_for_the_first_and_registers_its_own_run(project
     runs = [client.get_run(v.run_id) for v in versions]
     assert len({r.info.run_id for r in runs}) == 2  # two training runs, one per version
     assert [r.data.params["model.line.lr"] for r in runs] == ["0.31", "0.32"]
-

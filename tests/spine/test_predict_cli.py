@@ -24,8 +24,9 @@ class Recorder:
 
     def __init__(self, answer, input_column: str | None = None, config: dict | None = None):
         self.answer, self.inputs = answer, []
-        schema = Schema([ColSpec("binary" if input_column == "image" else "string", input_column)]) \
-            if input_column else None
+        schema = (
+            Schema([ColSpec("binary" if input_column == "image" else "string", input_column)]) if input_column else None
+        )
         self.metadata = SimpleNamespace(get_input_schema=lambda: schema)
         self.config = config
 
@@ -47,6 +48,7 @@ def serve(monkeypatch):
     def install(model):
         monkeypatch.setattr(pyfunc, "load_model", lambda uri: model)
         return model
+
     return install
 
 
@@ -70,8 +72,23 @@ def test_diffusion_leaves_steps_and_guidance_to_the_model_unless_given(serve, tm
     assert main(["predict", "diffusion", "--label", "1", "--n", "2", "--out", str(tmp_path / "a.png")]) == 0
     assert model.inputs[0].to_dict("records") == [{"label": 1, "n": 2, "seed": 0}]
     assert (tmp_path / "a.png").is_file()
-    assert main(["predict", "diffusion", "--label", "1", "--steps", "5", "--guidance", "1.5",
-                 "--out", str(tmp_path / "b.png")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "diffusion",
+                "--label",
+                "1",
+                "--steps",
+                "5",
+                "--guidance",
+                "1.5",
+                "--out",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 0
+    )
     assert model.inputs[1].to_dict("records") == [{"label": 1, "n": 16, "seed": 0, "steps": 5, "guidance": 1.5}]
 
 

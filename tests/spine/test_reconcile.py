@@ -59,7 +59,9 @@ def test_a_registration_the_tracking_store_lost_is_found_and_made_again(project,
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'new-store.db'}")
     lost = reconcile.lost_registrations(cfg, project, ["spread"])
-    assert lost == {"spread": "reports/spread/registry.json records triad-spread v1, which the tracking store does not hold"}
+    assert lost == {
+        "spread": "reports/spread/registry.json records triad-spread v1, which the tracking store does not hold"
+    }
     again = evaluate(cfg, "spread")["registry"]
     assert again["version"] == "1" and again["run_id"] != first["run_id"]
     client = MlflowClient(tracking_uri=tracking.tracking_uri(cfg))

@@ -20,15 +20,22 @@ BIN = Path(sys.executable).parent
 
 
 def _train(project: Path, overrides: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "triad"), "train", "translator", "--no-register", *overrides],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [str(BIN / "triad"), "train", "translator", "--no-register", *overrides],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _weights(project: Path) -> dict:
     import torch
 
-    return torch.load(project / "artifacts/translator/train/model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(project / "artifacts/translator/train/model.pt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
 
 
 def test_killed_run_resumes_mid_epoch_to_the_same_weights(project):
@@ -114,8 +121,12 @@ def test_an_interrupted_diffusion_run_resumes_to_the_same_weights_and_ema(projec
     from triad.heads import get_head
     from triad.prepare import prepare
 
-    cfg = compose(tiny("diffusion", extra=("model.diffusion.max_steps=10", "trainer.checkpoint_every_n_steps=4",
-                                           "trainer.limit_val_batches=1")))
+    cfg = compose(
+        tiny(
+            "diffusion",
+            extra=("model.diffusion.max_steps=10", "trainer.checkpoint_every_n_steps=4", "trainer.limit_val_batches=1"),
+        )
+    )
     prepare(cfg, "diffusion")
     head = get_head("diffusion", cfg)
     expected = _fit(cfg, head, tmp_path / "uninterrupted")

@@ -15,9 +15,9 @@ import pytest
 
 from triad.cli import main
 from triad.config import compose, project_root
+from triad.errors import TriadError
 from triad.locks import Busy
 from triad.schedule import check_schedule, due_times, project_lock
-from triad.errors import TriadError
 
 UTC = dt.timezone.utc
 
@@ -56,9 +56,16 @@ def test_a_failed_stage_heads_the_summary():
     sys.path.insert(0, str(project_root()))
     from flows.pipeline import summary_markdown
 
-    results = [{"stage": "prepare_spread", "head": "spread", "status": "ran"},
-               {"stage": "train_spread", "head": "spread", "status": "failed", "error": "stage train_spread failed with exit code 4"},
-               {"stage": "evaluate_spread", "head": "spread", "status": "not run"}]
+    results = [
+        {"stage": "prepare_spread", "head": "spread", "status": "ran"},
+        {
+            "stage": "train_spread",
+            "head": "spread",
+            "status": "failed",
+            "error": "stage train_spread failed with exit code 4",
+        },
+        {"stage": "evaluate_spread", "head": "spread", "status": "not run"},
+    ]
     text = summary_markdown(project_root() / "no-such-reports", ["spread"], results, "http://127.0.0.1:5000")
     assert text.splitlines()[2] == "**FAILED**: `train_spread`: stage train_spread failed with exit code 4"
     assert "Stages failed: train_spread." in text

@@ -37,8 +37,12 @@ def test_training_is_deterministic_on_cpu(project):
     """The same config and seed give bit-identical weights."""
     import torch
 
-    cfg = compose(tiny("translator", extra=("model.translator.max_epochs=1", "trainer.limit_train_batches=3",
-                                            "trainer.limit_val_batches=1")))
+    cfg = compose(
+        tiny(
+            "translator",
+            extra=("model.translator.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"),
+        )
+    )
     prepare(cfg, "translator")
     model_file = project / "artifacts" / "translator" / "train" / "model.pt"
     train(cfg, "translator")
@@ -47,8 +51,17 @@ def test_training_is_deterministic_on_cpu(project):
     second = torch.load(model_file, weights_only=False)["state_dict"]
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    different_seed = compose(tiny("translator", extra=("seed=7", "model.translator.max_epochs=1",
-                                                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=1")))
+    different_seed = compose(
+        tiny(
+            "translator",
+            extra=(
+                "seed=7",
+                "model.translator.max_epochs=1",
+                "trainer.limit_train_batches=3",
+                "trainer.limit_val_batches=1",
+            ),
+        )
+    )
     train(different_seed, "translator")
     third = torch.load(model_file, weights_only=False)["state_dict"]
     assert not all(torch.equal(first[k], third[k]) for k in first)

@@ -55,7 +55,7 @@ class HeadSpec:
         return self._module("config").Model
 
     @property
-    def head_class(self) -> type["Head"]:
+    def head_class(self) -> type[Head]:
         return self._module("head").HEAD
 
     @property
@@ -93,9 +93,9 @@ def head_spec(name: str) -> HeadSpec:
     return heads[name]
 
 
-def head_class(name: str) -> type["Head"]:
+def head_class(name: str) -> type[Head]:
     return head_spec(name).head_class
 
 
-def get_head(name: str, cfg: "TriadConfig") -> "Head":
+def get_head(name: str, cfg: TriadConfig) -> Head:
     return head_class(name)(cfg)

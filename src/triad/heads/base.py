@@ -9,9 +9,10 @@ seeding, the Lightning Trainer, checkpoints and resume, MLflow runs, registratio
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:  # keep `triad --help` fast: heavy imports only where used
     import lightning as L
@@ -58,7 +59,7 @@ class PyfuncBundle:
                    would be wrong (e.g. optional columns); None infers it.
     """
 
-    python_model: "mlflow.pyfunc.PythonModel"
+    python_model: mlflow.pyfunc.PythonModel
     artifacts: dict[str, str]
     input_example: Any
     signature: Any = None
@@ -79,7 +80,7 @@ class Head(abc.ABC):
     # ``evaluate`` keeps its tensors on the module's device; the module goes back to the CPU before logging
     evaluate_on_accelerator: ClassVar[bool] = False
 
-    def __init__(self, cfg: "TriadConfig"):
+    def __init__(self, cfg: TriadConfig):
         from triad.config import project_root
 
         self.cfg = cfg
@@ -120,11 +121,11 @@ class Head(abc.ABC):
 
     # --- training --------------------------------------------------------------------------------
     @abc.abstractmethod
-    def datamodule(self, data_dir: Path) -> "L.LightningDataModule":
+    def datamodule(self, data_dir: Path) -> L.LightningDataModule:
         """The LightningDataModule over a prepared ``data_dir``."""
 
     @abc.abstractmethod
-    def module(self, datamodule: "L.LightningDataModule") -> "L.LightningModule":
+    def module(self, datamodule: L.LightningDataModule) -> L.LightningModule:
         """A freshly initialised LightningModule sized for ``datamodule`` (vocab, classes, ...).
 
         It logs ``train_loss`` and ``val_loss`` (the spine monitors ``val_loss``) and configures
@@ -133,18 +134,14 @@ class Head(abc.ABC):
 
     # --- evaluation and serving -------------------------------------------------------------------
     @abc.abstractmethod
-    def evaluate(
-        self, module: "L.LightningModule", datamodule: "L.LightningDataModule", report_dir: Path
-    ) -> Evaluation:
+    def evaluate(self, module: L.LightningModule, datamodule: L.LightningDataModule, report_dir: Path) -> Evaluation:
         """Score ``module`` on the held-out test split; write pictures and tables to ``report_dir``."""
 
     @abc.abstractmethod
-    def pyfunc(
-        self, module: "L.LightningModule", datamodule: "L.LightningDataModule", work_dir: Path
-    ) -> PyfuncBundle:
+    def pyfunc(self, module: L.LightningModule, datamodule: L.LightningDataModule, work_dir: Path) -> PyfuncBundle:
         """The servable model; artifact files are written under ``work_dir``."""
 
-    def rescore(self, served: "mlflow.pyfunc.PythonModel", datamodule: "L.LightningDataModule") -> float:
+    def rescore(self, served: mlflow.pyfunc.PythonModel, datamodule: L.LightningDataModule) -> float:
         """The gate metric of a registered model (its loaded pyfunc, ``served``) on ``datamodule``'s test split.
 
         The gate calls it when the champion was scored on another data version than the new

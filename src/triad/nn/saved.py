@@ -11,16 +11,22 @@ model loads: ``load_context`` reads the config, rebuilds the network from it, an
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 CONFIG, WEIGHTS = "config", "weights"
 
 
-def save_network(network: torch.nn.Module | Mapping[str, torch.Tensor], config: dict[str, Any], folder: Path,
-                 config_key: str = CONFIG, weights_key: str = WEIGHTS) -> dict[str, str]:
+def save_network(
+    network: torch.nn.Module | Mapping[str, torch.Tensor],
+    config: dict[str, Any],
+    folder: Path,
+    config_key: str = CONFIG,
+    weights_key: str = WEIGHTS,
+) -> dict[str, str]:
     """Write ``<folder>/<config_key>.json`` and ``<folder>/<weights_key>.pt`` (CPU tensors); return the
     pyfunc artifacts ``{config_key: path, weights_key: path}``. ``network`` is a module or a state_dict."""
     folder = Path(folder)
@@ -32,8 +38,9 @@ def save_network(network: torch.nn.Module | Mapping[str, torch.Tensor], config: 
     return {config_key: str(config_path), weights_key: str(weights_path)}
 
 
-def load_network(artifacts: Mapping[str, str], config_key: str = CONFIG,
-                 weights_key: str = WEIGHTS) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_network(
+    artifacts: Mapping[str, str], config_key: str = CONFIG, weights_key: str = WEIGHTS
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The config dict and the CPU state_dict that ``save_network`` wrote (``artifacts`` as MLflow passes them)."""
     config = json.loads(Path(artifacts[config_key]).read_text())
     weights = torch.load(artifacts[weights_key], map_location="cpu", weights_only=True)

@@ -20,9 +20,11 @@ def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, floor: 
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                  floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, floor: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` following ``warmup_cosine_factor``; call ``step()`` after each optimiser step."""
     total = max(1, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, total, warmup_steps, floor))
+        optimizer, lambda step: warmup_cosine_factor(step, total, warmup_steps, floor)
+    )

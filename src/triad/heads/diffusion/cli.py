@@ -12,11 +12,18 @@ DESCRIPTION = "Generate images of one class and write them as a PNG grid."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", type=int, required=True, help="class to generate")
     parser.add_argument("--n", type=int, default=16, help="number of images")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="DDIM steps (default: the model's own sample_steps, as its evaluation used)")
-    parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default: the model's own guidance, as its evaluation "
-                        "used)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="DDIM steps (default: the model's own sample_steps, as its evaluation used)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the model's own guidance, as its evaluation used)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG")
 

@@ -115,8 +115,10 @@ class DiffusionModel(OptimConfig):
             raise ValueError(f"sampling steps {too_many} must lie in [1, timesteps={self.timesteps}]")
         repeated = sorted({s for s in self.eval_steps if self.eval_steps.count(s) > 1})
         if repeated:
-            raise ValueError(f"eval_steps={self.eval_steps} lists {repeated} more than once; "
-                             f"give each step count once, e.g. {sorted(set(self.eval_steps))}")
+            raise ValueError(
+                f"eval_steps={self.eval_steps} lists {repeated} more than once; "
+                f"give each step count once, e.g. {sorted(set(self.eval_steps))}"
+            )
         if self.sample_steps not in self.eval_steps:
             raise ValueError(f"sample_steps={self.sample_steps} must be one of eval_steps={self.eval_steps}")
         return self
@@ -128,7 +130,8 @@ class DiffusionModel(OptimConfig):
             raise ValueError(
                 f"guidance={self.guidance} uses the unconditional (null-label) model, but label_drop_prob=0 "
                 f"never trains it: set label_drop_prob > 0 (0.1 is usual), or set guidance: 1 for plain "
-                f"conditional sampling")
+                f"conditional sampling"
+            )
         return self
 
 

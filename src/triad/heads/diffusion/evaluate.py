@@ -87,12 +87,13 @@ def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_many(module: DiffusionModule, labels: torch.Tensor, steps: int, batch_size: int,
-                  seed: int) -> torch.Tensor:
+def generate_many(
+    module: DiffusionModule, labels: torch.Tensor, steps: int, batch_size: int, seed: int
+) -> torch.Tensor:
     """EMA samples for ``labels`` (N,) in batches; batch i is seeded ``seed + i``. -> (N, C, H, W) on CPU."""
     out = []
     for i, start in enumerate(range(0, len(labels), batch_size)):
-        batch = labels[start:start + batch_size].to(module.device)
+        batch = labels[start : start + batch_size].to(module.device)
         out.append(module.generate(batch, steps=steps, seed=seed + i, progress=True).cpu())
     return torch.cat(out)
 
@@ -148,8 +149,9 @@ def plot_steps(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def evaluate(module: DiffusionModule, datamodule: DiffusionDataModule, judge_dir: Path, report_dir: Path,
-             seed: int = 0) -> Evaluation:
+def evaluate(
+    module: DiffusionModule, datamodule: DiffusionDataModule, judge_dir: Path, report_dir: Path, seed: int = 0
+) -> Evaluation:
     cfg = module.cfg
     judge, _ = load_judge(judge_dir)
     judge.to(module.device)
@@ -166,11 +168,16 @@ def evaluate(module: DiffusionModule, datamodule: DiffusionDataModule, judge_dir
         seconds = time.perf_counter() - started
         features, predicted = predict(judge, samples)
         precision, recall = precision_recall(real_features, features, cfg.pr_neighbours)
-        rows.append({
-            "steps": steps, "fid": frechet_distance(real_features, features), "precision": precision,
-            "recall": recall, "conditional_accuracy": float((predicted == labels.numpy()).mean()),
-            "images_per_second": len(labels) / seconds,
-        })
+        rows.append(
+            {
+                "steps": steps,
+                "fid": frechet_distance(real_features, features),
+                "precision": precision,
+                "recall": recall,
+                "conditional_accuracy": float((predicted == labels.numpy()).mean()),
+                "images_per_second": len(labels) / seconds,
+            }
+        )
         if steps == cfg.sample_steps:
             headline_samples = samples
     table = pd.DataFrame(rows)
@@ -181,10 +188,16 @@ def evaluate(module: DiffusionModule, datamodule: DiffusionDataModule, judge_dir
     # labels cycle through the classes, so sample i * n_classes + c is the i-th sample of class c
     order = torch.arange(per_class * datamodule.n_classes).reshape(per_class, datamodule.n_classes).T.reshape(-1)
     images = [
-        save_grid(headline_samples[order], datamodule.n_classes, datamodule.class_names, report_dir / "samples.png",
-                  f"EMA samples: DDIM {cfg.sample_steps} steps, guidance {cfg.guidance}"),
-        forward_process_strip(to_model_space(torch.from_numpy(test_images[0])), cfg.timesteps,
-                              report_dir / "forward_process.png"),
+        save_grid(
+            headline_samples[order],
+            datamodule.n_classes,
+            datamodule.class_names,
+            report_dir / "samples.png",
+            f"EMA samples: DDIM {cfg.sample_steps} steps, guidance {cfg.guidance}",
+        ),
+        forward_process_strip(
+            to_model_space(torch.from_numpy(test_images[0])), cfg.timesteps, report_dir / "forward_process.png"
+        ),
         plot_steps(table, report_dir / "quality_vs_steps.png"),
     ]
     metrics = {

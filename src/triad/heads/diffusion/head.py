@@ -27,8 +27,9 @@ class DiffusionHead(Head):
     def train_judge(self, out_dir: Path) -> dict[str, Any]:
         from triad.heads.diffusion.judge import train_judge
 
-        return train_judge(self.model_cfg.judge, self.dir("data"), out_dir, seed=self.cfg.seed,
-                           device=self.cfg.trainer.torch_device())
+        return train_judge(
+            self.model_cfg.judge, self.dir("data"), out_dir, seed=self.cfg.seed, device=self.cfg.trainer.torch_device()
+        )
 
     def prepare(self, out_dir: Path) -> dict[str, Any]:
         from triad.heads.diffusion.data import prepare
@@ -44,8 +45,13 @@ class DiffusionHead(Head):
         from triad.heads.diffusion.module import DiffusionModule
 
         try:
-            return DiffusionModule(self.model_cfg, datamodule.channels, datamodule.image_size, datamodule.n_classes,
-                                   hflip=self.data_cfg.hflip)
+            return DiffusionModule(
+                self.model_cfg,
+                datamodule.channels,
+                datamodule.image_size,
+                datamodule.n_classes,
+                hflip=self.data_cfg.hflip,
+            )
         except ValueError as exc:  # the UNet's shape checks name the offending model.diffusion.unet key
             raise ConfigError(f"model.diffusion.unet does not fit {datamodule.image_size}px images: {exc}") from None
 
@@ -61,8 +67,12 @@ class DiffusionHead(Head):
 
         artifacts = write_artifacts(module, datamodule.class_names, work_dir)
         example = [{"label": 3, "n": 2, "steps": 10, "guidance": self.model_cfg.guidance, "seed": 0, "png": False}]
-        return PyfuncBundle(python_model=DiffusionPyfunc(), artifacts=artifacts, input_example=pd.DataFrame(example),
-                            signature=input_signature())
+        return PyfuncBundle(
+            python_model=DiffusionPyfunc(),
+            artifacts=artifacts,
+            input_example=pd.DataFrame(example),
+            signature=input_signature(),
+        )
 
     def rescore(self, served, datamodule) -> float:
         """FID of a registered diffusion model on this test split, in this data's judge's feature space.
@@ -87,8 +97,9 @@ class DiffusionHead(Head):
         test_images, _ = load_split(datamodule.data_dir, "test")
         real, _ = predict(judge, to_model_space(torch.from_numpy(test_images)))
         labels = balanced_labels(self.model_cfg.eval_samples, datamodule.n_classes)
-        samples = generate_many(champion.eval(), labels, served.cfg.sample_steps, self.model_cfg.eval_batch_size,
-                                self.cfg.seed)
+        samples = generate_many(
+            champion.eval(), labels, served.cfg.sample_steps, self.model_cfg.eval_batch_size, self.cfg.seed
+        )
         fake, _ = predict(judge, samples)
         return frechet_distance(real, fake)
 

@@ -41,15 +41,22 @@ class JudgeNet(nn.Module):
 
         def stage(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
                 nn.MaxPool2d(2),
             )
 
         widths = [width * 2**i for i in range(stages)]
         self.body = nn.Sequential(
             *(stage(c_in, c_out) for c_in, c_out in zip([image_channels, *widths], widths)),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 4 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(widths[-1], 4 * width),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(4 * width, n_classes)
 
@@ -66,7 +73,7 @@ def predict(judge: JudgeNet, images: torch.Tensor, batch_size: int = 500) -> tup
     judge.eval()
     features, labels = [], []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(next(judge.parameters()).device)
+        batch = images[start : start + batch_size].to(next(judge.parameters()).device)
         hidden = judge.features(batch)
         features.append(hidden.double().cpu())
         labels.append(judge.classifier(hidden).argmax(1).cpu())
@@ -101,7 +108,7 @@ def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, devi
         order = torch.randperm(len(x_all), generator=generator)
         batches = range(0, len(order), cfg.batch_size)
         for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.epochs}", leave=False):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             x = x_all[idx]
             if cfg.noise:
                 x = x + cfg.noise * torch.randn(x.shape, generator=generator)
@@ -119,8 +126,13 @@ def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, devi
     }
     torch.save(judge.cpu().state_dict(), out_dir / WEIGHTS)
     # A DVC output: its bytes depend on the inputs alone, so the wall time stays in the summary (MLflow).
-    config = {"image_channels": meta["channels"], "n_classes": n_classes, "width": cfg.channels,
-              "stages": cfg.stages, **{k: v for k, v in summary.items() if k != "train_seconds"}}
+    config = {
+        "image_channels": meta["channels"],
+        "n_classes": n_classes,
+        "width": cfg.channels,
+        "stages": cfg.stages,
+        **{k: v for k, v in summary.items() if k != "train_seconds"},
+    }
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return summary
 

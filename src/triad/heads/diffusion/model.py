@@ -150,8 +150,14 @@ class UNet(nn.Module):
         ch = channels
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
-                self.down.append(nn.ModuleList([ResidualBlock(ch, channels * mult, emb_dim, dropout),
-                                                attention(channels * mult, resolutions[level])]))
+                self.down.append(
+                    nn.ModuleList(
+                        [
+                            ResidualBlock(ch, channels * mult, emb_dim, dropout),
+                            attention(channels * mult, resolutions[level]),
+                        ]
+                    )
+                )
                 ch = channels * mult
                 skip_channels.append(ch)
             if level < levels - 1:

@@ -35,8 +35,7 @@ class DiffusionModule(L.LightningModule):
     Batches are (uint8 images (B, C, H, W), labels (B,)).
     """
 
-    def __init__(self, cfg: DiffusionModel, image_channels: int, image_size: int, n_classes: int,
-                 hflip: bool = False):
+    def __init__(self, cfg: DiffusionModel, image_channels: int, image_size: int, n_classes: int, hflip: bool = False):
         super().__init__()
         self.cfg = cfg
         self.image_shape = (image_channels, image_size, image_size)
@@ -110,12 +109,25 @@ class DiffusionModule(L.LightningModule):
 
     # --- sampling ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, steps: int | None = None, guidance: float | None = None,
-                 seed: int = 0, eta: float | None = None, progress: bool = False) -> torch.Tensor:
+    def generate(
+        self,
+        labels: torch.Tensor,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+        eta: float | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """DDIM samples of the EMA network: labels (B,) -> images (B, C, H, W) in [-1, 1]."""
         generator = torch.Generator(device=labels.device).manual_seed(seed)
         return ddim_sample(
-            self.ema, self.diffusion, labels, self.image_shape,
-            steps=steps or self.cfg.sample_steps, eta=self.cfg.ddim_eta if eta is None else eta,
-            guidance=self.cfg.guidance if guidance is None else guidance, generator=generator, progress=progress,
+            self.ema,
+            self.diffusion,
+            labels,
+            self.image_shape,
+            steps=steps or self.cfg.sample_steps,
+            eta=self.cfg.ddim_eta if eta is None else eta,
+            guidance=self.cfg.guidance if guidance is None else guidance,
+            generator=generator,
+            progress=progress,
         )

@@ -113,8 +113,9 @@ class GaussianDiffusion(nn.Module):
             eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
         return x0, eps
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The simple loss of Ho et al.: mean squared error of the prediction at a uniform random t."""
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)

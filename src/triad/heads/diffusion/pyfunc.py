@@ -46,8 +46,15 @@ COLUMNS = ["request", "label", "index", "image"]  # of the output, plus "png" wh
 MAX_IMAGES = 256  # per request row: one sampler batch (twice that with guidance) must fit in memory
 MAX_SEED = 2**63 - 1  # the signature's "long"
 # the keys of the sections ``model.diffusion.unet`` and ``model.diffusion.judge``, which older versions kept flat
-UNET_KEYS = ("patch_size", "channels", "channel_mults", "num_res_blocks", "attention_resolutions",
-             "attention_heads", "dropout")
+UNET_KEYS = (
+    "patch_size",
+    "channels",
+    "channel_mults",
+    "num_res_blocks",
+    "attention_resolutions",
+    "attention_heads",
+    "dropout",
+)
 JUDGE_KEYS = ("channels", "stages", "epochs", "batch_size", "lr", "noise")
 
 
@@ -58,8 +65,12 @@ class RequestError(TriadError, ValueError):
 def write_artifacts(module, class_names: list[str], work_dir: Path) -> dict[str, str]:
     """Save the EMA weights and what is needed to rebuild the network; -> artifacts for log_model."""
     channels, size, _ = module.image_shape
-    config = {"model": module.cfg.model_dump(mode="json"), "image_channels": channels, "image_size": size,
-              "class_names": class_names}
+    config = {
+        "model": module.cfg.model_dump(mode="json"),
+        "image_channels": channels,
+        "image_size": size,
+        "class_names": class_names,
+    }
     return save_network(module.ema, config, work_dir, config_key=CONFIG, weights_key=WEIGHTS)
 
 
@@ -80,8 +91,9 @@ def input_signature():
     from mlflow.types import ColSpec, Schema
 
     optional = [("n", "long"), ("steps", "long"), ("guidance", "double"), ("seed", "long"), ("png", "boolean")]
-    return ModelSignature(inputs=Schema([ColSpec("long", "label"),
-                                         *(ColSpec(kind, name, required=False) for name, kind in optional)]))
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", "label"), *(ColSpec(kind, name, required=False) for name, kind in optional)])
+    )
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -111,28 +123,39 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
     def _request(self, number: int, row) -> dict:
         """One input row -> a checked request {label, n, steps, guidance, seed, png}; ``number`` names the row."""
         if not isinstance(row, dict):
-            raise RequestError(f"request row {number} is a {type(row).__name__}; give a mapping with the "
-                               f"fields {', '.join(FIELDS)}")
+            raise RequestError(
+                f"request row {number} is a {type(row).__name__}; give a mapping with the fields {', '.join(FIELDS)}"
+            )
         unknown = sorted(str(key) for key in row if key not in FIELDS)
         if unknown:
-            raise RequestError(f"request row {number} has unknown field(s) {unknown}; "
-                               f"the fields are {', '.join(FIELDS)}")
+            raise RequestError(
+                f"request row {number} has unknown field(s) {unknown}; the fields are {', '.join(FIELDS)}"
+            )
         n_classes, timesteps = len(self.class_names), self.cfg.timesteps
         field = RowReader(number, row)
         request = {
-            "label": field.integer("label", None, 0, n_classes - 1, f"a class index of this model: "
-                                   f"0 .. {n_classes - 1} ({', '.join(self.class_names)})"),
+            "label": field.integer(
+                "label",
+                None,
+                0,
+                n_classes - 1,
+                f"a class index of this model: 0 .. {n_classes - 1} ({', '.join(self.class_names)})",
+            ),
             "n": field.integer("n", 1, 1, MAX_IMAGES, f"a number of images in [1, {MAX_IMAGES}]"),
-            "steps": field.integer("steps", self.cfg.sample_steps, 1, timesteps,
-                                   f"a number of DDIM steps in [1, timesteps={timesteps}]"),
-            "guidance": field.real("guidance", self.cfg.guidance, 0.0,
-                                   "a finite guidance scale >= 0 (1 = plain conditional)"),
+            "steps": field.integer(
+                "steps", self.cfg.sample_steps, 1, timesteps, f"a number of DDIM steps in [1, timesteps={timesteps}]"
+            ),
+            "guidance": field.real(
+                "guidance", self.cfg.guidance, 0.0, "a finite guidance scale >= 0 (1 = plain conditional)"
+            ),
             "seed": field.integer("seed", 0, 0, MAX_SEED, f"a seed in [0, {MAX_SEED}]"),
             "png": field.boolean("png", False),
         }
         if request["guidance"] != 1 and self.cfg.label_drop_prob == 0:
-            raise RequestError(f"request row {number}: guidance={request['guidance']} needs the unconditional model, "
-                               f"which this model never trained (label_drop_prob=0); give guidance 1")
+            raise RequestError(
+                f"request row {number}: guidance={request['guidance']} needs the unconditional model, "
+                f"which this model never trained (label_drop_prob=0); give guidance 1"
+            )
         return request
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
@@ -142,8 +165,16 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
         for number, request in enumerate(requests):
             labels = torch.full((request["n"],), request["label"], dtype=torch.long)
             generator = torch.Generator().manual_seed(request["seed"])
-            images = ddim_sample(self.net, self.diffusion, labels, self.image_shape, request["steps"],
-                                 eta=self.cfg.ddim_eta, guidance=request["guidance"], generator=generator)
+            images = ddim_sample(
+                self.net,
+                self.diffusion,
+                labels,
+                self.image_shape,
+                request["steps"],
+                eta=self.cfg.ddim_eta,
+                guidance=request["guidance"],
+                generator=generator,
+            )
             pixels = to_pixels(images).permute(0, 2, 3, 1).numpy()  # (n, H, W, C)
             for index, image in enumerate(pixels):
                 image = image[..., 0] if image.shape[-1] == 1 else image
@@ -166,8 +197,9 @@ class RowReader:
 
     def _given(self, key: str):
         value = self.row.get(key)
-        if value is None or (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
-                             and math.isnan(value)):
+        if value is None or (
+            isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and math.isnan(value)
+        ):
             return None
         return value
 

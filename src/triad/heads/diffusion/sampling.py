@@ -33,7 +33,8 @@ def class_count(model: nn.Module, n_classes: int | None = None) -> int:
         if n_classes is None:
             raise SamplingError(
                 f"the sampler cannot tell the null label of classifier-free guidance: {type(model).__name__} has "
-                f"no n_classes attribute. Pass n_classes= to the sampler, or set n_classes on the wrapper.")
+                f"no n_classes attribute. Pass n_classes= to the sampler, or set n_classes on the wrapper."
+            )
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
         raise SamplingError(f"n_classes must be a positive integer, got {n_classes!r}")
     return int(n_classes)
@@ -42,12 +43,15 @@ def class_count(model: nn.Module, n_classes: int | None = None) -> int:
 def check_labels(labels: torch.Tensor, n_classes: int) -> None:
     """labels must be (B,) integers in [0, n_classes); n_classes itself is the null label, not a class."""
     if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise SamplingError(f"labels must be a 1-D integer tensor (B,), got {labels.dtype} of shape "
-                            f"{tuple(labels.shape)}")
+        raise SamplingError(
+            f"labels must be a 1-D integer tensor (B,), got {labels.dtype} of shape {tuple(labels.shape)}"
+        )
     bad = labels[(labels < 0) | (labels >= n_classes)]
     if len(bad):
-        raise SamplingError(f"labels {sorted(set(bad.tolist()))} are not classes: give labels in [0, {n_classes - 1}] "
-                            f"({n_classes} is the null label, which guidance adds by itself)")
+        raise SamplingError(
+            f"labels {sorted(set(bad.tolist()))} are not classes: give labels in [0, {n_classes - 1}] "
+            f"({n_classes} is the null label, which guidance adds by itself)"
+        )
 
 
 def check_guidance(guidance: float) -> None:
@@ -55,8 +59,9 @@ def check_guidance(guidance: float) -> None:
         raise SamplingError(f"guidance must be a finite scale >= 0 (1 = plain conditional), got {guidance}")
 
 
-def guided_output(model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
-                  guidance: float, null_label: int) -> torch.Tensor:
+def guided_output(
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: float, null_label: int
+) -> torch.Tensor:
     """Classifier-free guidance: uncond + w * (cond - uncond), in one batch of 2B; w = 1 is plain conditional."""
     if guidance == 1.0:
         return model(x, t, labels)
@@ -77,9 +82,19 @@ def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def ddim_sample(model: nn.Module, diffusion: GaussianDiffusion, labels: torch.Tensor, shape: tuple[int, ...],
-                steps: int, eta: float = 0.0, guidance: float = 1.0, generator: torch.Generator | None = None,
-                clip: bool = True, progress: bool = False, n_classes: int | None = None) -> torch.Tensor:
+def ddim_sample(
+    model: nn.Module,
+    diffusion: GaussianDiffusion,
+    labels: torch.Tensor,
+    shape: tuple[int, ...],
+    steps: int,
+    eta: float = 0.0,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    clip: bool = True,
+    progress: bool = False,
+    n_classes: int | None = None,
+) -> torch.Tensor:
     """DDIM: labels (B,) in [0, n_classes) -> images (B, *shape) in (about) [-1, 1].
 
     x_{t'} = sqrt(abar_{t'}) x0_hat + sqrt(1 - abar_{t'} - sigma^2) eps_hat + sigma z, where t' is the next
@@ -110,9 +125,17 @@ def ddim_sample(model: nn.Module, diffusion: GaussianDiffusion, labels: torch.Te
 
 
 @torch.no_grad()
-def ddpm_sample(model: nn.Module, diffusion: GaussianDiffusion, labels: torch.Tensor, shape: tuple[int, ...],
-                guidance: float = 1.0, generator: torch.Generator | None = None, clip: bool = True,
-                progress: bool = False, n_classes: int | None = None) -> torch.Tensor:
+def ddpm_sample(
+    model: nn.Module,
+    diffusion: GaussianDiffusion,
+    labels: torch.Tensor,
+    shape: tuple[int, ...],
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    clip: bool = True,
+    progress: bool = False,
+    n_classes: int | None = None,
+) -> torch.Tensor:
     """Ancestral sampling through all T steps: x_{t-1} ~ q(x_{t-1} | x_t, x0_hat).
 
     labels (B,) in [0, n_classes) -> images (B, *shape); ``n_classes`` (default ``model.n_classes``) is also
@@ -135,4 +158,3 @@ def ddpm_sample(model: nn.Module, diffusion: GaussianDiffusion, labels: torch.Te
         mean = (abar_prev.sqrt() * betas[step] * x0 + (1 - betas[step]).sqrt() * (1 - abar_prev) * x) / (1 - abar[step])
         x = mean + diffusion.posterior_variance[step].sqrt() * torch.randn(x.shape, generator=generator, device=device)
     return x
-

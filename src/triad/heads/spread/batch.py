@@ -73,9 +73,13 @@ def make_batch(questions: list[Question]) -> GraphBatch:
         edge_offset += 2 * e
     as_long = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64))  # noqa: E731
     return GraphBatch(
-        src=as_long(src), dst=as_long(dst), rev=as_long(rev),
-        seed=torch.from_numpy(np.concatenate(seed)), process=as_long(process),
-        params=torch.from_numpy(np.concatenate(params)), node_graph=as_long(node_graph),
+        src=as_long(src),
+        dst=as_long(dst),
+        rev=as_long(rev),
+        seed=torch.from_numpy(np.concatenate(seed)),
+        process=as_long(process),
+        params=torch.from_numpy(np.concatenate(params)),
+        node_graph=as_long(node_graph),
         n_graphs=len(questions),
         target=torch.from_numpy(np.concatenate(target)) if len(target) == len(questions) else None,
     )

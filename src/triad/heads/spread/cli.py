@@ -8,8 +8,10 @@ from pathlib import Path
 from triad.errors import DataError
 
 SUMMARY = "each node's probability of being reached on a graph"
-DESCRIPTION = ("Predict how a cascade, an epidemic or heat spreads over a graph given as an edge list file "
-               "(one 'u v' pair of integer node ids per line; '#' starts a comment).")
+DESCRIPTION = (
+    "Predict how a cascade, an epidemic or heat spreads over a graph given as an edge list file "
+    "(one 'u v' pair of integer node ids per line; '#' starts a comment)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +45,15 @@ def read_edge_list(path: Path) -> list[list[int]]:
 def show(args: argparse.Namespace, model) -> None:
     import pandas as pd
 
-    request = {"edges": read_edge_list(args.edges), "seeds": list(args.seeds), "process": args.process,
-               "p": args.p, "beta": args.beta, "gamma": args.gamma, "t": args.t}
+    request = {
+        "edges": read_edge_list(args.edges),
+        "seeds": list(args.seeds),
+        "process": args.process,
+        "p": args.p,
+        "beta": args.beta,
+        "gamma": args.gamma,
+        "t": args.t,
+    }
     try:
         result = model.predict(pd.DataFrame([request]))
     except Exception as exc:  # the model's own message says which input was wrong

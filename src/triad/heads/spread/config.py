@@ -27,7 +27,7 @@ class Range(StrictModel):
     high: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.low > self.high:
             raise ValueError(f"low {self.low} is above high {self.high}")
         return self
@@ -68,7 +68,7 @@ class SpreadData(StrictModel):
     split_seed: int  # seeds the graphs, the questions and the simulations
 
     @model_validator(mode="after")
-    def _probabilities_in_range(self) -> "SpreadData":
+    def _probabilities_in_range(self) -> SpreadData:
         for name in ("ic_p", "sir_beta", "sir_gamma"):
             value = getattr(self, name)
             if not 0 <= value.low <= value.high <= 1:

@@ -42,8 +42,11 @@ def draw_graphs(cfg: SpreadData, split: str, rng: np.random.Generator) -> list[G
     for i in range(count):
         family = cfg.families[i % len(cfg.families)]
         n = int(rng.integers(int(sizes.low), int(sizes.high) + 1))
-        graphs.append(generate(family, n, float(rng.uniform(cfg.mean_degree.low, cfg.mean_degree.high)),
-                               seed=int(rng.integers(2**31))))
+        graphs.append(
+            generate(
+                family, n, float(rng.uniform(cfg.mean_degree.low, cfg.mean_degree.high)), seed=int(rng.integers(2**31))
+            )
+        )
     if split == "test":
         graphs += [real_graph(name) for name in cfg.real_graphs]
     return graphs
@@ -81,8 +84,9 @@ def simulate_split(cfg: SpreadData, split: str) -> tuple[list[Graph], list[Quest
     return graphs, questions, errors
 
 
-def write_split(folder: Path, split: str, graphs: list[Graph], questions: list[Question],
-                errors: list[np.ndarray], max_seeds: int) -> None:
+def write_split(
+    folder: Path, split: str, graphs: list[Graph], questions: list[Question], errors: list[np.ndarray], max_seeds: int
+) -> None:
     position = {id(g): i for i, g in enumerate(graphs)}
     seeds = np.full((len(questions), max_seeds), -1, dtype=np.int64)
     for i, q in enumerate(questions):
@@ -117,30 +121,40 @@ def prepare(cfg: SpreadData, out_dir: Path) -> dict[str, Any]:
             "max_se": float(max(e.max() for e in errors)),
         }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return {split: {"graphs": len(info["graphs"]), "questions": info["questions"],
-                    "max_nodes": max(info["nodes"]), "max_se": round(info["max_se"], 4)}
-            for split, info in meta["splits"].items()}
+    return {
+        split: {
+            "graphs": len(info["graphs"]),
+            "questions": info["questions"],
+            "max_nodes": max(info["nodes"]),
+            "max_se": round(info["max_se"], 4),
+        }
+        for split, info in meta["splits"].items()
+    }
 
 
 def load_split(data_dir: Path, split: str) -> tuple[list[Question], list[np.ndarray]]:
     """The questions of a prepared split (targets included) and their standard errors."""
     try:
-        a = {name: np.load(data_dir / f"{split}_{name}.npy") for name in
-             ("nodes", "edges", "edge_counts", "graph", "process", "params", "seeds", "target", "se")}
+        a = {
+            name: np.load(data_dir / f"{split}_{name}.npy")
+            for name in ("nodes", "edges", "edge_counts", "graph", "process", "params", "seeds", "target", "se")
+        }
         meta = json.loads((data_dir / "meta.json").read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{data_dir} holds no readable {split} split ({exc}); rerun `triad stage prepare spread`.") from None
+        raise DataError(
+            f"{data_dir} holds no readable {split} split ({exc}); rerun `triad stage prepare spread`."
+        ) from None
     names = meta["splits"][split]["graphs"]
     bounds = np.concatenate([[0], np.cumsum(a["edge_counts"])])
-    graphs = [Graph(int(n), a["edges"][bounds[i]:bounds[i + 1]], names[i]) for i, n in enumerate(a["nodes"])]
+    graphs = [Graph(int(n), a["edges"][bounds[i] : bounds[i + 1]], names[i]) for i, n in enumerate(a["nodes"])]
     questions, errors, offset = [], [], 0
     for i, g in enumerate(a["graph"]):
         graph = graphs[g]
         params = {k: float(v) for k, v in zip(simulate.PARAMS, a["params"][i])}
         seeds = a["seeds"][i][a["seeds"][i] >= 0]
-        target = a["target"][offset:offset + graph.n]
+        target = a["target"][offset : offset + graph.n]
         questions.append(Question(graph, seeds, simulate.PROCESSES[a["process"][i]], params, target))
-        errors.append(a["se"][offset:offset + graph.n])
+        errors.append(a["se"][offset : offset + graph.n])
         offset += graph.n
     if offset != len(a["target"]):
         raise DataError(f"{data_dir}: {split} targets do not match its graphs; rerun `triad stage prepare spread`.")

@@ -24,12 +24,13 @@ from triad.heads.spread.graphs import REAL_GRAPHS, Graph
 from triad.heads.spread.model import SpreadGNN, dmp_prior
 
 
-def predict(network: SpreadGNN, questions: list[Question], batch_size: int = 64,
-            iterations: int | None = None) -> list[np.ndarray]:
+def predict(
+    network: SpreadGNN, questions: list[Question], batch_size: int = 64, iterations: int | None = None
+) -> list[np.ndarray]:
     """Each question's (n,) float32 probabilities."""
     answers = []
     for start in range(0, len(questions), batch_size):
-        chunk = questions[start:start + batch_size]
+        chunk = questions[start : start + batch_size]
         batch = make_batch(chunk)
         values = network.probabilities(batch, iterations).numpy()
         answers += np.split(values, np.cumsum([q.graph.n for q in chunk])[:-1])
@@ -52,16 +53,26 @@ def accuracy_table(questions: list[Question], answers: list[np.ndarray], priors:
     rows = []
     for q, answer, prior in zip(questions, answers, priors):
         size = float(q.target.sum())
-        rows.append({"process": q.process, "group": group(q.graph), "nodes": q.graph.n,
-                     "abs_error": np.abs(answer - q.target), "prior_abs_error": np.abs(prior - q.target),
-                     "size_rel_error": abs(float(answer.sum()) - size) / max(size, 1e-9)})
+        rows.append(
+            {
+                "process": q.process,
+                "group": group(q.graph),
+                "nodes": q.graph.n,
+                "abs_error": np.abs(answer - q.target),
+                "prior_abs_error": np.abs(prior - q.target),
+                "size_rel_error": abs(float(answer.sum()) - size) / max(size, 1e-9),
+            }
+        )
     frame = pd.DataFrame(rows)
 
     def summarise(part: pd.DataFrame) -> dict:
-        return {"questions": len(part), "mean_nodes": float(part["nodes"].mean()),
-                "mae": float(np.concatenate(list(part["abs_error"])).mean()),
-                "prior_mae": float(np.concatenate(list(part["prior_abs_error"])).mean()),
-                "final_size_rel_error": float(part["size_rel_error"].mean())}
+        return {
+            "questions": len(part),
+            "mean_nodes": float(part["nodes"].mean()),
+            "mae": float(np.concatenate(list(part["abs_error"])).mean()),
+            "prior_mae": float(np.concatenate(list(part["prior_abs_error"])).mean()),
+            "final_size_rel_error": float(part["size_rel_error"].mean()),
+        }
 
     table = [{"process": p, "group": g, **summarise(part)} for (p, g), part in frame.groupby(["process", "group"])]
     table.append({"process": "all", "group": "all", **summarise(frame)})
@@ -74,8 +85,9 @@ def _seconds(fn) -> float:
     return time.perf_counter() - started
 
 
-def speed_table(network: SpreadGNN, questions: list[Question], samples: int, per_process: int,
-                seed: int = 0, rounds: int = 3) -> pd.DataFrame:
+def speed_table(
+    network: SpreadGNN, questions: list[Question], samples: int, per_process: int, seed: int = 0, rounds: int = 3
+) -> pd.DataFrame:
     """Seconds per question: Monte-Carlo (``samples`` cascades; heat: its exact kernel) against the
     network, one question per forward pass (``model_seconds``) and all of them in one batch
     (``model_batched_seconds``), on up to ``per_process`` of the largest questions per process.
@@ -90,21 +102,42 @@ def speed_table(network: SpreadGNN, questions: list[Question], samples: int, per
             predict(network, chosen[:1])  # warm-up
             timings = {"reference": [], "model": [], "batched": []}
             for _ in range(rounds):
-                timings["reference"].append(_seconds(lambda: [simulate.run(q.process, q.graph, q.seeds, q.params,
-                                                                           samples, generator) for q in chosen]))
+                timings["reference"].append(
+                    _seconds(
+                        lambda: [
+                            simulate.run(q.process, q.graph, q.seeds, q.params, samples, generator) for q in chosen
+                        ]
+                    )
+                )
                 timings["model"].append(_seconds(lambda: [predict(network, [q]) for q in chosen]))
                 timings["batched"].append(_seconds(lambda: predict(network, chosen)))
-            simulation, model, batched = (float(np.median(timings[k])) / len(chosen)
-                                          for k in ("reference", "model", "batched"))
-            rows.append({"process": process, "questions": len(chosen), "mean_nodes": float(np.mean([q.graph.n for q in chosen])),
-                         "reference": "heat kernel (eigh)" if process == "heat" else f"Monte-Carlo, {samples} cascades",
-                         "reference_seconds": simulation, "model_seconds": model, "speedup": simulation / model,
-                         "model_batched_seconds": batched, "speedup_batched": simulation / batched})
+            simulation, model, batched = (
+                float(np.median(timings[k])) / len(chosen) for k in ("reference", "model", "batched")
+            )
+            rows.append(
+                {
+                    "process": process,
+                    "questions": len(chosen),
+                    "mean_nodes": float(np.mean([q.graph.n for q in chosen])),
+                    "reference": "heat kernel (eigh)" if process == "heat" else f"Monte-Carlo, {samples} cascades",
+                    "reference_seconds": simulation,
+                    "model_seconds": model,
+                    "speedup": simulation / model,
+                    "model_batched_seconds": batched,
+                    "speedup_batched": simulation / batched,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def plot_spread_over_time(graph: Graph, runs: list[tuple[str, list[int], dict[str, float]]], network: SpreadGNN,
-                          path: Path, samples: int = 2000, seed: int = 0) -> Path:
+def plot_spread_over_time(
+    graph: Graph,
+    runs: list[tuple[str, list[int], dict[str, float]]],
+    network: SpreadGNN,
+    path: Path,
+    samples: int = 2000,
+    seed: int = 0,
+) -> Path:
     """One row per (process, seeds, params) run: P(reached by step s) from Monte-Carlo at a few
     steps, the final Monte-Carlo answer, and the network's answer; seeds circled in red."""
     import matplotlib
@@ -129,10 +162,19 @@ def plot_spread_over_time(graph: Graph, runs: list[tuple[str, list[int], dict[st
         described = ", ".join(f"{k}={v:g}" for k, v in params.items())
         for ax, (title, values) in zip(row, panels):
             nx.draw_networkx_edges(nx_graph, layout, ax=ax, alpha=0.25, width=0.6)
-            nodes = nx.draw_networkx_nodes(nx_graph, layout, ax=ax, node_size=40, node_color=values, cmap="viridis",
-                                           vmin=0, vmax=1)
-            nx.draw_networkx_nodes(nx_graph, layout, nodelist=list(seeds), ax=ax, node_size=70, node_color="none",
-                                   edgecolors="red", linewidths=1.5)
+            nodes = nx.draw_networkx_nodes(
+                nx_graph, layout, ax=ax, node_size=40, node_color=values, cmap="viridis", vmin=0, vmax=1
+            )
+            nx.draw_networkx_nodes(
+                nx_graph,
+                layout,
+                nodelist=list(seeds),
+                ax=ax,
+                node_size=70,
+                node_color="none",
+                edgecolors="red",
+                linewidths=1.5,
+            )
             ax.set_title(f"{process} ({described}): {title}" if title.startswith("step 0") else title, fontsize=8)
         for ax in row:
             ax.axis("off")
@@ -152,8 +194,9 @@ def plot_predicted_vs_simulated(questions: list[Question], answers: list[np.ndar
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for process in sorted({q.process for q in questions}):
         pairs = [(q.target, a) for q, a in zip(questions, answers) if q.process == process]
-        ax.scatter(np.concatenate([t for t, _ in pairs]), np.concatenate([a for _, a in pairs]), s=4, alpha=0.4,
-                   label=process)
+        ax.scatter(
+            np.concatenate([t for t, _ in pairs]), np.concatenate([a for _, a in pairs]), s=4, alpha=0.4, label=process
+        )
     ax.plot([0, 1], [0, 1], color="black", linewidth=0.8)
     ax.set_xlabel("Monte-Carlo probability (test)")
     ax.set_ylabel("network's probability")

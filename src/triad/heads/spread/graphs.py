@@ -60,8 +60,11 @@ def from_networkx(nx_graph, name: str) -> Graph:
 def real_graph(name: str) -> Graph:
     import networkx as nx
 
-    loaders = {"karate_club": nx.karate_club_graph, "les_miserables": nx.les_miserables_graph,
-               "florentine_families": nx.florentine_families_graph}
+    loaders = {
+        "karate_club": nx.karate_club_graph,
+        "les_miserables": nx.les_miserables_graph,
+        "florentine_families": nx.florentine_families_graph,
+    }
     if name not in loaders:
         raise DataError(f"unknown real graph {name!r}; the real graphs are {', '.join(REAL_GRAPHS)}")
     return from_networkx(loaders[name](), name)

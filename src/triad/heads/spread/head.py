@@ -51,15 +51,21 @@ class SpreadHead(Head):
             metrics["mc_seconds_per_question"] = float(stochastic.reference_seconds.mean())
             metrics["model_seconds_per_question"] = float(stochastic.model_seconds.mean())
             metrics["speedup"] = metrics["mc_seconds_per_question"] / metrics["model_seconds_per_question"]
-            metrics["speedup_batched"] = metrics["mc_seconds_per_question"] / float(stochastic.model_batched_seconds.mean())
+            metrics["speedup_batched"] = metrics["mc_seconds_per_question"] / float(
+                stochastic.model_batched_seconds.mean()
+            )
         im_cfg = self.model_cfg.influence
         im_graph = max(test, key=lambda q: q.graph.n).graph if im_cfg.graph == "test" else real_graph(im_cfg.graph)
         influence, im_metrics = compare(network, im_graph, im_cfg, self.cfg.seed)
         metrics |= im_metrics
         karate = real_graph("karate_club")
         images = [
-            ev.plot_spread_over_time(karate, [("ic", [0], {"p": 0.2}), ("sir", [33], {"beta": 0.15, "gamma": 0.4})],
-                                     network, report_dir / "spread_over_time.png"),
+            ev.plot_spread_over_time(
+                karate,
+                [("ic", [0], {"p": 0.2}), ("sir", [33], {"beta": 0.15, "gamma": 0.4})],
+                network,
+                report_dir / "spread_over_time.png",
+            ),
             ev.plot_predicted_vs_simulated(test, answers, report_dir / "predicted_vs_simulated.png"),
         ]
         tables = {"accuracy": accuracy, "speed": speed, "influence": influence}

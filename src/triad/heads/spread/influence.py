@@ -38,8 +38,9 @@ def greedy_monte_carlo(graph: Graph, k: int, p: float, samples: int, generator: 
     chosen: list[int] = []
     for _ in range(min(k, graph.n)):
         candidates = [v for v in range(graph.n) if v not in chosen]
-        spread = [simulate.independent_cascade(graph, chosen + [v], p, samples, generator).final_size[0]
-                  for v in candidates]
+        spread = [
+            simulate.independent_cascade(graph, chosen + [v], p, samples, generator).final_size[0] for v in candidates
+        ]
         chosen.append(candidates[int(np.argmax(spread))])
     return chosen
 
@@ -63,8 +64,15 @@ def compare(network: SpreadGNN, graph: Graph, cfg: InfluenceConfig, seed: int) -
             seeds = choose()
             seconds = time.perf_counter() - started
             spread, se = simulate.independent_cascade(graph, seeds, cfg.p, cfg.score_samples, generator).final_size
-            rows.append({"method": method, "seeds": " ".join(map(str, seeds)), "spread": spread, "spread_se": se,
-                         "seconds": seconds})
+            rows.append(
+                {
+                    "method": method,
+                    "seeds": " ".join(map(str, seeds)),
+                    "spread": spread,
+                    "spread_se": se,
+                    "seconds": seconds,
+                }
+            )
     table = pd.DataFrame(rows)
     by = table.set_index("method")
     metrics = {

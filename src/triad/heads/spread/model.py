@@ -4,7 +4,8 @@ Per node the input is: seed indicator, log(1 + degree), 1 / (1 + degree), the pr
 its parameters, and optionally a *prior*: the dynamic-message-passing (DMP) estimate of the reach
 probability for the process's transmissibility, which is exact on trees and ignores the correlations
 that loops create. A linear encoder lifts the input to ``hidden`` channels; then ONE message-passing
-layer is applied ``iterations`` times (shared weights, so more rounds can run on larger graphs; x_v is the lifted input):
+layer is applied ``iterations`` times (shared weights, so more rounds can run on larger graphs; x_v is the
+lifted input):
 
     h_v <- LayerNorm(h_v + MLP([h_v, mean_{u~v} W h_u, x_v]))
 
@@ -91,10 +92,17 @@ def node_features(batch: GraphBatch, prior: bool) -> torch.Tensor:
     p, beta, gamma, t = batch.params.unbind(1)
     scaled = torch.stack([p, beta, gamma, torch.log1p(t)], 1)
     prior_value = dmp_prior(batch) if prior else torch.zeros_like(batch.seed)
-    return torch.cat([
-        batch.seed[:, None], torch.log1p(degree)[:, None], (1 / (1 + degree))[:, None],
-        nn.functional.one_hot(batch.process, len(PROCESSES)).float(), scaled, prior_value[:, None],
-    ], 1)
+    return torch.cat(
+        [
+            batch.seed[:, None],
+            torch.log1p(degree)[:, None],
+            (1 / (1 + degree))[:, None],
+            nn.functional.one_hot(batch.process, len(PROCESSES)).float(),
+            scaled,
+            prior_value[:, None],
+        ],
+        1,
+    )
 
 
 class MessageLayer(nn.Module):
@@ -109,20 +117,21 @@ class MessageLayer(nn.Module):
         super().__init__()
         hidden = cfg.hidden
         self.message = nn.Linear(hidden, hidden)
-        self.update = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                                    nn.Linear(hidden, hidden))
+        self.update = nn.Sequential(
+            nn.Linear(3 * hidden, hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(hidden, hidden)
+        )
         self.norm = nn.LayerNorm(hidden)
 
     def input_term(self, x: torch.Tensor) -> torch.Tensor:
         """(N, hidden) the x block of the update's first layer, plus its bias."""
         first = self.update[0]
-        return torch.addmm(first.bias, x, first.weight[:, 2 * x.shape[1]:].t())
+        return torch.addmm(first.bias, x, first.weight[:, 2 * x.shape[1] :].t())
 
     def forward(self, h: torch.Tensor, x_term: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
         hidden = h.shape[1]
         weight = self.update[0].weight
         mean = adjacency @ self.message(h)
-        z = x_term + h @ weight[:, :hidden].t() + mean @ weight[:, hidden:2 * hidden].t()
+        z = x_term + h @ weight[:, :hidden].t() + mean @ weight[:, hidden : 2 * hidden].t()
         return self.norm(h + self.update[3](self.update[2](self.update[1](z))))
 
 

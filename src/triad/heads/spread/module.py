@@ -53,6 +53,8 @@ class SpreadModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.cfg.max_epochs
+        total = (
+            self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.cfg.max_epochs
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -39,11 +39,13 @@ from triad.nn.saved import load_network, save_network
 NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}
 
 _SQUARE_WITH_TAIL = [[0, 1], [1, 2], [2, 3], [3, 0], [2, 4]]
-INPUT_EXAMPLE = pd.DataFrame([  # one request per process family; unused parameters are None (optional)
-    {"edges": _SQUARE_WITH_TAIL, "seeds": [0], "process": "ic", "p": 0.3, "beta": None, "gamma": None, "t": None},
-    {"edges": _SQUARE_WITH_TAIL, "seeds": [1, 4], "process": "sis", "p": None, "beta": 0.2, "gamma": 0.5, "t": 8.0},
-    {"edges": _SQUARE_WITH_TAIL, "seeds": [3], "process": "heat", "p": None, "beta": None, "gamma": None, "t": 0.5},
-])
+INPUT_EXAMPLE = pd.DataFrame(
+    [  # one request per process family; unused parameters are None (optional)
+        {"edges": _SQUARE_WITH_TAIL, "seeds": [0], "process": "ic", "p": 0.3, "beta": None, "gamma": None, "t": None},
+        {"edges": _SQUARE_WITH_TAIL, "seeds": [1, 4], "process": "sis", "p": None, "beta": 0.2, "gamma": 0.5, "t": 8.0},
+        {"edges": _SQUARE_WITH_TAIL, "seeds": [3], "process": "heat", "p": None, "beta": None, "gamma": None, "t": 0.5},
+    ]
+)
 
 
 def _plain(value: Any) -> Any:
@@ -94,8 +96,10 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         parsed = [to_question(request) for request in request_rows(model_input)]
         answers = predict(self.network, [q for q, _ in parsed], iterations=self.cfg.eval_iterations) if parsed else []
-        return pd.DataFrame({
-            "nodes": [nodes for _, nodes in parsed],
-            "probabilities": [answer.astype(float).tolist() for answer in answers],
-            "expected_size": [float(answer.sum()) for answer in answers],
-        })
+        return pd.DataFrame(
+            {
+                "nodes": [nodes for _, nodes in parsed],
+                "probabilities": [answer.astype(float).tolist() for answer in answers],
+                "expected_size": [float(answer.sum()) for answer in answers],
+            }
+        )

@@ -101,13 +101,22 @@ def adjacency(graph: Graph) -> torch.Tensor:
         return a
     with warnings.catch_warnings():  # torch calls its sparse CSR support beta; the product is all we use
         warnings.simplefilter("ignore", UserWarning)
-        coo = torch.sparse_coo_tensor(torch.stack([src, dst]), torch.ones(len(src)), (graph.n, graph.n),
-                                      check_invariants=False)
+        coo = torch.sparse_coo_tensor(
+            torch.stack([src, dst]), torch.ones(len(src)), (graph.n, graph.n), check_invariants=False
+        )
         return coo.coalesce().to_sparse_csr()
 
 
-def epidemic(graph: Graph, seeds, beta: float, gamma: float, samples: int, generator: torch.Generator,
-             immune: bool = True, steps: int = 200) -> Estimate:
+def epidemic(
+    graph: Graph,
+    seeds,
+    beta: float,
+    gamma: float,
+    samples: int,
+    generator: torch.Generator,
+    immune: bool = True,
+    steps: int = 200,
+) -> Estimate:
     """SIR (``immune``: recovered nodes stay recovered) or SIS (recovered nodes are susceptible
     again), for at most ``steps`` steps; a cascade with no one infected is over.
 
@@ -143,8 +152,9 @@ def epidemic(graph: Graph, seeds, beta: float, gamma: float, samples: int, gener
     return _summarise(ever, curve)
 
 
-def independent_cascade(graph: Graph, seeds, p: float, samples: int, generator: torch.Generator,
-                        max_steps: int = 200) -> Estimate:
+def independent_cascade(
+    graph: Graph, seeds, p: float, samples: int, generator: torch.Generator, max_steps: int = 200
+) -> Estimate:
     """``samples`` independent cascades with edge probability ``p`` from ``seeds``.
 
     A node is active for exactly one step, in which it tries each edge once: that is SIR with
@@ -181,8 +191,15 @@ def heat(graph: Graph, seeds, t: float, curve_points: int = 8) -> Estimate:
     return Estimate(values[-1], np.zeros(graph.n), values, np.array([values[-1].sum()]))
 
 
-def run(process: str, graph: Graph, seeds, params: dict[str, float], samples: int, generator: torch.Generator,
-        max_steps: int = 200) -> Estimate:
+def run(
+    process: str,
+    graph: Graph,
+    seeds,
+    params: dict[str, float],
+    samples: int,
+    generator: torch.Generator,
+    max_steps: int = 200,
+) -> Estimate:
     """Any process by name; ``params`` holds the names in ``PARAMS`` that the process uses."""
     if process == "ic":
         return independent_cascade(graph, seeds, params["p"], samples, generator, max_steps)

@@ -191,8 +191,9 @@ class TextEncoderBackbone(Backbone):
         self.spec = {"kind": kind, "name": name_or_path if kind == "hf" else None, "max_length": max_length}
 
     def adapt(self, raw: Sequence[str]) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer(list(raw), padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
+        tokens = self.tokenizer(
+            list(raw), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {k: v.to(self.device) for k, v in tokens.items()}
 
     def encode(self, adapted: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -278,6 +279,10 @@ def build_backbone(model_cfg, pretrained: bool | None = None) -> Backbone:
     pretrained = model_cfg.pretrained if pretrained is None else pretrained
     if model_cfg.backbone == "registry":
         return load_registry_backbone(model_cfg.backbone_name)
-    spec = {"kind": model_cfg.backbone, "name": model_cfg.backbone_name,
-            "image_size": model_cfg.image_size, "max_length": model_cfg.max_length}
+    spec = {
+        "kind": model_cfg.backbone,
+        "name": model_cfg.backbone_name,
+        "image_size": model_cfg.image_size,
+        "max_length": model_cfg.max_length,
+    }
     return build_backbone_from_spec(spec, pretrained)

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_modality(model) -> str | None:
-    """"image" or "text": the model's input column in its signature, else its logged config."""
+    """ "image" or "text": the model's input column in its signature, else its logged config."""
     import mlflow
 
     schema = model.metadata.get_input_schema()
@@ -57,8 +57,10 @@ def show(args: argparse.Namespace, model) -> None:
 
     modality = model_modality(model)
     if modality == "text" and not args.text:
-        raise TriadError("this model classifies texts: pass --text and the texts, "
-                         "e.g. triad predict transfer --text 'In the beginning...'")
+        raise TriadError(
+            "this model classifies texts: pass --text and the texts, "
+            "e.g. triad predict transfer --text 'In the beginning...'"
+        )
     if modality == "image" and args.text:
         raise TriadError("this model classifies images: pass PNG or JPEG paths, without --text")
     if args.text:

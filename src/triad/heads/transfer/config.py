@@ -66,7 +66,7 @@ class EvidenceConfig(StrictModel):
     class_balance: bool
 
     @model_validator(mode="after")
-    def _fractions_in_range(self) -> "EvidenceConfig":
+    def _fractions_in_range(self) -> EvidenceConfig:
         bad = [f for f in self.fractions if not 0 < f <= 1]
         if bad:
             raise ValueError(f"evidence fractions must lie in (0, 1], got {bad}")
@@ -133,7 +133,7 @@ class TransferModel(OptimConfig):
     evidence: EvidenceConfig
 
     @model_validator(mode="after")
-    def _backbone_name_given(self) -> "TransferModel":
+    def _backbone_name_given(self) -> TransferModel:
         if self.backbone in ("registry", "timm", "hf") and not self.backbone_name:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_name (a model URI or hub name)")
         return self

@@ -73,8 +73,9 @@ class TaskData:
     source: str
 
 
-def stratified_subset(labels: np.ndarray, seed: int, per_class: int | None = None,
-                      fraction: float | None = None) -> np.ndarray:
+def stratified_subset(
+    labels: np.ndarray, seed: int, per_class: int | None = None, fraction: float | None = None
+) -> np.ndarray:
     """Sorted indices of a seeded, class-stratified subset of ``labels``.
 
     Exactly one of ``per_class`` (at most that many of each class) or ``fraction`` (that share of
@@ -123,8 +124,9 @@ def _digest_matches(path: Path) -> str | None:
 
 
 def load_pneumoniamnist(cfg: TransferData, mirror_dir: str | None) -> TaskData:
-    path = fetch("pneumoniamnist.npz", PNEUMONIA_URLS, sha256=None, mirror_dir=mirror_dir,
-                 mirror_subdir="pneumoniamnist")
+    path = fetch(
+        "pneumoniamnist.npz", PNEUMONIA_URLS, sha256=None, mirror_dir=mirror_dir, mirror_subdir="pneumoniamnist"
+    )
     release = _digest_matches(path)
     if release is None:
         raise DataError(
@@ -132,10 +134,13 @@ def load_pneumoniamnist(cfg: TransferData, mirror_dir: str | None) -> TaskData:
             "copy; delete it (or fix the mirror) and run prepare again."
         )
     with np.load(path) as npz:
-        split = {name: (npz[f"{name}_images"], npz[f"{name}_labels"].reshape(-1).astype(np.int64))
-                 for name in ("train", "val", "test")}
-    return TaskData("image", ["normal", "pneumonia"], *split["train"], *split["val"], *split["test"],
-                    source=f"{path} ({release})")
+        split = {
+            name: (npz[f"{name}_images"], npz[f"{name}_labels"].reshape(-1).astype(np.int64))
+            for name in ("train", "val", "test")
+        }
+    return TaskData(
+        "image", ["normal", "pneumonia"], *split["train"], *split["val"], *split["test"], source=f"{path} ({release})"
+    )
 
 
 def load_bible_sections(cfg: TransferData) -> TaskData:
@@ -189,8 +194,12 @@ def drop_held_out_copies(task: TaskData) -> dict[str, int]:
         dropped[name] = int(copies.sum())
         keep &= ~copies
     if not keep.all():
-        log.warning("dropped %d pool example(s) identical to a held-out example (%d in val, %d in test)",
-                    int((~keep).sum()), dropped["val"], dropped["test"])
+        log.warning(
+            "dropped %d pool example(s) identical to a held-out example (%d in val, %d in test)",
+            int((~keep).sum()),
+            dropped["val"],
+            dropped["test"],
+        )
         kept = np.flatnonzero(keep)
         task.pool_x = task.pool_x[kept] if task.modality == "image" else [task.pool_x[i] for i in kept]
         task.pool_y = task.pool_y[kept]
@@ -238,13 +247,24 @@ def prepare(cfg: TransferData, out_dir: Path, mirror_dir: str | None = None) -> 
         _write(getattr(task, f"{name}_x"), out_dir / f"{name}_x")
         np.save(out_dir / f"{name}_y.npy", getattr(task, f"{name}_y"))
     np.save(out_dir / "train_idx.npy", train_idx)
-    counts = {name: np.bincount(y, minlength=len(task.class_names)).tolist()
-              for name, y in (("train", task.pool_y[train_idx]), ("pool", task.pool_y),
-                              ("val", task.val_y), ("test", task.test_y))}
+    counts = {
+        name: np.bincount(y, minlength=len(task.class_names)).tolist()
+        for name, y in (
+            ("train", task.pool_y[train_idx]),
+            ("pool", task.pool_y),
+            ("val", task.val_y),
+            ("test", task.test_y),
+        )
+    }
     meta = {"task": cfg.task, "modality": task.modality, "class_names": task.class_names}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return {**meta, "source": task.source, "class_counts": counts,
-            "sizes": {name: int(sum(c)) for name, c in counts.items()}, "dropped_from_pool": dropped}
+    return {
+        **meta,
+        "source": task.source,
+        "class_counts": counts,
+        "sizes": {name: int(sum(c)) for name, c in counts.items()},
+        "dropped_from_pool": dropped,
+    }
 
 
 @dataclass
@@ -257,7 +277,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx: np.ndarray) -> "Split":
+    def subset(self, idx: np.ndarray) -> Split:
         x = self.x[idx] if isinstance(self.x, np.ndarray) else [self.x[i] for i in idx]
         return Split(x, self.y[idx])
 
@@ -305,8 +325,12 @@ class TransferDataModule(L.LightningDataModule):
 
     def _loader(self, split: Split, shuffle: bool) -> DataLoader:
         kind = partial(ResumableLoader, seed=self.seed) if shuffle else DataLoader
-        return kind(SplitDataset(split), batch_size=self.batch_size, num_workers=self.num_workers,
-                    persistent_workers=self.num_workers > 0)
+        return kind(
+            SplitDataset(split),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, shuffle=True)

@@ -29,7 +29,7 @@ def predict_proba(model: torch.nn.Module, split: Split, batch_size: int = 256, d
     model.eval()
     probs = []
     for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False):
-        chunk = split.x[start:start + batch_size]
+        chunk = split.x[start : start + batch_size]
         raw = torch.from_numpy(chunk) if isinstance(chunk, np.ndarray) else chunk
         probs.append(torch.softmax(model(raw).float(), dim=-1).cpu())
     return torch.cat(probs).numpy()
@@ -75,18 +75,26 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, threshold: flo
     predicted = decide(probs, threshold)
     auc = roc_auc(probs, labels)
     accuracy = float((predicted == labels).mean())
-    return {"accuracy": accuracy, "auc": auc, "ece": expected_calibration_error(probs, labels),
-            "score": auc if probs.shape[1] == 2 else accuracy}
+    return {
+        "accuracy": accuracy,
+        "auc": auc,
+        "ece": expected_calibration_error(probs, labels),
+        "score": auc if probs.shape[1] == 2 else accuracy,
+    }
 
 
-def per_class_table(probs: np.ndarray, labels: np.ndarray, class_names: list[str], threshold: float | None) -> pd.DataFrame:
+def per_class_table(
+    probs: np.ndarray, labels: np.ndarray, class_names: list[str], threshold: float | None
+) -> pd.DataFrame:
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, decide(probs, threshold), labels=np.arange(len(class_names)), zero_division=0)
+        labels, decide(probs, threshold), labels=np.arange(len(class_names)), zero_division=0
+    )
     return pd.DataFrame({"class": class_names, "precision": precision, "recall": recall, "f1": f1, "support": support})
 
 
-def plot_confusion(probs: np.ndarray, labels: np.ndarray, class_names: list[str], threshold: float | None,
-                   path: Path, title: str) -> Path:
+def plot_confusion(
+    probs: np.ndarray, labels: np.ndarray, class_names: list[str], threshold: float | None, path: Path, title: str
+) -> Path:
     """A row-normalised confusion matrix (rows: true class), with the counts written in."""
     counts = confusion_matrix(labels, decide(probs, threshold), labels=np.arange(len(class_names)))
     rates = counts / counts.sum(1, keepdims=True).clip(min=1)
@@ -95,7 +103,15 @@ def plot_confusion(probs: np.ndarray, labels: np.ndarray, class_names: list[str]
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set_xlabel("predicted")

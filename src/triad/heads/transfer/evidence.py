@@ -81,12 +81,15 @@ class ScratchNet(nn.Module):
         self.image_size = image_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(adapt_images(images, self.image_size, EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD))
+        return self.net(
+            adapt_images(images, self.image_size, EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)
+        )
 
 
 @torch.no_grad()
-def trunk_activations(net: EfficientNetLite, frozen_groups: int, images: np.ndarray, image_size: int,
-                      batch_size: int = 256) -> torch.Tensor:
+def trunk_activations(
+    net: EfficientNetLite, frozen_groups: int, images: np.ndarray, image_size: int, batch_size: int = 256
+) -> torch.Tensor:
     """The frozen lower groups' output for uint8 images (N, H, W): (N, C, h, w), computed in eval mode
     on the network's device and kept there."""
     net.eval()
@@ -94,8 +97,12 @@ def trunk_activations(net: EfficientNetLite, frozen_groups: int, images: np.ndar
     trunk = nn.Sequential(*list(net.layer_groups().values())[:frozen_groups])
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="cache frozen trunk", leave=False):
-        x = adapt_images(torch.from_numpy(images[start:start + batch_size]).to(device), image_size,
-                         EfficientNetLite0Backbone.MEAN, EfficientNetLite0Backbone.STD)
+        x = adapt_images(
+            torch.from_numpy(images[start : start + batch_size]).to(device),
+            image_size,
+            EfficientNetLite0Backbone.MEAN,
+            EfficientNetLite0Backbone.STD,
+        )
         out.append(trunk(x))
     return torch.cat(out)
 
@@ -103,11 +110,21 @@ def trunk_activations(net: EfficientNetLite, frozen_groups: int, images: np.ndar
 @torch.no_grad()
 def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    return torch.cat([torch.softmax(model(x[i:i + batch_size]), -1).cpu() for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat(
+        [torch.softmax(model(x[i : i + batch_size]), -1).cpu() for i in range(0, len(x), batch_size)]
+    ).numpy()
 
 
-def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
-              y_val: np.ndarray, cfg: EvidenceConfig, seed: int, n_classes: int) -> dict[str, Any]:
+def train_arm(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: np.ndarray,
+    cfg: EvidenceConfig,
+    seed: int,
+    n_classes: int,
+) -> dict[str, Any]:
     """AdamW on cross-entropy (weighted by inverse class frequency if cfg.class_balance) for
     cfg.max_epochs epochs, then back to the weights of the epoch with the best validation score (the
     task's gate score: AUC for two classes, accuracy otherwise; chosen on val, never on test).
@@ -136,9 +153,14 @@ def train_arm(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_
         if math.isnan(hit_epoch) and val_accuracy[-1] >= cfg.target_accuracy:
             hit_epoch, hit_seconds = epoch, time.perf_counter() - start
     model.load_state_dict(best_state)
-    return {"train_seconds": time.perf_counter() - start, "epochs_to_target": hit_epoch,
-            "seconds_to_target": hit_seconds, "best_epoch": best_epoch,
-            "val_accuracy": val_accuracy[best_epoch - 1], "val_scores": val_scores}
+    return {
+        "train_seconds": time.perf_counter() - start,
+        "epochs_to_target": hit_epoch,
+        "seconds_to_target": hit_seconds,
+        "best_epoch": best_epoch,
+        "val_accuracy": val_accuracy[best_epoch - 1],
+        "val_scores": val_scores,
+    }
 
 
 ARMS = ("fine-tuned", "scratch")
@@ -176,12 +198,15 @@ def load_evidence_data(data_dir: Path, cfg: EvidenceConfig, image_size: int, dev
     torch.manual_seed(0)
     pretrained = imagenet_lite0(n_classes=None).to(device)
     started = time.perf_counter()
-    cached = {name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
-              for name, split in (("pool", pool), ("val", val), ("test", test))}
+    cached = {
+        name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
+        for name, split in (("pool", pool), ("val", val), ("test", test))
+    }
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()  # the caching's wall time, not just its launch
-    return EvidenceData(pool, val, test, len(meta["class_names"]), image_size, pretrained, cached,
-                        time.perf_counter() - started, device)
+    return EvidenceData(
+        pool, val, test, len(meta["class_names"]), image_size, pretrained, cached, time.perf_counter() - started, device
+    )
 
 
 def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, seed: int) -> dict[str, Any]:
@@ -195,25 +220,37 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
         overhead = data.seconds_per_image * (len(idx) + len(data.val))  # its share of the trunk's pass
     elif arm == "scratch":
         model = ScratchNet(data.n_classes, cfg.scratch_width, data.image_size).to(data.device)
-        x_train, x_val, x_test = (torch.from_numpy(data.pool.x[idx]).to(data.device),
-                                  torch.from_numpy(data.val.x).to(data.device),
-                                  torch.from_numpy(data.test.x).to(data.device))
+        x_train, x_val, x_test = (
+            torch.from_numpy(data.pool.x[idx]).to(data.device),
+            torch.from_numpy(data.val.x).to(data.device),
+            torch.from_numpy(data.test.x).to(data.device),
+        )
         overhead = 0.0
     else:
         raise ValueError(f"unknown evidence arm {arm!r}: choose one of {ARMS}")
     result = train_arm(model, x_train, y_train, x_val, data.val.y, cfg, seed, data.n_classes)
     scores = classification_metrics(_probabilities(model, x_test), data.test.y)
-    return {"arm": arm, "fraction": fraction, "seed": seed, "n_labels": len(idx),
-            "test_score": scores["score"], "test_accuracy": scores["accuracy"], "test_auc": scores["auc"],
-            "wall_seconds": result["train_seconds"] + overhead, "epochs_to_target": result["epochs_to_target"],
-            "seconds_to_target": result["seconds_to_target"] + overhead,
-            "best_epoch": result["best_epoch"], "val_accuracy": result["val_accuracy"],
-            "val_score": result["val_scores"][result["best_epoch"] - 1],
-            "still_improving": result["best_epoch"] == cfg.max_epochs}
+    return {
+        "arm": arm,
+        "fraction": fraction,
+        "seed": seed,
+        "n_labels": len(idx),
+        "test_score": scores["score"],
+        "test_accuracy": scores["accuracy"],
+        "test_auc": scores["auc"],
+        "wall_seconds": result["train_seconds"] + overhead,
+        "epochs_to_target": result["epochs_to_target"],
+        "seconds_to_target": result["seconds_to_target"] + overhead,
+        "best_epoch": result["best_epoch"],
+        "val_accuracy": result["val_accuracy"],
+        "val_score": result["val_scores"][result["best_epoch"] - 1],
+        "still_improving": result["best_epoch"] == cfg.max_epochs,
+    }
 
 
-def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path,
-                 device: str = "cpu") -> dict[str, Any]:
+def run_evidence(
+    data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path, device: str = "cpu"
+) -> dict[str, Any]:
     """Train both arms for every fraction and seed on ``device``; write runs.csv, summary.csv and evidence.png."""
     meta = json.loads((data_dir / "meta.json").read_text())
     if meta["modality"] != "image":
@@ -222,8 +259,9 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
         return {"skipped": note}
     data = load_evidence_data(data_dir, cfg, image_size, device)
     runs = [(f, s) for f in cfg.fractions for s in cfg.seeds]
-    rows = [run_one(data, cfg, arm, fraction, seed)
-            for fraction, seed in tqdm(runs, desc="evidence runs") for arm in ARMS]
+    rows = [
+        run_one(data, cfg, arm, fraction, seed) for fraction, seed in tqdm(runs, desc="evidence runs") for arm in ARMS
+    ]
     runs_table = pd.DataFrame(rows)
     summary = summarise(runs_table)
     runs_table.to_csv(out_dir / "runs.csv", index=False)
@@ -232,23 +270,36 @@ def run_evidence(data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: 
     notes = caveats(summary, cfg)
     for note in notes:
         log.warning("evidence: %s", note)
-    return {"cache_seconds": data.cache_seconds, "runs": len(rows), "device": device,
-            "scratch_width": cfg.scratch_width, "summary": summary.round(4).to_dict(orient="records"),
-            "verdicts": verdicts(summary), "caveats": notes}
+    return {
+        "cache_seconds": data.cache_seconds,
+        "runs": len(rows),
+        "device": device,
+        "scratch_width": cfg.scratch_width,
+        "summary": summary.round(4).to_dict(orient="records"),
+        "verdicts": verdicts(summary),
+        "caveats": notes,
+    }
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per arm and fraction: mean labels, test score (mean, std), val score, wall seconds, and
     how many runs reached the target accuracy (epochs_to_target_mean averages only those) and how many
     were still improving at their last epoch (best val epoch == max_epochs)."""
-    return (runs.groupby(["arm", "fraction"])
-            .agg(n_labels=("n_labels", "mean"), runs=("seed", "count"), test_score_mean=("test_score", "mean"),
-                 test_score_std=("test_score", "std"), val_score_mean=("val_score", "mean"),
-                 wall_seconds_mean=("wall_seconds", "mean"),
-                 runs_reaching_target=("epochs_to_target", lambda e: int(e.notna().sum())),
-                 epochs_to_target_mean=("epochs_to_target", "mean"),
-                 runs_still_improving=("still_improving", "sum"))
-            .reset_index())
+    return (
+        runs.groupby(["arm", "fraction"])
+        .agg(
+            n_labels=("n_labels", "mean"),
+            runs=("seed", "count"),
+            test_score_mean=("test_score", "mean"),
+            test_score_std=("test_score", "std"),
+            val_score_mean=("val_score", "mean"),
+            wall_seconds_mean=("wall_seconds", "mean"),
+            runs_reaching_target=("epochs_to_target", lambda e: int(e.notna().sum())),
+            epochs_to_target_mean=("epochs_to_target", "mean"),
+            runs_still_improving=("still_improving", "sum"),
+        )
+        .reset_index()
+    )
 
 
 def caveats(summary: pd.DataFrame, cfg: EvidenceConfig) -> list[str]:
@@ -257,13 +308,17 @@ def caveats(summary: pd.DataFrame, cfg: EvidenceConfig) -> list[str]:
     under-trained arm makes the comparison say more about the budget than about transfer)."""
     notes = []
     if cfg.scratch_width < 1.0:
-        notes.append(f"the scratch arm is {cfg.scratch_width:g}x as wide as the pretrained network, not the same "
-                     "architecture: set model.transfer.evidence.scratch_width=1.0 for a like-for-like comparison")
+        notes.append(
+            f"the scratch arm is {cfg.scratch_width:g}x as wide as the pretrained network, not the same "
+            "architecture: set model.transfer.evidence.scratch_width=1.0 for a like-for-like comparison"
+        )
     for row in summary.itertuples():
         if row.runs_still_improving > row.runs / 2:
-            notes.append(f"{row.arm} at {row.fraction:g} of the labels was still improving at its last epoch in "
-                         f"{int(row.runs_still_improving)} of {int(row.runs)} runs: raise "
-                         f"model.transfer.evidence.max_epochs (now {cfg.max_epochs}) before trusting a verdict against it")
+            notes.append(
+                f"{row.arm} at {row.fraction:g} of the labels was still improving at its last epoch in "
+                f"{int(row.runs_still_improving)} of {int(row.runs)} runs: raise "
+                f"model.transfer.evidence.max_epochs (now {cfg.max_epochs}) before trusting a verdict against it"
+            )
     return notes
 
 
@@ -274,7 +329,9 @@ def verdicts(summary: pd.DataFrame) -> dict[str, bool]:
         return {}
     bar = float(scratch_full.test_score_mean.iloc[0])
     tuned = summary[summary.arm == "fine-tuned"]
-    return {f"fine_tuned_{row.fraction:g}_ge_scratch_full": bool(row.test_score_mean >= bar) for row in tuned.itertuples()}
+    return {
+        f"fine_tuned_{row.fraction:g}_ge_scratch_full": bool(row.test_score_mean >= bar) for row in tuned.itertuples()
+    }
 
 
 def plot_evidence(runs: pd.DataFrame, summary: pd.DataFrame, cfg: EvidenceConfig, path: Path) -> Path:
@@ -283,14 +340,25 @@ def plot_evidence(runs: pd.DataFrame, summary: pd.DataFrame, cfg: EvidenceConfig
     colours = {"fine-tuned": "tab:blue", "scratch": "tab:orange"}
     for arm, colour in colours.items():
         s, r = summary[summary.arm == arm], runs[runs.arm == arm]
-        axes[0].errorbar(s.n_labels, s.test_score_mean, yerr=s.test_score_std.fillna(0), marker="o", capsize=3,
-                         color=colour, label=arm)
+        axes[0].errorbar(
+            s.n_labels,
+            s.test_score_mean,
+            yerr=s.test_score_std.fillna(0),
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=arm,
+        )
         axes[1].scatter(r.wall_seconds, r.test_score, color=colour, label=arm, alpha=0.8)
         axes[2].plot(s.n_labels, s.epochs_to_target_mean, "o-", color=colour, label=arm)
     axes[0].set(xscale="log", xlabel="labelled training examples", ylabel="test score", title="score vs labels")
     axes[1].set(xscale="log", xlabel="training wall seconds (per run)", ylabel="test score", title="score vs compute")
-    axes[2].set(xscale="log", xlabel="labelled training examples", ylabel=f"epochs to val acc >= {cfg.target_accuracy}",
-                title="epochs to target (missing: not reached)")
+    axes[2].set(
+        xscale="log",
+        xlabel="labelled training examples",
+        ylabel=f"epochs to val acc >= {cfg.target_accuracy}",
+        title="epochs to target (missing: not reached)",
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

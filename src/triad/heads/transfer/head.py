@@ -8,8 +8,9 @@ their own names too). A new version must also beat chance: AUC 0.5, or the major
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,14 @@ import pandas as pd
 from triad.errors import ConfigError
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.transfer.data import TransferDataModule, prepare
-from triad.heads.transfer.evaluate import (classification_metrics, per_class_table, plot_confusion,
-                                           plot_reliability, predict_proba, youden_threshold)
+from triad.heads.transfer.evaluate import (
+    classification_metrics,
+    per_class_table,
+    plot_confusion,
+    plot_reliability,
+    predict_proba,
+    youden_threshold,
+)
 from triad.heads.transfer.evidence import run_evidence
 from triad.heads.transfer.module import TransferModule
 from triad.heads.transfer.pyfunc import TransferPyfunc, save_artifacts
@@ -31,8 +38,13 @@ class TransferHead(Head):
 
     def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
         def evidence(out_dir: Path) -> dict[str, Any]:
-            return run_evidence(self.dir("data"), self.model_cfg.evidence, self.model_cfg.image_size, out_dir,
-                                device=self.cfg.trainer.torch_device())
+            return run_evidence(
+                self.dir("data"),
+                self.model_cfg.evidence,
+                self.model_cfg.image_size,
+                out_dir,
+                device=self.cfg.trainer.torch_device(),
+            )
 
         return {"evidence": evidence}
 
@@ -68,8 +80,14 @@ class TransferHead(Head):
         else:
             metrics["chance_score"] = float(np.bincount(datamodule.test.y).max() / len(datamodule.test))
         images = [
-            plot_confusion(test_probs, datamodule.test.y, names, threshold, report_dir / "confusion_matrix.png",
-                           f"{datamodule.task} test, accuracy {metrics['test_accuracy']:.3f}"),
+            plot_confusion(
+                test_probs,
+                datamodule.test.y,
+                names,
+                threshold,
+                report_dir / "confusion_matrix.png",
+                f"{datamodule.task} test, accuracy {metrics['test_accuracy']:.3f}",
+            ),
             plot_reliability(test_probs, datamodule.test.y, report_dir / "reliability.png"),
         ]
         tables = {"per_class": per_class_table(test_probs, datamodule.test.y, names, threshold)}
@@ -86,11 +104,13 @@ class TransferHead(Head):
 
     def rescore(self, served, datamodule: TransferDataModule) -> float:
         """``test_score`` of a registered transfer model on this test split, with its own decision threshold."""
-        from triad.heads.transfer.evaluate import predict_proba
         from triad.errors import NotComparable
+        from triad.heads.transfer.evaluate import predict_proba
 
         if served.config["class_names"] != datamodule.class_names:
-            raise NotComparable(f"its classes {served.config['class_names']} are not this data's {datamodule.class_names}")
+            raise NotComparable(
+                f"its classes {served.config['class_names']} are not this data's {datamodule.class_names}"
+            )
         probs = predict_proba(served.classifier, datamodule.test, desc="rescore champion")
         return classification_metrics(probs, datamodule.test.y, served.config["threshold"])["score"]
 

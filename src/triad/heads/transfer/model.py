@@ -33,7 +33,9 @@ class SameConv2d(nn.Conv2d):
         return super().forward(F.pad(x, pads))
 
 
-def conv_bn(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn(
+    c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     """Convolution, batch norm and (optionally) ReLU6: (B, c_in, H, W) -> (B, c_out, H/stride, W/stride)."""
     layers: list[nn.Module] = [
         SameConv2d(c_in, c_out, kernel, stride=stride, groups=groups, bias=False),
@@ -98,8 +100,14 @@ class EfficientNetLite(nn.Module):
     classifier (``forward`` then returns the features), as a backbone needs.
     """
 
-    def __init__(self, n_classes: int | None = 1000, stages: tuple[StageSpec, ...] = LITE0_STAGES,
-                 width: float = 1.0, head_channels: int = 1280, dropout: float = 0.2):
+    def __init__(
+        self,
+        n_classes: int | None = 1000,
+        stages: tuple[StageSpec, ...] = LITE0_STAGES,
+        width: float = 1.0,
+        head_channels: int = 1280,
+        dropout: float = 0.2,
+    ):
         super().__init__()
 
         def w(c: int) -> int:  # round a scaled width to a multiple of 8, as the paper does
@@ -109,8 +117,9 @@ class EfficientNetLite(nn.Module):
         self.stages = nn.ModuleList()
         for spec in stages:
             blocks = [MBConv(w(spec.c_in), w(spec.c_out), spec.kernel, spec.stride, spec.expand_ratio)]
-            blocks += [MBConv(w(spec.c_out), w(spec.c_out), spec.kernel, 1, spec.expand_ratio)
-                       for _ in range(spec.repeats - 1)]
+            blocks += [
+                MBConv(w(spec.c_out), w(spec.c_out), spec.kernel, 1, spec.expand_ratio) for _ in range(spec.repeats - 1)
+            ]
             self.stages.append(nn.Sequential(*blocks))
         self.head = conv_bn(w(stages[-1].c_out), w(head_channels))
         self.n_features = self.head[0].out_channels
@@ -143,8 +152,14 @@ def lite0_state_dict_from_reference(reference: dict[str, torch.Tensor]) -> dict[
     expansion's). Here blocks are grouped by stage and each convolution sits with its batch norm.
     """
     block_names = [f"stages.{s}.{i}" for s, spec in enumerate(LITE0_STAGES) for i in range(spec.repeats)]
-    inner = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
-             "_bn1": "depthwise.1", "_project_conv": "project.0", "_bn2": "project.1"}
+    inner = {
+        "_expand_conv": "expand.0",
+        "_bn0": "expand.1",
+        "_depthwise_conv": "depthwise.0",
+        "_bn1": "depthwise.1",
+        "_project_conv": "project.0",
+        "_bn2": "project.1",
+    }
     outer = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0", "_bn1": "head.1", "_fc": "classifier"}
     renamed = {}
     for key, tensor in reference.items():

@@ -77,7 +77,7 @@ class TransferClassifier(nn.Module):
                 p.requires_grad_(name not in self.frozen)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "TransferClassifier":
+    def train(self, mode: bool = True) -> TransferClassifier:
         super().train(mode)
         for name, group in self.groups.items():
             if name in self.frozen:
@@ -118,9 +118,11 @@ def build_classifier(cfg: TransferModel, n_classes: int, pretrained: bool | None
         classifier.set_frozen(set(backbone_groups))
     elif cfg.strategy == "partial":
         if cfg.frozen_groups > len(backbone_groups):
-            raise ConfigError(f"model.transfer.frozen_groups={cfg.frozen_groups} but the backbone has "
-                              f"{len(backbone_groups)} layer groups ({backbone_groups}); use at most {len(backbone_groups)}")
-        classifier.set_frozen(set(backbone_groups[:cfg.frozen_groups]))
+            raise ConfigError(
+                f"model.transfer.frozen_groups={cfg.frozen_groups} but the backbone has "
+                f"{len(backbone_groups)} layer groups ({backbone_groups}); use at most {len(backbone_groups)}"
+            )
+        classifier.set_frozen(set(backbone_groups[: cfg.frozen_groups]))
     return classifier
 
 
@@ -146,7 +148,7 @@ class GradualUnfreezing(L.Callback):
         self.order, self.every = order, every
         self.history: list[tuple[int, str]] = []
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: "TransferModule") -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: TransferModule) -> None:
         model = pl_module.model
         n_open = min(trainer.current_epoch // self.every, len(self.order))
         still_frozen = set(model.groups) - {HEAD_GROUP} - set(self.order[:n_open])
@@ -158,8 +160,9 @@ class GradualUnfreezing(L.Callback):
         pl_module.log("open_groups", float(n_open))
 
 
-def discriminative_param_groups(classifier: TransferClassifier, lr: float, decay: float,
-                                weight_decay: float) -> list[dict]:
+def discriminative_param_groups(
+    classifier: TransferClassifier, lr: float, decay: float, weight_decay: float
+) -> list[dict]:
     """Optimiser parameter groups: the k-th layer group below the head gets ``lr * decay**k``.
 
     Frozen parameters are included too (they get no gradient, so AdamW skips them) so that
@@ -226,7 +229,9 @@ class TransferModule(L.LightningModule):
         self.class_weights = None
         datamodule = self.trainer.datamodule
         if self.cfg.class_balance and stage == "fit" and datamodule is not None:
-            self.class_weights = balanced_class_weights(torch.as_tensor(datamodule.train.y), self.model.classifier.out_features)
+            self.class_weights = balanced_class_weights(
+                torch.as_tensor(datamodule.train.y), self.model.classifier.out_features
+            )
         # DDP registers gradient hooks only for the parameters trainable when it wraps the model: groups
         # opened later would train on each process's own gradients and drift apart, silently.
         if self.unfreezing and stage == "fit" and self.trainer.world_size > 1:
@@ -262,6 +267,8 @@ class TransferModule(L.LightningModule):
     def configure_optimizers(self):
         groups = discriminative_param_groups(self.model, self.cfg.lr, self.cfg.layer_lr_decay, self.cfg.weight_decay)
         optimizer = torch.optim.AdamW(groups)
-        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.cfg.max_epochs
+        total = (
+            self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else self.cfg.max_epochs
+        )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -59,12 +59,23 @@ def rebuild_classifier(config: dict[str, Any], state_dict: dict[str, torch.Tenso
     return classifier.eval()
 
 
-def save_artifacts(classifier: TransferClassifier, cfg: TransferModel, class_names: list[str],
-                   threshold: float | None, image_mode: str | None, folder: Path) -> dict[str, str]:
+def save_artifacts(
+    classifier: TransferClassifier,
+    cfg: TransferModel,
+    class_names: list[str],
+    threshold: float | None,
+    image_mode: str | None,
+    folder: Path,
+) -> dict[str, str]:
     """Write the two artifacts; returns name -> path for ``mlflow.pyfunc.log_model``."""
-    config = {"model": cfg.model_dump(mode="json"), "backbone_spec": classifier.backbone.spec,
-              "class_names": class_names, "threshold": threshold, "modality": classifier.backbone.modality,
-              "image_mode": image_mode}
+    config = {
+        "model": cfg.model_dump(mode="json"),
+        "backbone_spec": classifier.backbone.spec,
+        "class_names": class_names,
+        "threshold": threshold,
+        "modality": classifier.backbone.modality,
+        "image_mode": image_mode,
+    }
     return save_network(classifier, config, folder)
 
 
@@ -78,7 +89,7 @@ class InputError(TriadError, ValueError):
 
 
 def image_kind(data: bytes) -> str | None:
-    """"PNG" or "JPEG" from the file's signature bytes, else None."""
+    """ "PNG" or "JPEG" from the file's signature bytes, else None."""
     if data.startswith(PNG_SIGNATURE):
         return "PNG"
     if data.startswith(JPEG_SIGNATURE):
@@ -97,8 +108,9 @@ def _decode_file(data: bytes, mode: str) -> np.ndarray:
 
     kind = image_kind(data)
     if kind is None:
-        raise InputError(f"not a PNG or JPEG image (its first bytes are {data[:8]!r}); pass the bytes of a PNG "
-                         "or JPEG file")
+        raise InputError(
+            f"not a PNG or JPEG image (its first bytes are {data[:8]!r}); pass the bytes of a PNG or JPEG file"
+        )
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -111,19 +123,25 @@ def _decode_file(data: bytes, mode: str) -> np.ndarray:
 
 def _check_pixels(pixels: np.ndarray) -> None:
     if pixels.dtype.kind == "f":
-        raise InputError(f"float pixel values (dtype {pixels.dtype}) are ambiguous: this model reads images as "
-                         "0-255 uint8, as training does. Scale to 0-255 uint8 first, e.g. "
-                         "(x * 255).round().astype(np.uint8) for values in [0, 1]")
+        raise InputError(
+            f"float pixel values (dtype {pixels.dtype}) are ambiguous: this model reads images as "
+            "0-255 uint8, as training does. Scale to 0-255 uint8 first, e.g. "
+            "(x * 255).round().astype(np.uint8) for values in [0, 1]"
+        )
     if pixels.dtype.kind not in "ui":
-        raise InputError(f"an array of dtype {pixels.dtype}; pass images as uint8 arrays (values 0-255) "
-                         "or PNG/JPEG bytes")
+        raise InputError(
+            f"an array of dtype {pixels.dtype}; pass images as uint8 arrays (values 0-255) or PNG/JPEG bytes"
+        )
     if not looks_like_one_image(pixels) or 0 in pixels.shape:
-        raise InputError(f"an array of shape {pixels.shape}; pass one image as (H, W) or (H, W, C) with C = 1, 3 "
-                         "or 4 channels last")
+        raise InputError(
+            f"an array of shape {pixels.shape}; pass one image as (H, W) or (H, W, C) with C = 1, 3 or 4 channels last"
+        )
     low, high = int(pixels.min()), int(pixels.max())
     if low < 0 or high > 255:
-        raise InputError(f"pixel values range over [{low}, {high}], outside 0-255: scale to 0-255 uint8 first, "
-                         "e.g. (x * 255 / 65535).round().astype(np.uint8) for 16-bit pixels")
+        raise InputError(
+            f"pixel values range over [{low}, {high}], outside 0-255: scale to 0-255 uint8 first, "
+            "e.g. (x * 255 / 65535).round().astype(np.uint8) for 16-bit pixels"
+        )
 
 
 def _decode_array(pixels: np.ndarray, mode: str) -> np.ndarray:
@@ -144,8 +162,10 @@ def decode_image(item: Any, mode: str) -> np.ndarray:
     if isinstance(item, (bytes, bytearray, memoryview)):
         return _decode_file(bytes(item), mode)
     if isinstance(item, (str, Path)):
-        raise InputError(f"got a {type(item).__name__} ({str(item)[:40]!r}); this model classifies images: pass "
-                         "PNG/JPEG bytes (Path(p).read_bytes()) or uint8 arrays")
+        raise InputError(
+            f"got a {type(item).__name__} ({str(item)[:40]!r}); this model classifies images: pass "
+            "PNG/JPEG bytes (Path(p).read_bytes()) or uint8 arrays"
+        )
     return _decode_array(np.asarray(item), mode)
 
 
@@ -153,11 +173,11 @@ def check_texts(items: list) -> list[str]:
     """The items if every one is a ``str``; bytes (an image file?) and other types are refused."""
     for number, item in enumerate(items):
         if isinstance(item, (bytes, bytearray, memoryview)):
-            raise InputError(f"text {number} is bytes ({bytes(item[:8])!r}...); this model classifies texts: "
-                             "pass str")
+            raise InputError(f"text {number} is bytes ({bytes(item[:8])!r}...); this model classifies texts: pass str")
         if not isinstance(item, str):
-            raise InputError(f"text {number} is a {type(item).__name__} ({item!r:.40}); this model classifies "
-                             "texts: pass str")
+            raise InputError(
+                f"text {number} is a {type(item).__name__} ({item!r:.40}); this model classifies texts: pass str"
+            )
     return list(items)
 
 
@@ -181,14 +201,17 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
         column = "text" if self.modality == "text" else "image"
         if isinstance(model_input, (pd.DataFrame, dict)):
             if column not in model_input:
-                raise InputError(f"this model classifies {column}s: expected a column {column!r}, "
-                                 f"got {list(model_input)}")
+                raise InputError(
+                    f"this model classifies {column}s: expected a column {column!r}, got {list(model_input)}"
+                )
             return list(model_input[column])
         if isinstance(model_input, (str, bytes, bytearray)):
             raise InputError(f"got one {type(model_input).__name__}; pass a list of {column}s, e.g. [x]")
         if isinstance(model_input, np.ndarray) and column == "image" and looks_like_one_image(model_input):
-            raise InputError(f"got one array of shape {model_input.shape}, which looks like a single image; "
-                             "pass a list of images, e.g. [image], or a batch (N, H, W)")
+            raise InputError(
+                f"got one array of shape {model_input.shape}, which looks like a single image; "
+                "pass a list of images, e.g. [image], or a batch (N, H, W)"
+            )
         return list(model_input)
 
     def _images(self, items: list) -> list[np.ndarray]:

@@ -48,11 +48,14 @@ class TranslatorEncoderBackbone(Backbone):
             raise ValueError("the tokenizer has no [EOS] token; pass the translator's own tokenizer.json")
         self.encoder = EncoderOnlyTransformer(TransformerConfig(**architecture))
         self.n_features = self.encoder.feature_dim
-        self.spec = {"kind": "module", "target": f"{__name__}:{type(self).__name__}",
-                     "kwargs": {"architecture": architecture, "tokenizer_json": tokenizer_json}}
+        self.spec = {
+            "kind": "module",
+            "target": f"{__name__}:{type(self).__name__}",
+            "kwargs": {"architecture": architecture, "tokenizer_json": tokenizer_json},
+        }
 
     @classmethod
-    def from_translator(cls, model: Seq2SeqTransformer, tokenizer_json: str) -> "TranslatorEncoderBackbone":
+    def from_translator(cls, model: Seq2SeqTransformer, tokenizer_json: str) -> TranslatorEncoderBackbone:
         """The backbone holding a copy of ``model``'s encoder."""
         backbone = cls(asdict(encoder_config(model.config)), tokenizer_json)
         backbone.encoder.load_state_dict(translator_encoder_state(model))

@@ -41,7 +41,7 @@ class TranslatorData(StrictModel):
     min_frequency: int = Field(ge=1)  # a merge must occur this often in the training split
 
     @model_validator(mode="after")
-    def _directions(self) -> "TranslatorData":
+    def _directions(self) -> TranslatorData:
         if self.src_lang == self.tgt_lang:
             raise ValueError(f"src_lang and tgt_lang are both {self.src_lang!r}; pick two languages")
         if self.source == "bible" and "en" not in (self.src_lang, self.tgt_lang):
@@ -73,13 +73,13 @@ class LanguageModelConfig(StrictModel):
     top_p: float | None = Field(gt=0, le=1)  # nucleus sampling; None or 1: off
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "LanguageModelConfig":
+    def _heads_divide_width(self) -> LanguageModelConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self
 
     @model_validator(mode="after")
-    def _samples_fit_the_context(self) -> "LanguageModelConfig":
+    def _samples_fit_the_context(self) -> LanguageModelConfig:
         """A sample is BOS + ``prompt_tokens`` + ``max_new_tokens`` ids; all must fit in ``max_len``,
         checked here because sampling runs only after training."""
         length = 1 + self.prompt_tokens + self.max_new_tokens
@@ -109,7 +109,7 @@ class TranslatorNet(StrictModel):
     max_len: int = Field(ge=8)  # longest token sequence the model accepts
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "TranslatorNet":
+    def _heads_divide_width(self) -> TranslatorNet:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self

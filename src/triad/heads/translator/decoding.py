@@ -116,8 +116,14 @@ def beam_search(
     return [_strip(row[: 1 + budget], eos_id) for row, budget in zip(chosen.tolist(), budgets.tolist())]
 
 
-def _check_sampling(model: DecoderOnlyTransformer, prompt: Tensor, max_new_tokens: int, temperature: float,
-                    top_k: int | None, top_p: float | None) -> None:
+def _check_sampling(
+    model: DecoderOnlyTransformer,
+    prompt: Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+) -> None:
     """Raise ``ConfigError`` for settings that ``sample`` cannot honour, before any work is done."""
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature must be a positive number, got {temperature}; use top_k=1 for greedy decoding")
@@ -227,8 +233,16 @@ class Translator:
             if cfg.method == "greedy":
                 hyps = greedy_decode(self.model, src, self.bos_id, self.eos_id, cfg.max_len_a, cfg.max_len_b)
             else:
-                hyps = beam_search(self.model, src, self.bos_id, self.eos_id, cfg.beam_size, cfg.length_penalty,
-                                   cfg.max_len_a, cfg.max_len_b)
+                hyps = beam_search(
+                    self.model,
+                    src,
+                    self.bos_id,
+                    self.eos_id,
+                    cfg.beam_size,
+                    cfg.length_penalty,
+                    cfg.max_len_a,
+                    cfg.max_len_b,
+                )
             for i, text in zip(index, self.tokenizer.decode_batch(hyps)):
                 out[i] = text
         return out

@@ -57,7 +57,9 @@ def plot_attention(weights: list[torch.Tensor], rows: list[str], columns: list[s
     return path
 
 
-def attention_figures(translator: Translator, source: str, translation: str, index: int, report_dir: Path) -> list[Path]:
+def attention_figures(
+    translator: Translator, source: str, translation: str, index: int, report_dir: Path
+) -> list[Path]:
     """Encoder self-attention and decoder cross-attention of one sentence and its translation."""
     tokenizer, model = translator.tokenizer, translator.model
     device = next(model.parameters()).device
@@ -70,17 +72,25 @@ def attention_figures(translator: Translator, source: str, translation: str, ind
     out_tokens = [tokenizer.id_to_token(i) for i in target_ids + [EOS_ID]]
     return [
         plot_attention(
-            [w[0] for w in maps["encoder_self"]], src_tokens, src_tokens,
-            f"encoder self-attention: {source[:80]}", report_dir / f"attention_encoder_self_{index}.png",
+            [w[0] for w in maps["encoder_self"]],
+            src_tokens,
+            src_tokens,
+            f"encoder self-attention: {source[:80]}",
+            report_dir / f"attention_encoder_self_{index}.png",
         ),
         plot_attention(
-            [w[0] for w in maps["decoder_cross"]], out_tokens, src_tokens,
-            f"decoder cross-attention: {translation[:80]}", report_dir / f"attention_decoder_cross_{index}.png",
+            [w[0] for w in maps["decoder_cross"]],
+            out_tokens,
+            src_tokens,
+            f"decoder cross-attention: {translation[:80]}",
+            report_dir / f"attention_decoder_cross_{index}.png",
         ),
     ]
 
 
-def evaluate(translator: Translator, test: list[Pair], report_dir: Path, n_samples: int, n_attention: int) -> Evaluation:
+def evaluate(
+    translator: Translator, test: list[Pair], report_dir: Path, n_samples: int, n_attention: int
+) -> Evaluation:
     sources = [p["src"] for p in test]
     references = [p["tgt"] for p in test]
     hypotheses = translator.translate(sources, progress=True)

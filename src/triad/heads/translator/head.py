@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
@@ -22,8 +23,9 @@ class TranslatorHead(Head):
         def lm(out_dir: Path) -> dict[str, Any]:
             from triad.heads.translator.language_model import train_language_model
 
-            return train_language_model(self.model_cfg.lm, self.dir("data"), out_dir, seed=self.cfg.seed,
-                                        device=self.cfg.trainer.torch_device())
+            return train_language_model(
+                self.model_cfg.lm, self.dir("data"), out_dir, seed=self.cfg.seed, device=self.cfg.trainer.torch_device()
+            )
 
         return {"lm": lm}
 
@@ -44,8 +46,9 @@ class TranslatorHead(Head):
         datamodule.setup("test")
         cfg = self.model_cfg
         translator = Translator(module.model, datamodule.tokenizer, cfg.decoding)
-        return evaluate(translator, datamodule.pairs["test"], report_dir, cfg.n_sample_translations,
-                        cfg.n_attention_examples)
+        return evaluate(
+            translator, datamodule.pairs["test"], report_dir, cfg.n_sample_translations, cfg.n_attention_examples
+        )
 
     def pyfunc(self, module: TranslatorModule, datamodule: TranslationDataModule, work_dir: Path) -> PyfuncBundle:
         from triad.heads.translator.pyfunc import bundle

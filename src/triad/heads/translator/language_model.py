@@ -49,8 +49,9 @@ def encode(texts: list[str], tokenizer, max_len: int) -> list[list[int]]:
 def next_token_loss(model: DecoderOnlyTransformer, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of predicting ids (B, T) from their prefixes, padding ignored."""
     logits = model(batch[:, :-1])
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1),
-                           ignore_index=PAD_ID, reduction=reduction)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), batch[:, 1:].reshape(-1), ignore_index=PAD_ID, reduction=reduction
+    )
 
 
 @torch.no_grad()
@@ -59,7 +60,7 @@ def perplexity(model: DecoderOnlyTransformer, rows: list[list[int]], batch_size:
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        batch = pad_batch(rows[start:start + batch_size]).to(next(model.parameters()).device)
+        batch = pad_batch(rows[start : start + batch_size]).to(next(model.parameters()).device)
         total += next_token_loss(model, batch, reduction="sum").item()
         count += int((batch[:, 1:] != PAD_ID).sum())
     return math.exp(total / count)
@@ -79,22 +80,35 @@ def lm_config(cfg: LanguageModelConfig, vocab_size: int) -> TransformerConfig:
     """The language model's network: a GPT (pre-norm, GELU feed-forward 4 * d_model wide, learned
     positions, output projection tied to the embedding, no padding row) of ``cfg``'s sizes."""
     return TransformerConfig(
-        vocab_size=vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, n_encoder_layers=0,
-        n_decoder_layers=cfg.n_layers, d_ff=4 * cfg.d_model, dropout=cfg.dropout, norm_first=True,
-        positional="learned", max_len=cfg.max_len, tie_embeddings=True, pad_id=None, activation="gelu",
+        vocab_size=vocab_size,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_encoder_layers=0,
+        n_decoder_layers=cfg.n_layers,
+        d_ff=4 * cfg.d_model,
+        dropout=cfg.dropout,
+        norm_first=True,
+        positional="learned",
+        max_len=cfg.max_len,
+        tie_embeddings=True,
+        pad_id=None,
+        activation="gelu",
     )
 
 
-def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path, seed: int,
-                         device: str | torch.device = "cpu") -> dict:
+def train_language_model(
+    cfg: LanguageModelConfig, data_dir: Path, out_dir: Path, seed: int, device: str | torch.device = "cpu"
+) -> dict:
     """Train on the English training sentences; report perplexities; save weights, config and samples.
 
     Training and the perplexities run on ``device``; sampling and the saved weights are on the CPU.
     """
     side = english_side(data_dir)
     tokenizer = load_tokenizer(data_dir / "tokenizer.json")
-    rows = {split: encode([p[side] for p in read_jsonl(data_dir / f"{split}.jsonl")], tokenizer, cfg.max_len)
-            for split in ("train", "val", "test")}
+    rows = {
+        split: encode([p[side] for p in read_jsonl(data_dir / f"{split}.jsonl")], tokenizer, cfg.max_len)
+        for split in ("train", "val", "test")
+    }
     torch.manual_seed(seed)
     config = lm_config(cfg, tokenizer.get_vocab_size())
     model = DecoderOnlyTransformer(config).to(device)
@@ -107,12 +121,14 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
     for epoch in range(cfg.max_epochs):
         model.train()
         order = torch.randperm(len(rows["train"]), generator=generator).tolist()
-        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         for batch_ids in tqdm(batches, desc=f"language model epoch {epoch + 1}/{cfg.max_epochs}", leave=False):
             loss = next_token_loss(model, pad_batch([rows["train"][i] for i in batch_ids]).to(device))
             if not torch.isfinite(loss):
-                raise DataError(f"the language model's loss became {loss.item()} in epoch {epoch + 1}; "
-                                f"lower model.translator.lm.lr (now {cfg.lr})")
+                raise DataError(
+                    f"the language model's loss became {loss.item()} in epoch {epoch + 1}; "
+                    f"lower model.translator.lm.lr (now {cfg.lr})"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -138,22 +154,39 @@ def train_language_model(cfg: LanguageModelConfig, data_dir: Path, out_dir: Path
     }
 
 
-def write_samples(model: DecoderOnlyTransformer, tokenizer, test_rows: list[list[int]], cfg: LanguageModelConfig,
-                  path: Path, seed: int) -> list[tuple[str, str]]:
+def write_samples(
+    model: DecoderOnlyTransformer,
+    tokenizer,
+    test_rows: list[list[int]],
+    cfg: LanguageModelConfig,
+    path: Path,
+    seed: int,
+) -> list[tuple[str, str]]:
     """Continue the first ``cfg.prompt_tokens`` subwords of test sentences; a markdown table to ``path``."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     pairs = []
     for row in test_rows[: cfg.n_samples]:
         prompt = torch.tensor([row[: cfg.prompt_tokens + 1]])  # BOS + the first subwords
-        tokens = sample(model, prompt, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                        top_p=cfg.top_p, generator=generator)[0].tolist()
-        continuation = tokens[prompt.size(1):]
+        tokens = sample(
+            model,
+            prompt,
+            cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            generator=generator,
+        )[0].tolist()
+        continuation = tokens[prompt.size(1) :]
         if EOS_ID in continuation:
             continuation = continuation[: continuation.index(EOS_ID)]
         pairs.append((tokenizer.decode(prompt[0, 1:].tolist()), tokenizer.decode(continuation)))
-    lines = [f"Samples (temperature {cfg.temperature}, top-k {cfg.top_k}, top-p {cfg.top_p})", "",
-             "| prompt | continuation |", "|---|---|"]
+    lines = [
+        f"Samples (temperature {cfg.temperature}, top-k {cfg.top_k}, top-p {cfg.top_p})",
+        "",
+        "| prompt | continuation |",
+        "|---|---|",
+    ]
     lines += [f"| {p.replace('|', '/')} | {c.replace('|', '/')} |" for p, c in pairs]
     path.write_text("\n".join(lines) + "\n")
     return pairs

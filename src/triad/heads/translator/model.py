@@ -333,9 +333,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
         self.norm = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False
-    ) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """Returns the output and, if asked, each layer's self-attention weights (else [])."""
         attentions = []
         for layer in self.layers:
@@ -368,7 +366,7 @@ class DecoderLayer(nn.Module):
         x: Tensor,
         memory: Tensor | None = None,
         memory_mask: Tensor | None = None,
-        cache: "LayerCache | None" = None,
+        cache: LayerCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Returns the output and, if asked, the self- (B, H, T, T) and cross-attention (B, H, T, S) weights."""

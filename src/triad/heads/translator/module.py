@@ -57,8 +57,15 @@ class TranslatorModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits, targets = self._logits_and_targets(batch)
         loss = F.cross_entropy(logits, targets, ignore_index=self.pad_id, label_smoothing=self.cfg.label_smoothing)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["src"].size(0),
-                 sync_dist=True)
+        self.log(
+            "val_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["src"].size(0),
+            sync_dist=True,
+        )
         nll = F.cross_entropy(logits, targets, ignore_index=self.pad_id, reduction="sum")
         self.val_nll += torch.stack([nll, (targets != self.pad_id).sum().float()])
 

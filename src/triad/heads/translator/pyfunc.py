@@ -22,7 +22,6 @@ from triad.heads.translator.decoding import DecodingConfig, Translator
 from triad.heads.translator.model import Seq2SeqTransformer, TransformerConfig
 from triad.nn.saved import load_network, save_network
 
-
 INPUT_KINDS = "a string, a list of strings, a pandas Series of strings, or a DataFrame with one column of strings"
 
 
@@ -58,8 +57,10 @@ def sentences_of(model_input: Any) -> list[str]:
         raise DataError(f"the translator takes {INPUT_KINDS}, not {type(model_input).__name__}")
     for i, row in enumerate(rows):
         if not isinstance(row, str):
-            raise DataError(f"row {i} of the input is {row!r:.80} ({type(row).__name__}), not a string; "
-                            f"the translator takes {INPUT_KINDS}")
+            raise DataError(
+                f"row {i} of the input is {row!r:.80} ({type(row).__name__}), not a string; "
+                f"the translator takes {INPUT_KINDS}"
+            )
     return rows
 
 
@@ -80,8 +81,9 @@ class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
         return self.translator.translate(sentences) if sentences else []
 
 
-def bundle(model: Seq2SeqTransformer, decoding: DecodingConfig, tokenizer_path: Path, work_dir: Path,
-           example: list[str]) -> PyfuncBundle:
+def bundle(
+    model: Seq2SeqTransformer, decoding: DecodingConfig, tokenizer_path: Path, work_dir: Path, example: list[str]
+) -> PyfuncBundle:
     """Write the artifacts of ``TranslatorPyfunc`` under ``work_dir``, and the encoder as a transfer
     backbone (``backbone.json`` + ``backbone.pt``, read by ``load_registry_backbone``)."""
     from triad.heads.transfer.backbones import save_backbone
