@@ -12,7 +12,8 @@ import torch
 
 from tests.heads.conftest import write_tiny_image_task
 from triad.config import compose
-from triad.heads.transfer.head import TransferHead, png_bytes
+from triad.heads.transfer.head import TransferHead
+from triad.heads.transfer.pyfunc import png_bytes
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "triad"
 

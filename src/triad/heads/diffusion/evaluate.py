@@ -210,3 +210,22 @@ def evaluate(
         "judge_test_accuracy": float((real_predicted == test_labels).mean()),
     }
     return Evaluation(metrics=metrics, images=images, tables={"quality_vs_steps": table})
+
+
+def rescore_fid(
+    champion: DiffusionModule,
+    datamodule: DiffusionDataModule,
+    judge_dir: Path,
+    eval_samples: int,
+    batch_size: int,
+    seed: int,
+) -> float:
+    """FID of ``champion``'s EMA samples (balanced labels, its own DDIM steps) against ``datamodule``'s
+    test images, in the feature space of the judge in ``judge_dir``."""
+    judge, _ = load_judge(judge_dir)
+    test_images, _ = load_split(datamodule.data_dir, "test")
+    real, _ = predict(judge, to_model_space(torch.from_numpy(test_images)))
+    labels = balanced_labels(eval_samples, datamodule.n_classes)
+    samples = generate_many(champion.eval(), labels, champion.cfg.sample_steps, batch_size, seed)
+    fake, _ = predict(judge, samples)
+    return frechet_distance(real, fake)

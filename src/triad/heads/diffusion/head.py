@@ -11,8 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from triad.errors import ConfigError
+import pandas as pd
+
+from triad.errors import ConfigError, NotComparable
 from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.diffusion.data import DiffusionDataModule, prepare
+from triad.heads.diffusion.evaluate import evaluate, rescore_fid
+from triad.heads.diffusion.judge import train_judge
+from triad.heads.diffusion.module import DiffusionModule
+from triad.heads.diffusion.pyfunc import DiffusionPyfunc, input_signature, write_artifacts
 
 
 class DiffusionHead(Head):
@@ -25,25 +32,17 @@ class DiffusionHead(Head):
         return {"judge": self.train_judge}
 
     def train_judge(self, out_dir: Path) -> dict[str, Any]:
-        from triad.heads.diffusion.judge import train_judge
-
         return train_judge(
             self.model_cfg.judge, self.dir("data"), out_dir, seed=self.cfg.seed, device=self.cfg.trainer.torch_device()
         )
 
     def prepare(self, out_dir: Path) -> dict[str, Any]:
-        from triad.heads.diffusion.data import prepare
-
         return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)
 
-    def datamodule(self, data_dir: Path):
-        from triad.heads.diffusion.data import DiffusionDataModule
-
+    def datamodule(self, data_dir: Path) -> DiffusionDataModule:
         return DiffusionDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers, self.cfg.seed)
 
-    def module(self, datamodule):
-        from triad.heads.diffusion.module import DiffusionModule
-
+    def module(self, datamodule: DiffusionDataModule) -> DiffusionModule:
         try:
             return DiffusionModule(
                 self.model_cfg,
@@ -55,16 +54,10 @@ class DiffusionHead(Head):
         except ValueError as exc:  # the UNet's shape checks name the offending model.diffusion.unet key
             raise ConfigError(f"model.diffusion.unet does not fit {datamodule.image_size}px images: {exc}") from None
 
-    def evaluate(self, module, datamodule, report_dir: Path) -> Evaluation:
-        from triad.heads.diffusion.evaluate import evaluate
-
+    def evaluate(self, module: DiffusionModule, datamodule: DiffusionDataModule, report_dir: Path) -> Evaluation:
         return evaluate(module, datamodule, self.dir("artifacts") / "judge", report_dir, seed=self.cfg.seed)
 
-    def pyfunc(self, module, datamodule, work_dir: Path) -> PyfuncBundle:
-        import pandas as pd
-
-        from triad.heads.diffusion.pyfunc import DiffusionPyfunc, input_signature, write_artifacts
-
+    def pyfunc(self, module: DiffusionModule, datamodule: DiffusionDataModule, work_dir: Path) -> PyfuncBundle:
         artifacts = write_artifacts(module, datamodule.class_names, work_dir)
         example = [{"label": 3, "n": 2, "steps": 10, "guidance": self.model_cfg.guidance, "seed": 0, "png": False}]
         return PyfuncBundle(
@@ -74,34 +67,25 @@ class DiffusionHead(Head):
             signature=input_signature(),
         )
 
-    def rescore(self, served, datamodule) -> float:
+    def rescore(self, served: DiffusionPyfunc, datamodule: DiffusionDataModule) -> float:
         """FID of a registered diffusion model on this test split, in this data's judge's feature space.
 
         Sampled as the new version's evaluation samples (``eval_samples``, balanced labels, the same
         seeds), at the registered model's own DDIM steps and guidance.
         """
-        import torch
-
-        from triad.errors import NotComparable
-        from triad.heads.diffusion.data import load_split, to_model_space
-        from triad.heads.diffusion.evaluate import balanced_labels, frechet_distance, generate_many
-        from triad.heads.diffusion.judge import load_judge, predict
-        from triad.heads.diffusion.module import DiffusionModule
-
         if list(served.class_names) != list(datamodule.class_names):
             raise NotComparable(f"its classes {served.class_names} are not this data's {datamodule.class_names}")
         channels, size, _ = served.image_shape
         champion = DiffusionModule(served.cfg, channels, size, len(served.class_names))
         champion.ema.load_state_dict(served.net.state_dict())
-        judge, _ = load_judge(self.dir("artifacts") / "judge")
-        test_images, _ = load_split(datamodule.data_dir, "test")
-        real, _ = predict(judge, to_model_space(torch.from_numpy(test_images)))
-        labels = balanced_labels(self.model_cfg.eval_samples, datamodule.n_classes)
-        samples = generate_many(
-            champion.eval(), labels, served.cfg.sample_steps, self.model_cfg.eval_batch_size, self.cfg.seed
+        return rescore_fid(
+            champion,
+            datamodule,
+            self.dir("artifacts") / "judge",
+            self.model_cfg.eval_samples,
+            self.model_cfg.eval_batch_size,
+            self.cfg.seed,
         )
-        fake, _ = predict(judge, samples)
-        return frechet_distance(real, fake)
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         finite, reason = super().gate_passes(metrics)

@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from triad.heads.base import Evaluation
 from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question, make_batch
-from triad.heads.spread.graphs import REAL_GRAPHS, Graph
+from triad.heads.spread.config import SpreadModel
+from triad.heads.spread.graphs import REAL_GRAPHS, Graph, real_graph
+from triad.heads.spread.influence import compare
 from triad.heads.spread.model import SpreadGNN, dmp_prior
 
 
@@ -204,3 +207,46 @@ def plot_predicted_vs_simulated(questions: list[Question], answers: list[np.ndar
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+SPEED_QUESTIONS_PER_PROCESS = 4
+
+
+def evaluate(
+    network: SpreadGNN, test: list[Question], cfg: SpreadModel, test_samples: int, seed: int, report_dir: Path
+) -> Evaluation:
+    """The spread head's evaluation on the held-out ``test`` questions: per-node accuracy against the
+    Monte-Carlo answers (and the prior's), speed against simulation, influence maximisation against
+    greedy Monte-Carlo, and two pictures written to ``report_dir``."""
+    iterations = cfg.eval_iterations
+    answers = predict(network, test, iterations=iterations)
+    accuracy = accuracy_table(test, answers, prior_answers(test))
+    speed = speed_table(network, test, test_samples, SPEED_QUESTIONS_PER_PROCESS, seed)
+    metrics: dict[str, float] = {}
+    for row in accuracy.itertuples():
+        key = "test" if row.process == "all" else f"test_{row.process}_{row.group}"
+        metrics[f"{key}_mae"] = row.mae
+        metrics[f"{key}_prior_mae"] = row.prior_mae
+        metrics[f"{key}_final_size_rel_error"] = row.final_size_rel_error
+    stochastic = speed[speed.process != "heat"]
+    if len(stochastic):
+        metrics["mc_seconds_per_question"] = float(stochastic.reference_seconds.mean())
+        metrics["model_seconds_per_question"] = float(stochastic.model_seconds.mean())
+        metrics["speedup"] = metrics["mc_seconds_per_question"] / metrics["model_seconds_per_question"]
+        metrics["speedup_batched"] = metrics["mc_seconds_per_question"] / float(stochastic.model_batched_seconds.mean())
+    im_cfg = cfg.influence
+    im_graph = max(test, key=lambda q: q.graph.n).graph if im_cfg.graph == "test" else real_graph(im_cfg.graph)
+    influence, im_metrics = compare(network, im_graph, im_cfg, seed)
+    metrics |= im_metrics
+    karate = real_graph("karate_club")
+    images = [
+        plot_spread_over_time(
+            karate,
+            [("ic", [0], {"p": 0.2}), ("sir", [33], {"beta": 0.15, "gamma": 0.4})],
+            network,
+            report_dir / "spread_over_time.png",
+        ),
+        plot_predicted_vs_simulated(test, answers, report_dir / "predicted_vs_simulated.png"),
+    ]
+    tables = {"accuracy": accuracy, "speed": speed, "influence": influence}
+    return Evaluation(metrics=metrics, images=images, tables=tables)

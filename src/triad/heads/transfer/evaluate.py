@@ -20,7 +20,8 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
-from triad.heads.transfer.data import Split
+from triad.heads.base import Evaluation
+from triad.heads.transfer.data import Split, TransferDataModule
 
 
 @torch.no_grad()
@@ -144,3 +145,37 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: Path, n_bins: 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def decision_threshold(val_probs: np.ndarray, datamodule: TransferDataModule) -> float | None:
+    """Binary tasks: the decision threshold chosen on validation (never on test); None otherwise."""
+    return youden_threshold(val_probs[:, 1], datamodule.val.y) if datamodule.n_classes == 2 else None
+
+
+def evaluate(classifier: torch.nn.Module, datamodule: TransferDataModule, report_dir: Path) -> Evaluation:
+    """Validation and test metrics (the threshold chosen on validation), a confusion matrix and a
+    reliability diagram in ``report_dir``, and the per-class table."""
+    names = datamodule.class_names
+    val_probs = predict_proba(classifier, datamodule.val, desc="evaluate val")
+    test_probs = predict_proba(classifier, datamodule.test, desc="evaluate test")
+    threshold = decision_threshold(val_probs, datamodule)
+    metrics = {f"val_{k}": v for k, v in classification_metrics(val_probs, datamodule.val.y, threshold).items()}
+    metrics |= {f"test_{k}": v for k, v in classification_metrics(test_probs, datamodule.test.y, threshold).items()}
+    if threshold is not None:
+        metrics["threshold"] = threshold
+        metrics["chance_score"] = 0.5
+    else:
+        metrics["chance_score"] = float(np.bincount(datamodule.test.y).max() / len(datamodule.test))
+    images = [
+        plot_confusion(
+            test_probs,
+            datamodule.test.y,
+            names,
+            threshold,
+            report_dir / "confusion_matrix.png",
+            f"{datamodule.task} test, accuracy {metrics['test_accuracy']:.3f}",
+        ),
+        plot_reliability(test_probs, datamodule.test.y, report_dir / "reliability.png"),
+    ]
+    tables = {"per_class": per_class_table(test_probs, datamodule.test.y, names, threshold)}
+    return Evaluation(metrics=metrics, images=images, tables=tables)

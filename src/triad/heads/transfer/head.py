@@ -7,28 +7,17 @@ their own names too). A new version must also beat chance: AUC 0.5, or the major
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from triad.errors import ConfigError
+from triad.errors import ConfigError, NotComparable
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.transfer.data import TransferDataModule, prepare
-from triad.heads.transfer.evaluate import (
-    classification_metrics,
-    per_class_table,
-    plot_confusion,
-    plot_reliability,
-    predict_proba,
-    youden_threshold,
-)
+from triad.heads.transfer.evaluate import classification_metrics, decision_threshold, evaluate, predict_proba
 from triad.heads.transfer.evidence import run_evidence
 from triad.heads.transfer.module import TransferModule
-from triad.heads.transfer.pyfunc import TransferPyfunc, save_artifacts
+from triad.heads.transfer.pyfunc import TransferPyfunc, input_example, save_artifacts
 
 
 class TransferHead(Head):
@@ -63,50 +52,20 @@ class TransferHead(Head):
             )
         return module
 
-    def _threshold(self, val_probs: np.ndarray, datamodule: TransferDataModule) -> float | None:
-        """Binary tasks: the decision threshold chosen on validation (never on test)."""
-        return youden_threshold(val_probs[:, 1], datamodule.val.y) if datamodule.n_classes == 2 else None
-
     def evaluate(self, module: TransferModule, datamodule: TransferDataModule, report_dir: Path) -> Evaluation:
-        classifier, names = module.model, datamodule.class_names
-        val_probs = predict_proba(classifier, datamodule.val, desc="evaluate val")
-        test_probs = predict_proba(classifier, datamodule.test, desc="evaluate test")
-        threshold = self._threshold(val_probs, datamodule)
-        metrics = {f"val_{k}": v for k, v in classification_metrics(val_probs, datamodule.val.y, threshold).items()}
-        metrics |= {f"test_{k}": v for k, v in classification_metrics(test_probs, datamodule.test.y, threshold).items()}
-        if threshold is not None:
-            metrics["threshold"] = threshold
-            metrics["chance_score"] = 0.5
-        else:
-            metrics["chance_score"] = float(np.bincount(datamodule.test.y).max() / len(datamodule.test))
-        images = [
-            plot_confusion(
-                test_probs,
-                datamodule.test.y,
-                names,
-                threshold,
-                report_dir / "confusion_matrix.png",
-                f"{datamodule.task} test, accuracy {metrics['test_accuracy']:.3f}",
-            ),
-            plot_reliability(test_probs, datamodule.test.y, report_dir / "reliability.png"),
-        ]
-        tables = {"per_class": per_class_table(test_probs, datamodule.test.y, names, threshold)}
-        return Evaluation(metrics=metrics, images=images, tables=tables)
+        return evaluate(module.model, datamodule, report_dir)
 
     def pyfunc(self, module: TransferModule, datamodule: TransferDataModule, work_dir: Path) -> PyfuncBundle:
         classifier = module.model
-        threshold = self._threshold(predict_proba(classifier, datamodule.val, desc="threshold"), datamodule)
+        threshold = decision_threshold(predict_proba(classifier, datamodule.val, desc="threshold"), datamodule)
         image_mode = None
         if datamodule.modality == "image":
             image_mode = "L" if datamodule.test.x.ndim == 3 else "RGB"
         artifacts = save_artifacts(classifier, self.model_cfg, datamodule.class_names, threshold, image_mode, work_dir)
         return PyfuncBundle(TransferPyfunc(), artifacts, input_example(datamodule))
 
-    def rescore(self, served, datamodule: TransferDataModule) -> float:
+    def rescore(self, served: TransferPyfunc, datamodule: TransferDataModule) -> float:
         """``test_score`` of a registered transfer model on this test split, with its own decision threshold."""
-        from triad.errors import NotComparable
-        from triad.heads.transfer.evaluate import predict_proba
-
         if served.config["class_names"] != datamodule.class_names:
             raise NotComparable(
                 f"its classes {served.config['class_names']} are not this data's {datamodule.class_names}"
@@ -122,21 +81,6 @@ class TransferHead(Head):
         if score <= chance:
             return False, f"{self.gate_metric} {score:.4f} does not beat chance ({chance:.4f})"
         return True, f"{self.gate_metric} {score:.4f} beats chance ({chance:.4f})"
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def input_example(datamodule: TransferDataModule) -> pd.DataFrame:
-    """Two test inputs in their natural form: PNG bytes in an ``image`` column, or ``text``."""
-    if datamodule.modality == "text":
-        return pd.DataFrame({"text": list(datamodule.test.x[:2])})
-    return pd.DataFrame({"image": [png_bytes(image) for image in datamodule.test.x[:2]]})
 
 
 HEAD = TransferHead  # what the head registry reads (triad.heads)

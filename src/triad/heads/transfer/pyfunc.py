@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -37,6 +37,9 @@ from triad.heads.transfer.config import TransferModel
 from triad.heads.transfer.evaluate import decide
 from triad.heads.transfer.module import TransferClassifier, inject_lora
 from triad.nn.saved import load_network, save_network
+
+if TYPE_CHECKING:
+    from triad.heads.transfer.data import TransferDataModule
 
 
 def saved_model_config(model: dict[str, Any]) -> TransferModel:
@@ -241,3 +244,18 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
         for k, name in enumerate(names):
             out[f"p_{name}"] = probs[:, k]
         return out
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def input_example(datamodule: TransferDataModule) -> pd.DataFrame:
+    """Two test inputs in their natural form: PNG bytes in an ``image`` column, or ``text``."""
+    if datamodule.modality == "text":
+        return pd.DataFrame({"text": list(datamodule.test.x[:2])})
+    return pd.DataFrame({"image": [png_bytes(image) for image in datamodule.test.x[:2]]})

@@ -9,7 +9,10 @@ from typing import Any, ClassVar, Literal
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
 from triad.heads.translator.decoding import Translator
+from triad.heads.translator.evaluate import evaluate, score
+from triad.heads.translator.language_model import train_language_model
 from triad.heads.translator.module import TranslatorModule
+from triad.heads.translator.pyfunc import TranslatorPyfunc, bundle
 
 
 class TranslatorHead(Head):
@@ -21,8 +24,6 @@ class TranslatorHead(Head):
 
     def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
         def lm(out_dir: Path) -> dict[str, Any]:
-            from triad.heads.translator.language_model import train_language_model
-
             return train_language_model(
                 self.model_cfg.lm, self.dir("data"), out_dir, seed=self.cfg.seed, device=self.cfg.trainer.torch_device()
             )
@@ -41,8 +42,6 @@ class TranslatorHead(Head):
         return TranslatorModule(self.model_cfg, datamodule.vocab_size, PAD_ID)
 
     def evaluate(self, module: TranslatorModule, datamodule: TranslationDataModule, report_dir: Path) -> Evaluation:
-        from triad.heads.translator.evaluate import evaluate
-
         datamodule.setup("test")
         cfg = self.model_cfg
         translator = Translator(module.model, datamodule.tokenizer, cfg.decoding)
@@ -51,16 +50,12 @@ class TranslatorHead(Head):
         )
 
     def pyfunc(self, module: TranslatorModule, datamodule: TranslationDataModule, work_dir: Path) -> PyfuncBundle:
-        from triad.heads.translator.pyfunc import bundle
-
         datamodule.setup("test")
         example = [p["src"] for p in datamodule.pairs["test"][:2]]
         return bundle(module.model, self.model_cfg.decoding, datamodule.data_dir / "tokenizer.json", work_dir, example)
 
-    def rescore(self, served, datamodule: TranslationDataModule) -> float:
+    def rescore(self, served: TranslatorPyfunc, datamodule: TranslationDataModule) -> float:
         """Test BLEU of a registered translator (its own tokenizer and decoding) on this test split."""
-        from triad.heads.translator.evaluate import score
-
         datamodule.setup("test")
         test = datamodule.pairs["test"]
         hypotheses = served.translator.translate([p["src"] for p in test], progress=True)
