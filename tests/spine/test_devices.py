@@ -48,9 +48,9 @@ def test_only_heads_made_for_it_evaluate_on_the_gpu(monkeypatch, head, accelerat
 @pytest.mark.parametrize(
     "head, step, target",
     [
-        ("diffusion", "judge", "triad.heads.diffusion.judge.train_judge"),
+        ("diffusion", "judge", "triad.heads.diffusion.head.train_judge"),
         ("transfer", "evidence", "triad.heads.transfer.head.run_evidence"),
-        ("translator", "lm", "triad.heads.translator.language_model.train_language_model"),
+        ("translator", "lm", "triad.heads.translator.head.train_language_model"),
     ],
 )
 @pytest.mark.parametrize("accelerator, device", [("gpu", "cuda"), ("cpu", "cpu")])
@@ -59,7 +59,7 @@ def test_each_heads_extra_step_trains_on_the_trainers_device(
 ):
     """The judge (10 epochs over 57,000 Fashion-MNIST images: about 10 minutes an epoch on 2 CPU
     cores) and the transfer evidence (dozens of trainings) would overrun a GPU check on the CPU.
-    The step's training function is replaced by one that records where it was asked to run."""
+    The step's training function, as the head calls it, is replaced by one that records where it was asked to run."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     asked = {}
 
