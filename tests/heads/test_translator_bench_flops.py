@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.heads.test_translator_model import tiny_config
 from triad.heads.translator import model as model_module
-from triad.heads.translator.model import Seq2SeqTransformer, TransformerConfig
+from triad.heads.translator.model import Seq2SeqTransformer
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 from translator_throughput import seq2seq_training_flops  # noqa: E402
@@ -38,23 +39,7 @@ def test_seq2seq_flop_count_matches_torch_flop_counter(src_len, tgt_len, tie, mo
         ),
     )
     torch.manual_seed(0)
-    model = Seq2SeqTransformer(
-        TransformerConfig(
-            vocab_size=100,
-            d_model=32,
-            n_heads=4,
-            n_encoder_layers=3,
-            n_decoder_layers=2,
-            d_ff=64,
-            dropout=0.0,
-            norm_first=True,
-            positional="sinusoidal",
-            max_len=64,
-            tie_embeddings=tie,
-            pad_id=0,
-            activation="relu",
-        )
-    )
+    model = Seq2SeqTransformer(tiny_config(vocab_size=100, n_encoder_layers=3, tie_embeddings=tie))
     # torch counts matrix multiplies only; the count charges every trainable parameter. Freezing the
     # vectors (biases, layer-norm gains) leaves the matrices on both sides, so the two must agree exactly.
     for parameter in model.parameters():
