@@ -176,9 +176,18 @@ examples:
     p = sub.add_parser(
         "predict",
         help="predict with a head's champion model from the registry",
-        description="Load models:/triad-<head>@champion and predict.",
+        description=(
+            "Load a registered model (by default the champion of triad-<head>, or of the model the configured "
+            "data names) and predict. The request is checked before the model loads."
+        ),
     )
-    p.add_argument("--model-uri", help="another model URI (default: models:/triad-<head>@champion)")
+    p.add_argument(
+        "--model",
+        metavar="NAME[@ALIAS|/VERSION]",
+        help="a registered model, e.g. my-xrays, my-xrays@champion or my-xrays/3 "
+        "(default: the champion of the model the current config's data trains, triad-<head> for a built-in task)",
+    )
+    p.add_argument("--model-uri", help="any MLflow model URI instead (runs:/..., models:/..., a local path)")
     predict = p.add_subparsers(dest="head", required=True, metavar="HEAD")
     for name, spec in registry().items():  # each head's flags live in its own cli.py
         head_cli = spec.cli
@@ -353,23 +362,41 @@ def cmd_ui(args) -> int:
     return 0
 
 
+def model_uri(model: str | None, default_name: str) -> str:
+    """``models:/...`` for ``--model NAME[@ALIAS|/VERSION]``: the champion when neither is given."""
+    from triad.gate import CHAMPION
+
+    model = model or default_name
+    if model.startswith("models:/"):
+        return model
+    return f"models:/{model}" if ("@" in model or "/" in model) else f"models:/{model}@{CHAMPION}"
+
+
 def cmd_predict(args) -> int:
+    from triad.heads import head_spec
+
+    head_cli = head_spec(args.head).cli
+    if hasattr(head_cli, "check"):  # the request's files and options, before anything heavy is imported
+        head_cli.check(args)
+    if args.model and args.model_uri:
+        raise TriadError("give --model or --model-uri, not both")
     import mlflow
 
     from triad import tracking
     from triad.config import compose
+    from triad.heads import registered_model_name
 
     cfg = compose([])
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg))
-    from triad.gate import CHAMPION
-    from triad.heads import head_spec
-
-    uri = args.model_uri or f"models:/{head_spec(args.head).registered_model_name}@{CHAMPION}"
+    uri = args.model_uri or model_uri(args.model, registered_model_name(cfg, args.head))
     try:
         model = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
+        from triad.predict import first_line
+
         raise TriadError(
-            f"cannot load {uri}: {exc}. Run `triad pipeline` (or `triad train {args.head}`) first."
+            f"cannot load {uri}: {first_line(exc)}. Run `triad pipeline` (or `triad train {args.head}`) first, "
+            "or name a registered model with --model NAME[@alias|/version]."
         ) from None
     from triad.predict import show
 

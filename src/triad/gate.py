@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from triad.errors import NotComparable, TransientError
-from triad.heads import head_spec
+from triad.heads import registered_model_name
 from triad.tracking import tracking_uri
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def registry_summary(cfg: TriadConfig, heads: list[str]) -> list[dict[str, Any]]
     client = MlflowClient()
     rows = []
     for head in heads:
-        name = head_spec(head).registered_model_name
+        name = registered_model_name(cfg, head)
         try:
             versions = client.search_model_versions(f"name='{name}'")
         except MlflowException:

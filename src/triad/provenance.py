@@ -59,6 +59,21 @@ def data_version(data_dir: Path) -> str:
     return f"sha256:{content_hash(data_dir)}"
 
 
+def raw_version(stage: str, path: str) -> str | None:
+    """DVC's hash (``md5:<hash>``) of dependency ``path`` of ``stage`` as ``dvc.lock`` records it, if it does.
+
+    For a user's own data, the version of the raw files the prepared data came from.
+    """
+    lock = project_root() / "dvc.lock"
+    if not lock.is_file():
+        return None
+    stage_lock = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+    for dep in stage_lock.get("deps", []):
+        if dep.get("path") == path and "md5" in dep:
+            return f"md5:{dep['md5']}"
+    return None
+
+
 def project_id() -> str:
     """This checkout on this machine (``host:path``): tells a project's runs from another's on a shared server."""
     import socket

@@ -80,6 +80,55 @@ def run_tags(cfg: TriadConfig, head: Head, data_dir: Path) -> dict[str, str]:
     return tags
 
 
+def log_data(client, run_id: str, cfg: TriadConfig, head: Head, data_dir: Path) -> None:
+    """Record the data a training run used: an MLflow dataset input (the run's Datasets panel) and the
+    prepare step's data report (``data/`` artifacts), where prepare wrote one.
+
+    The dataset's name is the data's registered-model name; its source is the user's folder or file (a
+    built-in task: the prepared folder); its digest is DVC's hash of that raw data where ``dvc.lock``
+    records it, else the prepared data's version; its profile holds the row counts per split.
+    """
+    import json
+
+    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    from triad.data.own import REPORT_GRID, REPORT_JSON, REPORT_MD
+
+    data_cfg = getattr(cfg.data, head.name)
+    own = getattr(data_cfg, "path", None)
+    report_file = data_dir / REPORT_JSON
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    summary_file = data_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    rows = (
+        {
+            split: sum(per_split.get(split, 0) for per_split in report["counts"].values())
+            for split in ("train", "val", "test")
+        }
+        if report.get("counts")
+        else summary.get("sizes", {})
+    )
+    raw = getattr(data_cfg, "raw", None)
+    raws = raw if isinstance(raw, list) else [raw] if raw else []
+    digests = [provenance.raw_version(f"prepare_{head.name}", r) for r in dict.fromkeys(raws)]
+    digest = "+".join(d for d in digests if d) if own and all(digests) else provenance.data_version(data_dir)
+
+    class Profiled(MetaDataset):
+        @property
+        def profile(self) -> dict[str, Any]:
+            return {"rows": rows, "source": report.get("source") or summary.get("source", "")}
+
+    source = str(Path(own).expanduser().resolve()) if own else str(data_dir.resolve())
+    dataset = Profiled(LocalArtifactDatasetSource(source), name=head.registered_model_name, digest=digest)
+    tags = [InputTag(key="mlflow.data.context", value="training")]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)])
+    for name in (REPORT_JSON, REPORT_MD, REPORT_GRID):
+        if (data_dir / name).is_file():
+            client.log_artifact(run_id, str(data_dir / name), "data")
+
+
 def flat_params(cfg: TriadConfig, head: str) -> dict[str, Any]:
     """The params that shape ``head``'s model, flattened to dotted keys for MLflow."""
     sections = {

@@ -215,6 +215,7 @@ def _open_run(cfg: TriadConfig, head: Head, data_dir: Path, ckpt: _Checkpoints):
     if not previous:
         logger.log_hyperparams(tracking.flat_params(cfg, head.name))
         logger.experiment.log_text(logger.run_id, to_yaml(cfg), "config/config.yaml")
+        tracking.log_data(logger.experiment, logger.run_id, cfg, head, data_dir)
     return logger, run
 
 

@@ -93,6 +93,12 @@ def head_spec(name: str) -> HeadSpec:
     return heads[name]
 
 
+def registered_model_name(cfg: TriadConfig, name: str) -> str:
+    """The registered model that ``cfg``'s data for head ``name`` trains: ``data.<head>.name``, or
+    ``triad-<head>`` when that is null or the head's data has no ``name`` key."""
+    return getattr(getattr(cfg.data, name), "name", None) or head_spec(name).registered_model_name
+
+
 def head_class(name: str) -> type[Head]:
     return head_spec(name).head_class
 

@@ -90,9 +90,10 @@ class Head(abc.ABC):
 
     @property
     def registered_model_name(self) -> str:
-        from triad.heads import head_spec
+        """``data.<head>.name`` where the data names its own model (a user's task), else ``triad-<head>``."""
+        from triad.heads import registered_model_name
 
-        return head_spec(self.name).registered_model_name
+        return registered_model_name(self.cfg, self.name)
 
     def dir(self, kind: Literal["data", "artifacts", "reports", "state"]) -> Path:
         """``<project root>/<paths.{kind}_dir>/<head name>`` (absolute config paths are kept)."""

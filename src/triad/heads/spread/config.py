@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from triad.schema import OptimConfig, StrictModel
+from triad.schema import DataKeys, OptimConfig, StrictModel
 
 Process = Literal["ic", "sir", "sis", "heat"]
 Family = Literal["erdos_renyi", "barabasi_albert", "watts_strogatz", "stochastic_block"]
@@ -33,7 +33,7 @@ class Range(StrictModel):
         return self
 
 
-class SpreadData(StrictModel):
+class SpreadData(DataKeys):
     """Which graphs and processes, and how many Monte-Carlo cascades estimate each answer.
 
     Every example is (graph, process, parameters, seed set) -> each node's probability of being

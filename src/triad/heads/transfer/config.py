@@ -12,14 +12,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from triad.schema import OptimConfig, StrictModel
+from triad.schema import DataKeys, OptimConfig, StrictModel
 
 Task = Literal["mnist5k_fewlabel", "pneumoniamnist", "bible_sections"]
 Backbone = Literal["efficientnet_lite0", "minilm", "registry", "timm", "hf"]
 Strategy = Literal["linear_probe", "partial", "full", "gradual", "lora"]
 
 
-class TransferData(StrictModel):
+class TransferData(DataKeys):
     """Which task, and how much of it is labelled.
 
     The training *pool* is every training example the task has (capped at ``pool_per_class``; ``null``: no cap);

