@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 
 from triad import dag, locks, reconcile, tracking
 from triad.config import compose, project_root, write_params
+from triad.data.own import REPORT_JSON, report_line
 from triad.errors import TriadError
 
 
@@ -48,9 +49,12 @@ def run_stage(stage: dag.Stage, root: Path, remote: str | None = None, force: st
         )
 
 
-def summary_markdown(reports: Path, heads: list[str], results: list[dict[str, Any]], ui: str) -> str:
+def summary_markdown(
+    reports: Path, heads: list[str], results: list[dict[str, Any]], ui: str, data: Path | None = None
+) -> str:
     """The run's summary table from ``reports/<head>/registry.json``; ``ui`` is the MLflow dashboard the
-    run links point into.
+    run links point into. With ``data`` (the prepared-data folder), a line per head whose prepare step
+    wrote a data report (a user's own data): its source, sizes and problems.
 
     A stage's result has ``status`` ran, skipped, failed (with ``error``) or not run (an upstream
     stage failed); failures head the summary so that a failed scheduled run says what broke.
@@ -74,6 +78,12 @@ def summary_markdown(reports: Path, heads: list[str], results: list[dict[str, An
         else:
             lines.append(f"| {head} | - | - | - | not evaluated | - |")
     lines.append("")
+    reports_of_data = [(head, data / head / REPORT_JSON) for head in heads] if data else []
+    reports_of_data = [(head, path) for head, path in reports_of_data if path.is_file()]
+    if reports_of_data:
+        lines += ["Data (each head's `data_report.md` is in its MLflow run, under `data/`):"]
+        lines += [f"- {head}: {report_line(json.loads(path.read_text()))}" for head, path in reports_of_data]
+        lines.append("")
     for status, label in (
         ("ran", "Stages run"),
         ("skipped", "Stages unchanged (skipped)"),
@@ -185,7 +195,9 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
         logger.info("nothing changed since the last run: no stage ran, nothing was trained")
     uri = tracking.tracking_uri(cfg)
     ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # a server, else `triad ui`
-    markdown = summary_markdown(root / cfg.paths.reports_dir, cfg.pipeline.head_names, results, ui)
+    markdown = summary_markdown(
+        root / cfg.paths.reports_dir, cfg.pipeline.head_names, results, ui, data=root / cfg.paths.data_dir
+    )
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:

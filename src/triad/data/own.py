@@ -195,7 +195,9 @@ def scan_image_folder(root: Path, key: str, allow_flat: bool) -> ImageFolder:
         )
     if not dirs:
         if not allow_flat:
-            raise DataError(f"{root} has no class sub-folders; this head needs labelled images. Expected {FOLDER_LAYOUT}.")
+            raise DataError(
+                f"{root} has no class sub-folders; this head needs labelled images. Expected {FOLDER_LAYOUT}."
+            )
         files = list(_images_under(root, root, None, None, ignored))
         folder = ImageFolder(root, files, [], "flat", ignored)
     elif {d.name for d in dirs} <= set(SPLITS) and "train" in {d.name for d in dirs}:
@@ -408,15 +410,29 @@ def report_markdown(report: dict[str, Any], has_grid: bool = False) -> str:
     other = {
         k: v
         for k, v in report.items()
-        if k
-        not in {"source", "path", "counts", "image_modes", "image_sizes", "text_lengths", "problems", "skipped"}
+        if k not in {"source", "path", "counts", "image_modes", "image_sizes", "text_lengths", "problems", "skipped"}
     }
     lines += [f"- {k}: {v}" for k, v in other.items()]
     if other:
         lines.append("")
     problems = report.get("problems") or []
-    lines.append(f"Problems: {len(problems)}" + (f" ({report['skipped']} file(s) skipped)" if report.get("skipped") else ""))
-    lines += [f"- `{p['path']}" + (f":{p['line']}" if p.get("line") is not None else "") + f"`: {p['reason']}" for p in problems]
+    skipped = f" ({report['skipped']} file(s) skipped)" if report.get("skipped") else ""
+    lines.append(f"Problems: {len(problems)}{skipped}")
+    for p in problems:
+        where = p["path"] + (f":{p['line']}" if p.get("line") is not None else "")
+        lines.append(f"- `{where}`: {p['reason']}")
     if has_grid:
         lines += ["", f"![examples]({REPORT_GRID})"]
     return "\n".join(lines) + "\n"
+
+
+def report_line(report: dict[str, Any]) -> str:
+    """One line for a run's summary: the source, examples per split, and the problems found."""
+    counts = report.get("counts") or {}
+    totals = {split: sum(c.get(split, 0) for c in counts.values()) for split in SPLITS}
+    sizes = " / ".join(f"{totals[s]} {s}" for s in SPLITS)
+    problems = len(report.get("problems") or [])
+    skipped = f", {report['skipped']} skipped" if report.get("skipped") else ""
+    classes = f", {len(counts)} classes" if len(counts) > 1 else ""
+    where = f"`{report.get('path', '?')}` ({report.get('source', '?')})"
+    return f"{where}: {sizes}{classes}; {problems} problem(s){skipped}"
