@@ -63,7 +63,7 @@ def summary_markdown(
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         lines += ["**FAILED**: " + "; ".join(f"`{r['stage']}`: {r['error']}" for r in failed), ""]
-    lines += ["| head | gate metric | value | version | decision | MLflow run |", "|---|---|---|---|---|---|"]
+    lines += ["| head | model | gate metric | value | version | decision | MLflow run |", "|---" * 7 + "|"]
     for head in heads:
         registry_file = reports / head / "registry.json"
         if registry_file.is_file():
@@ -74,9 +74,12 @@ def summary_markdown(
                 decision = "champion" if champion == reg["version"] else f"promoted, then overtaken by v{champion}"
             else:
                 decision = f"kept v{(reg.get('champion_before') or {}).get('version')}"
-            lines.append(f"| {head} | {reg['metric']} | {reg['value']:.4f} | v{reg['version']} | {decision} | {link} |")
+            model = reg.get("model", "-")
+            lines.append(
+                f"| {head} | {model} | {reg['metric']} | {reg['value']:.4f} | v{reg['version']} | {decision} | {link} |"
+            )
         else:
-            lines.append(f"| {head} | - | - | - | not evaluated | - |")
+            lines.append(f"| {head} | - | - | - | - | not evaluated | - |")
     lines.append("")
     reports_of_data = [(head, data / head / REPORT_JSON) for head in heads] if data else []
     reports_of_data = [(head, path) for head, path in reports_of_data if path.is_file()]

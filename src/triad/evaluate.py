@@ -217,7 +217,12 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
         rescore=lambda champion: rescore(head, champion, datamodule),
     )
     decision.update(
-        {"run_id": trained["run_id"], "experiment_id": trained["experiment_id"], "model_uri": info.model_uri}
+        {
+            "model": head.registered_model_name,
+            "run_id": trained["run_id"],
+            "experiment_id": trained["experiment_id"],
+            "model_uri": info.model_uri,
+        }
     )
     print(
         f"[triad] {head.registered_model_name} v{version.version}: "
