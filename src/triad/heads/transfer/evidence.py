@@ -115,6 +115,15 @@ def _probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     ).numpy()
 
 
+def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size``; a last batch of one joins the one before it
+    (batch norm in training mode cannot normalise a single example at 1x1 resolution)."""
+    chunks = list(order.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
+
+
 def train_arm(
     model: nn.Module,
     x_train: torch.Tensor,
@@ -140,7 +149,7 @@ def train_arm(
     val_scores, val_accuracy, best_epoch, best_state = [], [], 0, None
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
-        for idx in torch.randperm(len(y_train), generator=generator).to(device).split(cfg.batch_size):
+        for idx in batches(torch.randperm(len(y_train), generator=generator).to(device), cfg.batch_size):
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -267,7 +276,7 @@ def run_evidence(
     runs_table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
     plot_evidence(runs_table, summary, cfg, out_dir / "evidence.png")
-    notes = caveats(summary, cfg)
+    notes = fraction_caveats(data.pool.y, cfg.fractions) + caveats(summary, cfg)
     for note in notes:
         log.warning("evidence: %s", note)
     return {
@@ -319,6 +328,31 @@ def caveats(summary: pd.DataFrame, cfg: EvidenceConfig) -> list[str]:
                 f"{int(row.runs_still_improving)} of {int(row.runs)} runs: raise "
                 f"model.transfer.evidence.max_epochs (now {cfg.max_epochs}) before trusting a verdict against it"
             )
+    return notes
+
+
+def fraction_caveats(pool_y: np.ndarray, fractions: list[float]) -> list[str]:
+    """Label fractions that a small pool cannot honour: one that rounds a class to no example (the sampler
+    takes one anyway, so the run uses more labels than the fraction says), and fractions that draw the same
+    number of labels as a smaller one (the pool is too small to tell them apart)."""
+    notes, seen = [], {}
+    counts = np.bincount(pool_y)
+    counts = counts[counts > 0]
+    for fraction in sorted(fractions):
+        rounded = [max(1, round(fraction * n)) for n in counts]
+        short = int(sum(round(fraction * n) == 0 for n in counts))
+        if short:
+            notes.append(
+                f"fraction {fraction:g} of a pool with {counts.min()} to {counts.max()} examples per class leaves "
+                f"{short} class(es) with no example; each got one, so the runs at {fraction:g} use "
+                f"{sum(rounded)} labels ({sum(rounded) / counts.sum():.2g} of the pool)"
+            )
+        if sum(rounded) in seen:
+            notes.append(
+                f"fractions {seen[sum(rounded)]:g} and {fraction:g} both draw {sum(rounded)} labels: the pool is too "
+                "small to tell them apart (add data or choose fractions further apart)"
+            )
+        seen.setdefault(sum(rounded), fraction)
     return notes
 
 

@@ -61,7 +61,9 @@ class TransferHead(Head):
         image_mode = None
         if datamodule.modality == "image":
             image_mode = "L" if datamodule.test.x.ndim == 3 else "RGB"
-        artifacts = save_artifacts(classifier, self.model_cfg, datamodule.class_names, threshold, image_mode, work_dir)
+        artifacts = save_artifacts(
+            classifier, self.model_cfg, datamodule.class_names, threshold, image_mode, work_dir, datamodule.input_size
+        )
         return PyfuncBundle(TransferPyfunc(), artifacts, input_example(datamodule))
 
     def rescore(self, served: TransferPyfunc, datamodule: TransferDataModule) -> float:

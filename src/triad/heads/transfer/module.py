@@ -186,20 +186,24 @@ def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor
 
 @torch.compiler.disable  # data augmentation: stays eager when trainer.compile compiles the module around it
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, H, W) images, each translated by its own offset in [-max_shift, max_shift]^2 (edges repeated).
+    """(B, H, W) or (B, H, W, C) images, each translated by its own offset in [-max_shift, max_shift]^2
+    (edges repeated).
 
     The offsets are drawn on the CPU (from ``generator`` when given); the crop is one gather on the
     images' own device.
     """
     if max_shift == 0:
         return images
-    b, h, w = images.shape
-    padded = F.pad(images[:, None].float(), (max_shift,) * 4, mode="replicate")[:, 0].to(images.dtype)
+    b, h, w = images.shape[:3]
+    channels_first = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (B, C, H, W)
+    padded = F.pad(channels_first.float(), (max_shift,) * 4, mode="replicate").to(images.dtype)
+    padded = padded.permute(0, 2, 3, 1)  # (B, H + 2s, W + 2s, C)
     offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).to(images.device)
     rows = offsets[:, :1] + torch.arange(h, device=images.device)  # (B, H)
     cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # (B, W)
     batch = torch.arange(b, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]
+    shifted = padded[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return shifted[..., 0] if images.dim() == 3 else shifted
 
 
 class TransferModule(L.LightningModule):
@@ -252,7 +256,7 @@ class TransferModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        if self.cfg.shift_augment and isinstance(x, torch.Tensor) and x.dim() == 3:
+        if self.cfg.shift_augment and isinstance(x, torch.Tensor) and x.dim() in (3, 4):  # grey or RGB images
             x = random_shift(x, self.cfg.shift_augment)
         loss = self.training_loss(self.model(x), y)
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))

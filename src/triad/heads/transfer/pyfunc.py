@@ -10,7 +10,8 @@ signature). Called directly, ``predict`` also takes a list of images or texts. I
 way training reads them, as 0-255 pixel values:
 
 - PNG or JPEG bytes; a 16-bit PNG (mode I;16, common for X-rays) is rescaled to 8 bits by its bit
-  depth (65535 -> 255), not clipped;
+  depth (65535 -> 255), not clipped. A model trained on an image folder (config ``input_size``) decodes
+  them with the prepare step's own decoder, to the same size and channels (transparency on white);
 - integer arrays (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) with values 0..255. Float arrays are
   refused (is 1.0 white or nearly black?): scale them to 0-255 uint8 first. One 2-D array is
   refused too: pass a list of images.
@@ -69,8 +70,13 @@ def save_artifacts(
     threshold: float | None,
     image_mode: str | None,
     folder: Path,
+    input_size: int | None = None,
 ) -> dict[str, str]:
-    """Write the two artifacts; returns name -> path for ``mlflow.pyfunc.log_model``."""
+    """Write the two artifacts; returns name -> path for ``mlflow.pyfunc.log_model``.
+
+    ``image_mode`` is "L" or "RGB" (how images are decoded), ``input_size`` the size an image folder's
+    prepare step converted files to (None: files are read at their own size).
+    """
     config = {
         "model": cfg.model_dump(mode="json"),
         "backbone_spec": classifier.backbone.spec,
@@ -78,6 +84,7 @@ def save_artifacts(
         "threshold": threshold,
         "modality": classifier.backbone.modality,
         "image_mode": image_mode,
+        "input_size": input_size,
     }
     return save_network(classifier, config, folder)
 
@@ -157,12 +164,31 @@ def _decode_array(pixels: np.ndarray, mode: str) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).convert(mode), dtype=np.uint8)
 
 
-def decode_image(item: Any, mode: str) -> np.ndarray:
+def _decode_file_as_prepared(data: bytes, mode: str, size: int) -> np.ndarray:
+    """A file decoded exactly as the image-folder prepare step decoded the training images."""
+    from PIL import Image
+
+    from triad.data.own import BadImage
+    from triad.data.own import decode_image as decode_own
+
+    try:
+        return decode_own(data, size, 1 if mode == "L" else 3)[0]
+    except BadImage as exc:
+        raise InputError(str(exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"too large to decode safely ({exc})") from None
+
+
+def decode_image(item: Any, mode: str, input_size: int | None = None) -> np.ndarray:
     """PNG/JPEG bytes or an integer array -> uint8 array, (H, W) for mode "L", (H, W, 3) for "RGB".
 
+    ``input_size``: a model trained on an image folder decodes files the way its prepare step did
+    (transparency on white, any bit depth) at that size; None keeps them at their own size.
     Raises ``InputError`` for anything else; see the module docstring for what is accepted.
     """
     if isinstance(item, (bytes, bytearray, memoryview)):
+        if input_size is not None:
+            return _decode_file_as_prepared(bytes(item), mode, input_size)
         return _decode_file(bytes(item), mode)
     if isinstance(item, (str, Path)):
         raise InputError(
@@ -221,7 +247,7 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
         images = []
         for number, item in enumerate(items):
             try:
-                images.append(decode_image(item, self.config["image_mode"]))
+                images.append(decode_image(item, self.config["image_mode"], self.config.get("input_size")))
             except InputError as exc:
                 raise InputError(f"image {number}: {exc}") from None
         return images
