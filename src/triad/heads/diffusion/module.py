@@ -32,7 +32,9 @@ def image_grid(images: torch.Tensor, rows: int) -> np.ndarray:
 class DiffusionModule(L.LightningModule):
     """Class-conditional DDPM training with classifier-free label dropout and EMA weights.
 
-    Batches are (uint8 images (B, C, H, W), labels (B,)).
+    Batches are (uint8 images (B, C, H, W), labels (B,)). ``n_classes = 0`` is an unconditional model
+    (a flat folder of the user's images): every label is the null label 0, label dropout changes nothing,
+    and sampling ignores guidance (there is no class to guide towards).
     """
 
     def __init__(self, cfg: DiffusionModel, image_channels: int, image_size: int, n_classes: int, hflip: bool = False):
@@ -96,9 +98,10 @@ class DiffusionModule(L.LightningModule):
         # a progress picture, not a measurement: 6 samples per class at 10 DDIM steps keep it to a few
         # seconds per epoch on CPU (the evaluation's grid uses sample_steps)
         per_class = 6
-        labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
+        rows = max(1, self.n_classes)  # an unconditional model: one row of samples
+        labels = torch.arange(rows, device=self.device).repeat_interleave(per_class) % max(1, self.n_classes)
         images = self.generate(labels, steps=min(10, self.cfg.timesteps), seed=0)
-        grid = image_grid(images, rows=self.n_classes)
+        grid = image_grid(images, rows=rows)
         experiment.log_image(self.logger.run_id, grid, f"samples/epoch_{self.current_epoch:03d}.png")
 
     def configure_optimizers(self):
@@ -118,8 +121,12 @@ class DiffusionModule(L.LightningModule):
         eta: float | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """DDIM samples of the EMA network: labels (B,) -> images (B, C, H, W) in [-1, 1]."""
+        """DDIM samples of the EMA network: labels (B,) -> images (B, C, H, W) in [-1, 1].
+
+        An unconditional model takes labels of 0 (the null label), one per image, and no guidance."""
         generator = torch.Generator(device=labels.device).manual_seed(seed)
+        if not self.n_classes:
+            guidance = 1.0
         return ddim_sample(
             self.ema,
             self.diffusion,

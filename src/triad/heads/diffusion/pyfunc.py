@@ -1,13 +1,16 @@
 """The servable diffusion model: requests for images of a class in, images out.
 
 Input: rows (a DataFrame or a list of dicts) of
-    label     class index to draw, in [0, n_classes) (int, required)
+    label     class index to draw, in [0, n_classes) (int); a class-conditional model needs label or class
+    class     class name to draw, one of the model's ``class_names`` (the folder names of the user's data)
     n         how many images, in [1, MAX_IMAGES] (default 1)
     steps     DDIM steps, in [1, timesteps] (default: the trained config's sample_steps)
     guidance  classifier-free guidance scale, >= 0 (default: the config's); only 1 for a model trained
               without label dropout, which has no unconditional model
     seed      seed of the sampler's torch.Generator, in [0, 2**63) (default 0): the same row gives the same images
     png       also return PNG bytes: true or false (default false)
+An unconditional model (trained on a flat folder: ``class_names`` is empty) takes neither label nor class,
+and no guidance other than 1 (there is no class to guide towards); its output's label is None.
 A missing value (None or NaN) takes the default. Anything else that does not fit (a fractional count, a
 string for png, an unknown column) raises ``RequestError`` naming the row and the field.
 Output: a DataFrame with one row per image: request (row index), label, index (0 .. n-1),
@@ -41,7 +44,7 @@ from triad.nn.saved import load_network, save_network
 
 WEIGHTS = "ema_weights"
 CONFIG = "diffusion_config"
-FIELDS = ("label", "n", "steps", "guidance", "seed", "png")
+FIELDS = ("label", "class", "n", "steps", "guidance", "seed", "png")
 COLUMNS = ["request", "label", "index", "image"]  # of the output, plus "png" when asked
 MAX_IMAGES = 256  # per request row: one sampler batch (twice that with guidance) must fit in memory
 MAX_SEED = 2**63 - 1  # the signature's "long"
@@ -86,14 +89,21 @@ def nested_layout(model: dict) -> dict:
 
 
 def input_signature():
-    """Only ``label`` is required; the other columns fall back to the defaults above when left out."""
+    """Every column is optional for the signature: the model itself requires ``label`` or ``class`` when it is
+    class-conditional (and refuses both when it is not); the others fall back to the defaults above."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    optional = [("n", "long"), ("steps", "long"), ("guidance", "double"), ("seed", "long"), ("png", "boolean")]
-    return ModelSignature(
-        inputs=Schema([ColSpec("long", "label"), *(ColSpec(kind, name, required=False) for name, kind in optional)])
-    )
+    columns = [
+        ("label", "long"),
+        ("class", "string"),
+        ("n", "long"),
+        ("steps", "long"),
+        ("guidance", "double"),
+        ("seed", "long"),
+        ("png", "boolean"),
+    ]
+    return ModelSignature(inputs=Schema([ColSpec(kind, name, required=False) for name, kind in columns]))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -108,7 +118,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
-    """Class-conditional image generator (DDIM on the EMA UNet, CPU)."""
+    """Class-conditional (or, with no class names, unconditional) image generator (DDIM on the EMA UNet, CPU)."""
 
     def load_context(self, context) -> None:
         config, weights = load_network(context.artifacts, config_key=CONFIG, weights_key=WEIGHTS)
@@ -131,16 +141,10 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
             raise RequestError(
                 f"request row {number} has unknown field(s) {unknown}; the fields are {', '.join(FIELDS)}"
             )
-        n_classes, timesteps = len(self.class_names), self.cfg.timesteps
+        timesteps = self.cfg.timesteps
         field = RowReader(number, row)
         request = {
-            "label": field.integer(
-                "label",
-                None,
-                0,
-                n_classes - 1,
-                f"a class index of this model: 0 .. {n_classes - 1} ({', '.join(self.class_names)})",
-            ),
+            "label": self._label(number, field),
             "n": field.integer("n", 1, 1, MAX_IMAGES, f"a number of images in [1, {MAX_IMAGES}]"),
             "steps": field.integer(
                 "steps", self.cfg.sample_steps, 1, timesteps, f"a number of DDIM steps in [1, timesteps={timesteps}]"
@@ -151,19 +155,57 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
             "seed": field.integer("seed", 0, 0, MAX_SEED, f"a seed in [0, {MAX_SEED}]"),
             "png": field.boolean("png", False),
         }
-        if request["guidance"] != 1 and self.cfg.label_drop_prob == 0:
+        if not self.class_names:  # unconditional: one plain pass, whatever the trained config's guidance
+            if field.given("guidance") is not None and request["guidance"] != 1:
+                raise RequestError(
+                    f"request row {number}: guidance={request['guidance']} does not apply: this model is "
+                    f"unconditional (trained without classes); leave guidance out"
+                )
+            request["guidance"] = 1.0
+        elif request["guidance"] != 1 and self.cfg.label_drop_prob == 0:
             raise RequestError(
                 f"request row {number}: guidance={request['guidance']} needs the unconditional model, "
                 f"which this model never trained (label_drop_prob=0); give guidance 1"
             )
         return request
 
+    def _label(self, number: int, field: RowReader) -> int | None:
+        """The class index a row asks for, by ``label`` (index) or ``class`` (name); None when unconditional."""
+        names = self.class_names
+        label, name = field.given("label"), field.given("class")
+        if not names:
+            if label is not None or name is not None:
+                given = f"label={label!r}" if label is not None else f"class={name!r}"
+                raise RequestError(
+                    f"request row {number}: {given}, but this model is unconditional (trained on a folder without "
+                    f"class sub-folders): it has no classes; leave label and class out"
+                )
+            return None
+        listing = ", ".join(names)
+        if label is not None and name is not None:
+            raise RequestError(f"request row {number}: give label or class, not both")
+        if name is not None:
+            if not isinstance(name, str) or name not in names:
+                raise RequestError(
+                    f"request row {number}: class={name!r} is not a class of this model; give one of {listing}"
+                )
+            return names.index(name)
+        if label is None:
+            raise RequestError(
+                f"request row {number}: label is missing; give label (0 .. {len(names) - 1}) "
+                f"or class (one of {listing})"
+            )
+        return field.integer(
+            "label", None, 0, len(names) - 1, f"a class index of this model: 0 .. {len(names) - 1} ({listing})"
+        )
+
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         # every row is checked before any sampling starts
         requests = [self._request(number, row) for number, row in enumerate(request_rows(model_input))]
         out = []
         for number, request in enumerate(requests):
-            labels = torch.full((request["n"],), request["label"], dtype=torch.long)
+            # an unconditional model draws with the null label, 0 (it has no classes)
+            labels = torch.full((request["n"],), request["label"] or 0, dtype=torch.long)
             generator = torch.Generator().manual_seed(request["seed"])
             images = ddim_sample(
                 self.net,
@@ -194,6 +236,10 @@ class RowReader:
 
     def __init__(self, number: int, row: dict):
         self.number, self.row = number, row
+
+    def given(self, key: str):
+        """The row's value for ``key``, or None when it is absent, None or NaN."""
+        return self._given(key)
 
     def _given(self, key: str):
         value = self.row.get(key)

@@ -7,8 +7,10 @@ is deterministic and allows few steps.
 
 The label ``n_classes`` is the null (unconditional) label of classifier-free guidance, so the samplers
 must know the number of classes: they take ``n_classes`` or read ``model.n_classes`` (the UNet has it),
-and refuse a model that offers neither rather than guess. Arguments that do not fit (steps outside
-[1, T], a label outside [0, n_classes), a negative guidance scale) raise ``SamplingError``.
+and refuse a model that offers neither rather than guess. An unconditional model has ``n_classes = 0``:
+its only label is the null label 0, and guidance has nothing to push towards (it is not applied).
+Arguments that do not fit (steps outside [1, T], a label outside [0, n_classes), a negative guidance
+scale) raise ``SamplingError``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class SamplingError(TriadError, ValueError):
 
 
 def class_count(model: nn.Module, n_classes: int | None = None) -> int:
-    """The number of real classes K (the null label is K): ``n_classes`` if given, else ``model.n_classes``."""
+    """The number of real classes K (the null label is K): ``n_classes`` if given, else ``model.n_classes``.
+
+    K = 0 is an unconditional model."""
     if n_classes is None:
         n_classes = getattr(model, "n_classes", None)
         if n_classes is None:
@@ -35,17 +39,23 @@ def class_count(model: nn.Module, n_classes: int | None = None) -> int:
                 f"the sampler cannot tell the null label of classifier-free guidance: {type(model).__name__} has "
                 f"no n_classes attribute. Pass n_classes= to the sampler, or set n_classes on the wrapper."
             )
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
-        raise SamplingError(f"n_classes must be a positive integer, got {n_classes!r}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 0:
+        raise SamplingError(f"n_classes must be an integer >= 0 (0: unconditional), got {n_classes!r}")
     return int(n_classes)
 
 
 def check_labels(labels: torch.Tensor, n_classes: int) -> None:
-    """labels must be (B,) integers in [0, n_classes); n_classes itself is the null label, not a class."""
+    """labels must be (B,) integers in [0, n_classes); n_classes itself is the null label, not a class.
+
+    An unconditional model (n_classes 0) takes only the null label 0, one per image to draw."""
     if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise SamplingError(
             f"labels must be a 1-D integer tensor (B,), got {labels.dtype} of shape {tuple(labels.shape)}"
         )
+    if n_classes == 0:
+        if (labels != 0).any():
+            raise SamplingError("this model is unconditional: give labels of 0 (the null label), one per image")
+        return
     bad = labels[(labels < 0) | (labels >= n_classes)]
     if len(bad):
         raise SamplingError(
@@ -62,8 +72,10 @@ def check_guidance(guidance: float) -> None:
 def guided_output(
     model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance: float, null_label: int
 ) -> torch.Tensor:
-    """Classifier-free guidance: uncond + w * (cond - uncond), in one batch of 2B; w = 1 is plain conditional."""
-    if guidance == 1.0:
+    """Classifier-free guidance: uncond + w * (cond - uncond), in one batch of 2B; w = 1 is plain conditional.
+
+    An unconditional model (null_label 0) has cond == uncond: one plain pass, whatever w."""
+    if guidance == 1.0 or null_label == 0:
         return model(x, t, labels)
     null = torch.full_like(labels, null_label)
     cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
