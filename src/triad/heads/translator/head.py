@@ -9,18 +9,23 @@ from typing import Any, ClassVar, Literal
 from triad.heads.base import Evaluation, Head, PyfuncBundle
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
 from triad.heads.translator.decoding import Translator
-from triad.heads.translator.evaluate import evaluate, score
+from triad.heads.translator.evaluate import GATE_SCORE, evaluate, score
 from triad.heads.translator.language_model import train_language_model
 from triad.heads.translator.module import TranslatorModule
 from triad.heads.translator.pyfunc import TranslatorPyfunc, bundle
 
 
 class TranslatorHead(Head):
-    """Bible verses (default) or Multi30k, BPE, an encoder-decoder Transformer, beam search, BLEU."""
+    """Bible verses (default), Multi30k or the user's own parallel text; BPE, an encoder-decoder
+    Transformer, beam search; BLEU for translation, ROUGE-L for summarization."""
 
     name: ClassVar[str] = "translator"
-    gate_metric: ClassVar[str] = "test_bleu"
     gate_mode: ClassVar[Literal["max", "min"]] = "max"
+
+    @property
+    def gate_metric(self) -> str:  # type: ignore[override]
+        """``test_bleu`` for translation, ``test_rougeL`` for summarization (``data.translator.task``)."""
+        return f"test_{GATE_SCORE[self.data_cfg.task]}"
 
     def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
         def lm(out_dir: Path) -> dict[str, Any]:
@@ -46,7 +51,12 @@ class TranslatorHead(Head):
         cfg = self.model_cfg
         translator = Translator(module.model, datamodule.tokenizer, cfg.decoding)
         return evaluate(
-            translator, datamodule.pairs["test"], report_dir, cfg.n_sample_translations, cfg.n_attention_examples
+            translator,
+            datamodule.pairs["test"],
+            report_dir,
+            cfg.n_sample_translations,
+            cfg.n_attention_examples,
+            self.data_cfg.task,
         )
 
     def pyfunc(self, module: TranslatorModule, datamodule: TranslationDataModule, work_dir: Path) -> PyfuncBundle:
@@ -55,21 +65,25 @@ class TranslatorHead(Head):
         return bundle(module.model, self.model_cfg.decoding, datamodule.data_dir / "tokenizer.json", work_dir, example)
 
     def rescore(self, served: TranslatorPyfunc, datamodule: TranslationDataModule) -> float:
-        """Test BLEU of a registered translator (its own tokenizer and decoding) on this test split."""
+        """The gate score (test BLEU, or ROUGE-L) of a registered translator (its own tokenizer and decoding)
+        on this test split."""
         datamodule.setup("test")
         test = datamodule.pairs["test"]
         hypotheses = served.translator.translate([p["src"] for p in test], progress=True)
-        return score(hypotheses, [p["tgt"] for p in test])["bleu"]
+        task = self.data_cfg.task
+        return score(hypotheses, [p["tgt"] for p in test], task)[GATE_SCORE[task]]
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
-        """Besides a finite BLEU, the model must beat copying the source unchanged."""
+        """Besides a finite gate score, the model must beat copying the source unchanged (on the same score)."""
         passes, reason = super().gate_passes(metrics)
         if not passes:
             return passes, reason
-        bleu, floor = metrics["test_bleu"], metrics.get("copy_baseline_bleu", float("nan"))
-        if not bleu > floor:
-            return False, f"test_bleu {bleu:.2f} does not beat the copy-the-source baseline {floor:.2f}"
-        return True, f"test_bleu {bleu:.2f} beats the copy-the-source baseline {floor:.2f}"
+        name = self.gate_metric
+        baseline = name.replace("test_", "copy_baseline_", 1)
+        value, floor = metrics[name], metrics.get(baseline, float("nan"))
+        if not value > floor:
+            return False, f"{name} {value:.2f} does not beat the copy-the-source baseline {floor:.2f}"
+        return True, f"{name} {value:.2f} beats the copy-the-source baseline {floor:.2f}"
 
 
 HEAD = TranslatorHead  # what the head registry reads (triad.heads)

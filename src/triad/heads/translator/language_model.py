@@ -1,4 +1,5 @@
-"""Text generation: a decoder-only (GPT-style) Transformer trained on the English side of the corpus.
+"""Text generation: a decoder-only (GPT-style) Transformer trained on the English side of the corpus
+(of the user's own text: its English side, else its target side).
 
 Built from the same blocks as the translator (``DecoderOnlyTransformer``: decoder layers without
 cross-attention) and the same BPE tokenizer. The pipeline runs ``train_language_model`` as the DVC
@@ -31,11 +32,16 @@ SAMPLES = "samples.md"
 
 
 def english_side(data_dir: Path) -> str:
-    """Which field of the prepared pairs ("src" or "tgt") holds English, from the data summary."""
+    """Which field of the prepared pairs ("src" or "tgt") the language model learns, from the data summary:
+    the English side of a built-in corpus; for the user's own data, the side its prepare step chose
+    (``lm_side``: English where one side is English, else the target side)."""
     summary_file = data_dir / "summary.json"
     if not summary_file.is_file():
         raise DataError(f"{summary_file} is missing: run `triad stage prepare translator` first")
-    src_lang, tgt_lang = json.loads(summary_file.read_text())["direction"].split("-")
+    summary = json.loads(summary_file.read_text())
+    if summary.get("lm_side") in ("src", "tgt"):
+        return summary["lm_side"]
+    src_lang, tgt_lang = summary["direction"].split("-")
     if "en" not in (src_lang, tgt_lang):
         raise DataError(f"the prepared corpus ({src_lang}-{tgt_lang}) has no English side to model")
     return "src" if src_lang == "en" else "tgt"
