@@ -67,7 +67,7 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, sqlite_uri, capsys):
     assert printed.splitlines()[1].split() == ["20", "1.000"]
     assert f"expected number of nodes reached: {out['expected_size'][0]:.2f} of 4" in printed
     edges.write_text("10 twenty\n")
-    with pytest.raises(DataError, match=r"edges.txt:1: expected two integer node ids"):
+    with pytest.raises(DataError, match=r"edges.txt:1: non-integer node id: 'twenty'"):
         show(args, loaded)
 
 

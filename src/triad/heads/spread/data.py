@@ -1,20 +1,26 @@
 """The spread head's data step: draw graphs and questions, simulate the answers, write, load.
 
 Splits: ``train`` and ``val`` on small generated graphs, ``test`` on larger generated graphs (of
-the same families, held out) plus the real networks. Each graph gets ``examples_per_graph``
-questions, cycling through the processes, with parameters drawn uniformly from their ranges and
-1..``max_seeds`` random seed nodes. The answers are Monte-Carlo estimates (``train_samples``
-cascades for train/val, ``test_samples`` for test) with their standard errors; heat is exact.
+the same families, held out) plus the real networks, plus the user's own networks where
+``data.spread.path`` names them (``conf/data/spread/edge_list.yaml``; read by ``edge_list``). Each graph
+gets ``examples_per_graph`` questions, cycling through the processes, with parameters drawn uniformly
+from their ranges and 1..``max_seeds`` random seed nodes. The answers are Monte-Carlo estimates
+(``train_samples`` cascades for train/val, ``test_samples`` for test) with their standard errors; heat is exact.
+A user's network draws its questions from a seed made of its own name, so adding or removing another
+network never changes them; the generated and real graphs' questions do not depend on the user's networks.
 
 Files per split (``.npy``, byte-identical for the same config): ``<split>_nodes`` (G,) nodes per
 graph, ``<split>_edges`` (sum E, 2) and ``<split>_edge_counts`` (G,), ``<split>_graph`` (X,) graph of
 each question, ``<split>_process`` (X,), ``<split>_params`` (X, 4), ``<split>_seeds`` (X, max_seeds)
 padded with -1, ``<split>_target`` and ``<split>_se`` (sum of the questions' n,) float32; and
-``meta.json`` (graph names, processes, sizes).
+``meta.json`` (graph names, processes, sizes). With user networks, also ``user_ids.npy`` (sum of their n,)
+int64: the user's node id of each node of each user network (in ``meta.json``'s ``user_networks`` order),
+and the data report (``data_report.{json,md}``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import partial
 from pathlib import Path
@@ -25,11 +31,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from triad.data.own import REPORT_MD, own_path, report_markdown, write_report
 from triad.errors import DataError
 from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadData
-from triad.heads.spread.graphs import Graph, generate, real_graph
+from triad.heads.spread.edge_list import LAYOUT, EdgeList, describe, read_networks
+from triad.heads.spread.graphs import USER_PREFIX, Graph, canonical_edges, generate, real_graph
 from triad.resumable import ResumableLoader
 
 SPLITS = ("train", "val", "test")
@@ -64,8 +72,41 @@ def draw_params(cfg: SpreadData, process: str, rng: np.random.Generator) -> dict
     return params
 
 
-def simulate_split(cfg: SpreadData, split: str) -> tuple[list[Graph], list[Question], list[np.ndarray]]:
-    """The split's graphs, its questions with Monte-Carlo targets, and each target's standard errors."""
+def ask(
+    cfg: SpreadData, graph: Graph, first: int, samples: int, rng: np.random.Generator, generator: torch.Generator
+) -> tuple[list[Question], list[np.ndarray]]:
+    """``examples_per_graph`` questions on ``graph`` (processes cycled from position ``first``), answered by
+    simulation, and each answer's standard errors."""
+    questions, errors = [], []
+    for i in range(cfg.examples_per_graph):
+        process = cfg.processes[(first + i) % len(cfg.processes)]
+        params = draw_params(cfg, process, rng)
+        k = int(rng.integers(1, min(cfg.max_seeds, graph.n) + 1))
+        seeds = np.sort(rng.choice(graph.n, size=k, replace=False)).astype(np.int64)
+        estimate = simulate.run(process, graph, seeds, params, samples, generator, cfg.max_steps)
+        questions.append(Question(graph, seeds, process, params, estimate.mean.astype(np.float32)))
+        errors.append(estimate.se.astype(np.float32))
+    return questions, errors
+
+
+def user_graph(network: EdgeList) -> Graph:
+    """A user's network as a ``Graph`` named ``user:<name>``, its node labels the user's ids."""
+    edges = canonical_edges(network.edges.tolist(), network.n)
+    return Graph(network.n, edges, USER_PREFIX + network.name, [str(i) for i in network.ids])
+
+
+def name_seed(name: str) -> int:
+    """A seed from a network's name alone (the first 4 bytes of its sha256)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big")
+
+
+def simulate_split(
+    cfg: SpreadData, split: str, user: list[Graph] = ()
+) -> tuple[list[Graph], list[Question], list[np.ndarray]]:
+    """The split's graphs, its questions with Monte-Carlo targets, and each target's standard errors.
+
+    ``user`` graphs (the test split only) come last, each with questions seeded by its own name.
+    """
     index = SPLITS.index(split)
     rng = np.random.default_rng([cfg.split_seed, index])
     generator = torch.Generator().manual_seed(cfg.split_seed * 1000 + index)
@@ -73,15 +114,16 @@ def simulate_split(cfg: SpreadData, split: str) -> tuple[list[Graph], list[Quest
     graphs = draw_graphs(cfg, split, rng)
     questions, errors = [], []
     for g, graph in enumerate(graphs):
-        for i in range(cfg.examples_per_graph):
-            process = cfg.processes[(g * cfg.examples_per_graph + i) % len(cfg.processes)]
-            params = draw_params(cfg, process, rng)
-            k = int(rng.integers(1, min(cfg.max_seeds, graph.n) + 1))
-            seeds = np.sort(rng.choice(graph.n, size=k, replace=False)).astype(np.int64)
-            estimate = simulate.run(process, graph, seeds, params, samples, generator, cfg.max_steps)
-            questions.append(Question(graph, seeds, process, params, estimate.mean.astype(np.float32)))
-            errors.append(estimate.se.astype(np.float32))
-    return graphs, questions, errors
+        asked, se = ask(cfg, graph, g * cfg.examples_per_graph, samples, rng, generator)
+        questions += asked
+        errors += se
+    for graph in user:
+        seed = name_seed(graph.name)
+        own_rng = np.random.default_rng([cfg.split_seed, index, seed])
+        asked, se = ask(cfg, graph, 0, samples, own_rng, torch.Generator().manual_seed(cfg.split_seed * 1000 + seed))
+        questions += asked
+        errors += se
+    return graphs + list(user), questions, errors
 
 
 def write_split(
@@ -106,11 +148,57 @@ def write_split(
         np.save(folder / f"{split}_{name}.npy", array)
 
 
+def read_user_networks(cfg: SpreadData) -> tuple[list[EdgeList], dict[str, Any]]:
+    """The user's networks (``data.spread.path``: a file or a folder), checked, and the data report's start."""
+    root = own_path(cfg.path, "data.spread.path", LAYOUT)
+    networks, problems, ignored = read_networks(root, cfg.on_bad, f"the networks under data.spread.path={cfg.path}")
+    report: dict[str, Any] = {
+        "source": "edge_list",
+        "path": str(root),
+        "use": "held-out test networks: the model trains on generated graphs and is scored on these against "
+        f"Monte-Carlo ({cfg.test_samples} cascades per question, {cfg.examples_per_graph} questions per network)",
+        "networks": {network.name: describe(network) for network in networks},
+        "problems": problems.as_report(),
+        "skipped": problems.skipped,
+    }
+    if ignored:
+        report["ignored_files"] = ignored
+    disconnected = [name for name, entry in report["networks"].items() if entry["components"] > 1]
+    if disconnected:
+        report["note"] = (
+            f"{', '.join(disconnected)}: more than one component, which is fine: a spread never crosses between "
+            "components, so nodes outside the seeds' component have probability 0"
+        )
+    return networks, report
+
+
+NETWORK_COLUMNS = ("nodes", "edges", "mean_degree", "max_degree", "components", "largest_component", "clustering")
+
+
+def report_markdown_with_networks(report: dict[str, Any]) -> str:
+    """The shared data report, with the networks as a table (one row per network) instead of a dict."""
+    text = report_markdown({k: v for k, v in report.items() if k != "networks"})
+    head, problems = text.split("\nProblems: ", 1)
+    lines = ["## Your networks", "", "| network | " + " | ".join(NETWORK_COLUMNS) + " | ids | notes |"]
+    lines.append("|---|" + "---:|" * len(NETWORK_COLUMNS) + "---|---|")
+    for name, entry in report["networks"].items():
+        notes = "; ".join(
+            f"{key.replace('_', ' ')}: {entry[key]}"
+            for key in ("header", "weights_ignored", "lines_dropped")
+            if key in entry
+        )
+        cells = [str(entry[key]) for key in NETWORK_COLUMNS] + [entry["ids"], notes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n" + "\n".join(lines) + "\n\nProblems: " + problems
+
+
 def prepare(cfg: SpreadData, out_dir: Path) -> dict[str, Any]:
+    networks, report = read_user_networks(cfg) if cfg.path else ([], None)  # the user's files first: fail fast
+    user = [user_graph(network) for network in networks]
     meta: dict[str, Any] = {"processes": list(cfg.processes), "params": list(simulate.PARAMS), "splits": {}}
     for split in SPLITS:
         with simulate.one_thread():
-            graphs, questions, errors = simulate_split(cfg, split)
+            graphs, questions, errors = simulate_split(cfg, split, user if split == "test" else [])
         if not questions:
             raise DataError(f"the {split} split has no questions; raise data.spread.{split}_graphs above 0")
         write_split(out_dir, split, graphs, questions, errors, cfg.max_seeds)
@@ -120,8 +208,11 @@ def prepare(cfg: SpreadData, out_dir: Path) -> dict[str, Any]:
             "nodes": [int(g.n) for g in graphs],
             "max_se": float(max(e.max() for e in errors)),
         }
+    if user:
+        meta["user_networks"] = [g.name for g in user]
+        np.save(out_dir / "user_ids.npy", np.array([i for n in networks for i in n.ids], dtype=np.int64))
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return {
+    summary = {
         split: {
             "graphs": len(info["graphs"]),
             "questions": info["questions"],
@@ -130,6 +221,20 @@ def prepare(cfg: SpreadData, out_dir: Path) -> dict[str, Any]:
         }
         for split, info in meta["splits"].items()
     }
+    if report is not None:
+        built_in_test = cfg.test_graphs + len(cfg.real_graphs)
+        report["counts"] = {  # graphs per split, the rows of the data report's table (and of MLflow's dataset)
+            "generated graphs": {"train": cfg.train_graphs, "val": cfg.val_graphs, "test": cfg.test_graphs},
+            "built-in real networks": {"train": 0, "val": 0, "test": len(cfg.real_graphs)},
+            "your networks": {"train": 0, "val": 0, "test": len(user)},
+        }
+        report["questions"] = {split: summary[split]["questions"] for split in SPLITS}
+        report["test_questions_on_your_networks"] = len(user) * cfg.examples_per_graph
+        write_report(out_dir, report)
+        (out_dir / REPORT_MD).write_text(report_markdown_with_networks(report))
+        summary["user_networks"] = len(user)
+        summary["built_in_test_graphs"] = built_in_test
+    return summary
 
 
 def load_split(data_dir: Path, split: str) -> tuple[list[Question], list[np.ndarray]]:
@@ -147,6 +252,8 @@ def load_split(data_dir: Path, split: str) -> tuple[list[Question], list[np.ndar
     names = meta["splits"][split]["graphs"]
     bounds = np.concatenate([[0], np.cumsum(a["edge_counts"])])
     graphs = [Graph(int(n), a["edges"][bounds[i] : bounds[i + 1]], names[i]) for i, n in enumerate(a["nodes"])]
+    if split == "test" and meta.get("user_networks"):
+        _label_user_graphs(graphs, meta["user_networks"], np.load(data_dir / "user_ids.npy"))
     questions, errors, offset = [], [], 0
     for i, g in enumerate(a["graph"]):
         graph = graphs[g]
@@ -159,6 +266,16 @@ def load_split(data_dir: Path, split: str) -> tuple[list[Question], list[np.ndar
     if offset != len(a["target"]):
         raise DataError(f"{data_dir}: {split} targets do not match its graphs; rerun `triad stage prepare spread`.")
     return questions, errors
+
+
+def _label_user_graphs(graphs: list[Graph], user_names: list[str], ids: np.ndarray) -> None:
+    """Give each user network its node labels (the user's ids, as strings), from ``user_ids.npy``."""
+    by_name = {g.name: g for g in graphs}
+    offset = 0
+    for name in user_names:
+        graph = by_name[name]
+        graph.names = [str(i) for i in ids[offset : offset + graph.n].tolist()]
+        offset += graph.n
 
 
 class SpreadDataModule(L.LightningDataModule):

@@ -2,7 +2,12 @@
 
 - ``predict``: the network's answer to each question (batched).
 - ``accuracy_table``: per-node MAE by process and graph group (larger generated graphs, real
-  networks), the DMP prior's MAE on the same nodes, and the error of the expected final size.
+  networks, the user's networks), the DMP prior's MAE on the same nodes, and the error of the expected
+  final size.
+- ``user_table``: on the user's own networks (``data.spread.path``), one row per question: per-node MAE and
+  the expected number of nodes reached, model against simulation, with the seeds as the user's node ids.
+  The user's networks count in the gate metric ``test_mae`` like the real networks (see ``head.py``);
+  each also gets its own metrics, ``test_user_<network>_{mae,prior_mae,size_model,size_mc}``.
 - ``speed_table``: seconds per question for the Monte-Carlo estimate (``samples`` cascades) and for
   one forward pass, on the same questions and one thread each.
 - pictures: spread over time on a graph (Monte-Carlo per step next to the network's final answer),
@@ -11,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -22,7 +28,7 @@ from triad.heads.base import Evaluation
 from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadModel
-from triad.heads.spread.graphs import REAL_GRAPHS, Graph, real_graph
+from triad.heads.spread.graphs import REAL_GRAPHS, USER_PREFIX, Graph, real_graph
 from triad.heads.spread.influence import compare
 from triad.heads.spread.model import SpreadGNN, dmp_prior
 
@@ -48,7 +54,59 @@ def prior_answers(questions: list[Question]) -> list[np.ndarray]:
 
 
 def group(graph: Graph) -> str:
+    if graph.name.startswith(USER_PREFIX):
+        return "user"
     return "real" if graph.name in REAL_GRAPHS else "generated"
+
+
+def metric_name(network: str) -> str:
+    """A user network's name as part of an MLflow metric name (letters, digits, ``_ . -``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", network)
+
+
+def user_table(questions: list[Question], answers: list[np.ndarray], priors: list[np.ndarray]) -> pd.DataFrame:
+    """One row per question on a user's network: its process, parameters and seeds (the user's node ids),
+    the per-node MAE of the model and of the prior, and the expected number of nodes reached, by the model
+    (the sum of its probabilities) and by simulation (the sum of the Monte-Carlo probabilities)."""
+    rows = []
+    for q, answer, prior in zip(questions, answers, priors):
+        if group(q.graph) != "user":
+            continue
+        labels = q.graph.names or [str(i) for i in range(q.graph.n)]
+        size_mc, size_model = float(q.target.sum()), float(answer.sum())
+        rows.append(
+            {
+                "network": q.graph.name.removeprefix(USER_PREFIX),
+                "nodes": q.graph.n,
+                "edges": len(q.graph.edges),
+                "process": q.process,
+                "params": ", ".join(f"{k}={v:g}" for k, v in q.params.items() if k in simulate.USES[q.process]),
+                "seeds": " ".join(labels[i] for i in q.seeds.tolist()),
+                "mae": float(np.abs(answer - q.target).mean()),
+                "prior_mae": float(np.abs(prior - q.target).mean()),
+                "max_abs_error": float(np.abs(answer - q.target).max()),
+                "size_model": size_model,
+                "size_mc": size_mc,
+                "size_rel_error": abs(size_model - size_mc) / max(size_mc, 1e-9),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def user_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Per user network (means over its questions; the MAE weighs each question's nodes equally)."""
+    metrics: dict[str, float] = {}
+    if not len(table):
+        return metrics
+    weights = table["nodes"].astype(float)
+    metrics["test_user_mae"] = float((table["mae"] * weights).sum() / weights.sum())
+    for network, part in table.groupby("network", sort=True):
+        key = f"test_user_{metric_name(network)}"
+        metrics[f"{key}_mae"] = float(part["mae"].mean())
+        metrics[f"{key}_prior_mae"] = float(part["prior_mae"].mean())
+        metrics[f"{key}_size_model"] = float(part["size_model"].mean())
+        metrics[f"{key}_size_mc"] = float(part["size_mc"].mean())
+    return metrics
 
 
 def accuracy_table(questions: list[Question], answers: list[np.ndarray], priors: list[np.ndarray]) -> pd.DataFrame:
@@ -217,11 +275,17 @@ def evaluate(
 ) -> Evaluation:
     """The spread head's evaluation on the held-out ``test`` questions: per-node accuracy against the
     Monte-Carlo answers (and the prior's), speed against simulation, influence maximisation against
-    greedy Monte-Carlo, and two pictures written to ``report_dir``."""
+    greedy Monte-Carlo, and two pictures written to ``report_dir``.
+
+    The user's networks (if any) count in the accuracy, and get their own table and metrics; speed and
+    influence stay on the built-in graphs, so that their cost and their figures do not depend on the
+    size of the user's networks (greedy Monte-Carlo runs ``greedy_samples`` cascades per node and seed)."""
     iterations = cfg.eval_iterations
     answers = predict(network, test, iterations=iterations)
-    accuracy = accuracy_table(test, answers, prior_answers(test))
-    speed = speed_table(network, test, test_samples, SPEED_QUESTIONS_PER_PROCESS, seed)
+    priors = prior_answers(test)
+    accuracy = accuracy_table(test, answers, priors)
+    built_in = [q for q in test if group(q.graph) != "user"] or test
+    speed = speed_table(network, built_in, test_samples, SPEED_QUESTIONS_PER_PROCESS, seed)
     metrics: dict[str, float] = {}
     for row in accuracy.itertuples():
         key = "test" if row.process == "all" else f"test_{row.process}_{row.group}"
@@ -235,7 +299,7 @@ def evaluate(
         metrics["speedup"] = metrics["mc_seconds_per_question"] / metrics["model_seconds_per_question"]
         metrics["speedup_batched"] = metrics["mc_seconds_per_question"] / float(stochastic.model_batched_seconds.mean())
     im_cfg = cfg.influence
-    im_graph = max(test, key=lambda q: q.graph.n).graph if im_cfg.graph == "test" else real_graph(im_cfg.graph)
+    im_graph = max(built_in, key=lambda q: q.graph.n).graph if im_cfg.graph == "test" else real_graph(im_cfg.graph)
     influence, im_metrics = compare(network, im_graph, im_cfg, seed)
     metrics |= im_metrics
     karate = real_graph("karate_club")
@@ -249,4 +313,8 @@ def evaluate(
         plot_predicted_vs_simulated(test, answers, report_dir / "predicted_vs_simulated.png"),
     ]
     tables = {"accuracy": accuracy, "speed": speed, "influence": influence}
+    users = user_table(test, answers, priors)
+    if len(users):
+        metrics |= user_metrics(users)
+        tables["user_networks"] = users
     return Evaluation(metrics=metrics, images=images, tables=tables)

@@ -2,9 +2,9 @@
 
 A graph is a ``Graph``: ``n`` nodes numbered 0..n-1 and ``edges``, an (E, 2) int64 array of
 undirected edges with u < v, sorted, no self-loops, no duplicates. ``names`` keeps the original
-labels of a real network (for pictures). ``directed_edges`` gives both directions of every edge in
-the fixed layout the simulators and the network use: edge i is (u_i -> v_i) for i < E and
-(v_i -> u_i) at i + E, so the reverse of directed edge j is ``(j + E) % 2E``.
+labels of a real network (for pictures) and the user's node ids of a user's network. ``directed_edges``
+gives both directions of every edge in the fixed layout the simulators and the network use: edge i
+is (u_i -> v_i) for i < E and (v_i -> u_i) at i + E, so the reverse of directed edge j is ``(j + E) % 2E``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from triad.errors import DataError
 
 REAL_GRAPHS = ("karate_club", "les_miserables", "florentine_families")
+USER_PREFIX = "user:"  # a user's own network (data.spread.path) is named user:<file name>
 
 
 @dataclass

@@ -3,6 +3,15 @@
 Gate metric ``test_mae``: per-node mean absolute error against 10,000-cascade Monte-Carlo answers on
 held-out test graphs (larger than the training graphs, and three real networks); lower is better.
 The bar: it must be at most ``model.spread.gate_max_mae``.
+
+With the user's own networks (``data/spread=edge_list``), those are test graphs too and count in
+``test_mae``, pooled per node like the real networks. Why in the gate and not only beside it: a model
+trained for them is registered under their own name (``data.spread.name``) and competes only with other
+versions for the same networks, so the gate must see the networks the user asked about; a version that
+got worse on them must not become champion because it got better on generated graphs. The gate's rescore
+of the champion uses the same test split, so both are compared on the same user networks. Each user network
+is also reported on its own (``test_user_<network>_mae``, expected size model vs simulation), since a large
+network weighs more in the pooled figure, and so is ``test_user_mae`` over all of them.
 """
 
 from __future__ import annotations

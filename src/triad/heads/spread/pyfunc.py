@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from triad.heads.base import request_rows
+from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question
 from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.evaluate import predict
@@ -36,7 +37,7 @@ from triad.heads.spread.model import SpreadGNN
 from triad.heads.spread.simulate import PARAMS, PROCESSES
 from triad.nn.saved import load_network, save_network
 
-NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}
+NEEDS = simulate.USES
 
 _SQUARE_WITH_TAIL = [[0, 1], [1, 2], [2, 3], [3, 0], [2, 4]]
 INPUT_EXAMPLE = pd.DataFrame(

@@ -33,6 +33,7 @@ from triad.heads.spread.graphs import Graph
 
 PROCESSES = ("ic", "sir", "sis", "heat")
 PARAMS = ("p", "beta", "gamma", "t")  # the process-parameter vector, in this order, for every process
+USES = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}  # what each reads
 
 
 @dataclass
