@@ -17,7 +17,7 @@ from tests.heads import own_spread
 from tests.tiny import TINY
 from triad.config import compose
 from triad.data.own import Problems
-from triad.errors import DataError, TriadError
+from triad.errors import ConfigError, DataError, TriadError
 from triad.heads.spread import cli, simulate
 from triad.heads.spread.edge_list import components, read_edge_list, read_networks
 
@@ -122,6 +122,8 @@ def test_the_config_group_adds_the_users_networks_to_the_built_in_training_graph
     default = compose([]).data.spread
     assert (cfg.path, cfg.raw, cfg.name, cfg.on_bad) == ("/data/nets", "/data/nets", "own-spread", "fail")
     assert cfg.model_dump(exclude={"path", "raw", "name"}) == default.model_dump(exclude={"path", "raw", "name"})
+    with pytest.raises(ConfigError, match=r"data.spread.raw: Value error, data.spread.path is not set"):
+        compose(["data/spread=edge_list"])
 
 
 def test_prepare_puts_the_users_networks_into_the_evaluation(tmp_path):
@@ -136,6 +138,9 @@ def test_prepare_puts_the_users_networks_into_the_evaluation(tmp_path):
     cfg = compose([*base, "data/spread=edge_list", f"data.spread.path={folder}"])
     out = tmp_path / "prepared"
     out.mkdir()
+    missing = compose([*base, "data/spread=edge_list", f"data.spread.path={tmp_path / 'nope'}"]).data.spread
+    with pytest.raises(DataError, match=r"data.spread.path=.*nope does not exist\. Expected one network a file"):
+        prepare(missing, out)
     summary = prepare(cfg.data.spread, out)
     assert summary["user_networks"] == 3 and summary["test"]["graphs"] == 2 + 3
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from triad.schema import DataKeys, OptimConfig, StrictModel
 
@@ -39,7 +39,9 @@ class SpreadData(DataKeys):
     Every example is (graph, process, parameters, seed set) -> each node's probability of being
     reached, estimated from ``*_samples`` simulations (the heat process is exact). Training and
     validation graphs have ``train_nodes`` nodes; test graphs have ``test_nodes`` (larger, so the
-    test measures generalisation to bigger graphs) plus the ``real_graphs``.
+    test measures generalisation to bigger graphs) plus the ``real_graphs``, plus the user's own
+    networks where ``path`` names an edge-list file or a folder of them (``conf/data/spread/edge_list.yaml``):
+    held-out test networks with ``examples_per_graph`` questions each, answered with ``test_samples`` cascades.
 
     Process parameters: ``ic_p`` (independent cascade edge probability), ``sir_beta`` and
     ``sir_gamma`` (per-step infection and recovery probabilities, also for SIS), ``sis_horizon``
@@ -67,6 +69,17 @@ class SpreadData(DataKeys):
     max_steps: int = Field(ge=1)  # cap on simulated steps (IC and SIR end earlier)
     split_seed: int  # seeds the graphs, the questions and the simulations
 
+    @field_validator("raw", mode="before")
+    @classmethod
+    def _path_given(cls, raw):
+        """``data/spread=edge_list`` without ``data.spread.path`` (``???``, so ``raw: ${.path}`` is null too)."""
+        if raw is None:
+            raise ValueError(
+                "data.spread.path is not set: point it at your edge-list file or folder of them, "
+                "e.g. data.spread.path=/path/to/networks"
+            )
+        return raw
+
     @model_validator(mode="after")
     def _probabilities_in_range(self) -> SpreadData:
         for name in ("ic_p", "sir_beta", "sir_gamma"):
@@ -87,7 +100,8 @@ class InfluenceConfig(StrictModel):
     ``score_samples`` cascades.
     """
 
-    graph: Literal["test", "karate_club", "les_miserables", "florentine_families"]  # test: the largest test graph
+    # test: the largest built-in test graph (never a user's network: greedy Monte-Carlo costs n * k * greedy_samples)
+    graph: Literal["test", "karate_club", "les_miserables", "florentine_families"]
     k: int = Field(ge=1)
     p: float = Field(gt=0, le=1)  # the cascade's edge probability
     greedy_samples: int = Field(ge=10)
