@@ -242,7 +242,7 @@ def cmd_train(args) -> int:
     from triad.config import compose
     from triad.evaluate import evaluate
     from triad.heads import get_head
-    from triad.prepare import prepare, run_step
+    from triad.prepare import is_prepared_for, prepare, run_step
     from triad.train import train
 
     cfg = compose(args.overrides)
@@ -252,7 +252,7 @@ def cmd_train(args) -> int:
         distributed.wait_for_file(prepared, f"the prepared {args.head} data")
         train(cfg, args.head)
         return 0
-    if not prepared.is_file():
+    if not is_prepared_for(cfg, args.head, head.dir("data")):  # missing, or made from other data settings
         prepare(cfg, args.head)
     for step in head.steps():
         run_step(cfg, args.head, step)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,13 +17,28 @@ from triad.jsonio import write_json
 log = logging.getLogger(__name__)
 
 
+def data_config_digest(cfg: TriadConfig, head_name: str) -> str:
+    """sha256 of what the prepare stage's params are (``seed`` and ``data.<head>``), kept in ``summary.json``
+    so that ``triad train`` (outside DVC) sees prepared data made from another data config."""
+    section = getattr(cfg.data, head_name).model_dump(mode="json")
+    return hashlib.sha256(json.dumps({"seed": cfg.seed, "data": section}, sort_keys=True).encode()).hexdigest()
+
+
+def is_prepared_for(cfg: TriadConfig, head_name: str, data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds data prepared from this config's ``seed`` and ``data.<head>``."""
+    summary = data_dir / "summary.json"
+    if not summary.is_file():
+        return False
+    return json.loads(summary.read_text()).get("data_config") == data_config_digest(cfg, head_name)
+
+
 def prepare(cfg: TriadConfig, head_name: str) -> dict:
     """Fetch, verify, validate, split and write ``data/<head>/`` (all or nothing)."""
     head = get_head(head_name, cfg)
     target = head.dir("data")
     started = time.perf_counter()
     with atomic_dir(target) as tmp:
-        summary = {"head": head_name, **head.prepare(tmp)}
+        summary = {"head": head_name, "data_config": data_config_digest(cfg, head_name), **head.prepare(tmp)}
         write_json(tmp / "summary.json", summary)  # no wall time: the same inputs give the same bytes
     log.info("prepared %s in %.1fs: %s", target, time.perf_counter() - started, summary)
     return summary

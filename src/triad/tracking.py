@@ -9,6 +9,7 @@ when run from the root), artifacts under ``mlartifacts/``. ``MLFLOW_TRACKING_URI
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +91,7 @@ def log_data(client, run_id: str, cfg: TriadConfig, head: Head, data_dir: Path) 
     """
     import json
 
-    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+    from mlflow.data.dataset_source_registry import get_registered_sources
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
@@ -102,26 +103,37 @@ def log_data(client, run_id: str, cfg: TriadConfig, head: Head, data_dir: Path) 
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
     summary_file = data_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    rows = (
-        {
-            split: sum(per_split.get(split, 0) for per_split in report["counts"].values())
-            for split in ("train", "val", "test")
-        }
-        if report.get("counts")
-        else summary.get("sizes", {})
-    )
+    if report.get("counts"):
+        counts = report["counts"].values()
+        rows = {split: sum(c.get(split, 0) for c in counts) for split in ("train", "val", "test")}
+    else:
+        rows = summary.get("sizes", {})
     raw = getattr(data_cfg, "raw", None)
-    raws = raw if isinstance(raw, list) else [raw] if raw else []
-    digests = [provenance.raw_version(f"prepare_{head.name}", r) for r in dict.fromkeys(raws)]
-    digest = "+".join(d for d in digests if d) if own and all(digests) else provenance.data_version(data_dir)
+    raws = list(dict.fromkeys(raw if isinstance(raw, list) else [raw] if raw else []))
+    dvc_digests = [provenance.raw_version(f"prepare_{head.name}", r) for r in raws]
+    prepared = provenance.data_version(data_dir)
+    if own and dvc_digests and all(dvc_digests):
+        # one DVC md5 is the digest itself; several (two parallel files) are combined into one md5
+        joined = ",".join(dvc_digests)
+        digest = joined if len(dvc_digests) == 1 else "md5:" + hashlib.md5(joined.encode()).hexdigest()
+    else:
+        digest = prepared
+    profile = {
+        "rows": rows,
+        "source": report.get("source") or summary.get("source", ""),
+        "dvc_digests": dict(zip(raws, dvc_digests)),
+        "prepared_data_version": prepared,
+    }
 
     class Profiled(MetaDataset):
-        @property
-        def profile(self) -> dict[str, Any]:
-            return {"rows": rows, "source": report.get("source") or summary.get("source", "")}
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(profile)}
 
-    source = str(Path(own).expanduser().resolve()) if own else str(data_dir.resolve())
-    dataset = Profiled(LocalArtifactDatasetSource(source), name=head.registered_model_name, digest=digest)
+    # MLflow builds its local-file source class at import time; find it by its source type
+    local_source = next(s for s in get_registered_sources() if s._get_source_type() == "local")
+    source = str((project_root() / Path(own).expanduser()).resolve()) if own else str(data_dir.resolve())
+    # MLflow keeps at most 36 characters of a digest ("md5:" and 32 hex digits fit); the profile has them all
+    dataset = Profiled(local_source(source), name=head.registered_model_name, digest=digest[:36])
     tags = [InputTag(key="mlflow.data.context", value="training")]
     client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)])
     for name in (REPORT_JSON, REPORT_MD, REPORT_GRID):
