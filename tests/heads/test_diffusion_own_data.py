@@ -333,10 +333,14 @@ def test_the_unconditional_judge_learns_rotations_and_the_gate_uses_fid_alone(tm
     from triad.heads.diffusion.head import DiffusionHead
 
     head = DiffusionHead(compose([]))
-    passed, reason = head.gate_passes({"fid": 3.0, "upright_rate": 0.1})
+    learned = {"judge_accuracy": 0.9, "judge_chance": 0.25}
+    passed, reason = head.gate_passes({"fid": 3.0, "upright_rate": 0.1, **learned})
     assert passed and "unconditional" in reason
-    assert not head.gate_passes({"fid": 3.0, "conditional_accuracy": 0.1})[0]
-    assert not head.gate_passes({"fid": 3.0})[0]  # a conditional evaluation without its accuracy
+    assert not head.gate_passes({"fid": 3.0, "conditional_accuracy": 0.1, **learned})[0]
+    assert not head.gate_passes({"fid": 3.0, **learned})[0]  # a conditional evaluation without its accuracy
+    # a judge at chance: FID in its features says nothing, so nothing is promoted on it (skill 0.2 < 0.5)
+    passed, reason = head.gate_passes({"fid": 0.0001, "upright_rate": 0.1, "judge_accuracy": 0.4, "judge_chance": 0.25})
+    assert not passed and "the judge did not learn these images" in reason and "skill 0.20 < 0.50" in reason
 
 
 # --- triad predict diffusion: arguments checked before any model loads -----------------------------

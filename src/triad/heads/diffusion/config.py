@@ -101,6 +101,10 @@ class JudgeConfig(StrictModel):
     # Std of Gaussian pixel noise (in [-1, 1] units) added to the judge's training images, so that it
     # names the digit a sample shows rather than reacting to a generator's speckle.
     noise: float = Field(ge=0)
+    # FID is measured in the judge's features, so it means something only if the judge learned these images: a
+    # version is promoted only when the judge's test accuracy closes at least this share of the gap from chance
+    # (1 / classes; a quarter for the rotation judge of unconditional data) to perfect
+    min_skill: float = Field(ge=0, lt=1)
 
 
 class DiffusionModel(OptimConfig):

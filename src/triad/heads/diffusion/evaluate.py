@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from triad.errors import DataError  # noqa: E402
 from triad.heads.base import Evaluation  # noqa: E402
 from triad.heads.diffusion.data import DiffusionDataModule, load_split, to_model_space  # noqa: E402
-from triad.heads.diffusion.judge import load_judge, predict  # noqa: E402
+from triad.heads.diffusion.judge import ROTATIONS, load_judge, predict  # noqa: E402
 from triad.heads.diffusion.module import DiffusionModule, image_grid  # noqa: E402
 from triad.heads.diffusion.process import GaussianDiffusion  # noqa: E402
 
@@ -251,6 +251,9 @@ def evaluate(
         "fid_real": frechet_distance(real_features, val_features),
         # the real test images' judge agreement: class accuracy, or their upright rate (their labels are 0)
         "judge_test_accuracy" if n_classes else "real_upright_rate": float((real_predicted == test_labels).mean()),
+        # the judge's own test accuracy (classes, or all four rotations) and what guessing would score
+        "judge_accuracy": float(judge_config["test_accuracy"]),
+        "judge_chance": 1.0 / (n_classes or ROTATIONS),
     }
     return Evaluation(metrics=metrics, images=images, tables={"quality_vs_steps": table})
 

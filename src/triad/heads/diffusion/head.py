@@ -105,6 +105,14 @@ class DiffusionHead(Head):
         finite, reason = super().gate_passes(metrics)
         if not finite:
             return finite, reason
+        accuracy, chance = metrics["judge_accuracy"], metrics["judge_chance"]
+        skill, bar = (accuracy - chance) / (1 - chance), self.model_cfg.judge.min_skill
+        if skill < bar:
+            return False, (
+                f"the judge did not learn these images (test accuracy {accuracy:.3f}, chance {chance:.3f}: "
+                f"skill {skill:.2f} < {bar:.2f}), so FID in its features says nothing; train it longer "
+                "(model.diffusion.judge.epochs)"
+            )
         if "conditional_accuracy" not in metrics and "upright_rate" in metrics:
             upright = metrics["upright_rate"]
             return (
