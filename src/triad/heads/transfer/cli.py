@@ -243,6 +243,8 @@ def show(args: argparse.Namespace, model) -> None:
         print(f"wrote {len(rows)} prediction(s) to {args.out}" + (f" ({len(failed)} with an error)" if failed else ""))
     else:
         table = pd.DataFrame(rows).rename(columns={key: "input"})
+        if "label_id" in table:  # a whole number, also where an error row left it empty
+            table["label_id"] = table["label_id"].astype("Int64")
         if not failed:
             table = table.drop(columns="error")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))

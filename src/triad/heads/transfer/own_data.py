@@ -59,7 +59,8 @@ class OwnData:
     """A user's examples after reading and checking, before the few-label subset.
 
     ``x`` is a uint8 (N, H, W) or (N, H, W, 3) array of images or a list of N texts, ``labels`` (N,)
-    class indices into ``class_names``, ``splits`` each example's split; ``report`` the data report so far.
+    class indices into ``class_names``, ``splits`` each example's split and ``keys`` its name (the file's
+    path relative to the folder, or the CSV line); ``report`` is the data report so far.
     """
 
     modality: str
@@ -67,6 +68,7 @@ class OwnData:
     x: Any
     labels: np.ndarray
     splits: list[str]
+    keys: list[str]
     report: dict[str, Any] = field(default_factory=dict)
     grid: np.ndarray | None = None
 
@@ -127,7 +129,8 @@ def load_image_folder(cfg: TransferData) -> OwnData:
         log.warning(
             "ignored %d file(s) without a .png/.jpg/.jpeg suffix under %s: %s", len(folder.ignored), root, shown
         )
-    return OwnData("image", folder.class_names, pixels, labels, splits, report, example_grid(pixels, labels))
+    keys = [f.rel for f in files]
+    return OwnData("image", folder.class_names, pixels, labels, splits, keys, report, example_grid(pixels, labels))
 
 
 # --- CSV of texts ----------------------------------------------------------------------------------
@@ -247,7 +250,8 @@ def load_text_csv(cfg: TransferData) -> OwnData:
         "skipped": problems.skipped,
     }
     labels = np.array([index[name] for name in names], dtype=np.int64)
-    return OwnData("text", class_names, [row.text for row in rows], labels, splits, report)
+    keys = [f"line {row.line}" for row in rows]
+    return OwnData("text", class_names, [row.text for row in rows], labels, splits, keys, report)
 
 
 def load_own(cfg: TransferData) -> OwnData:
