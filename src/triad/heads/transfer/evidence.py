@@ -342,8 +342,9 @@ def fraction_caveats(pool_y: np.ndarray, fractions: list[float]) -> list[str]:
         rounded = [max(1, round(fraction * n)) for n in counts]
         short = int(sum(round(fraction * n) == 0 for n in counts))
         if short:
+            per_class = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()} to {counts.max()}"
             notes.append(
-                f"fraction {fraction:g} of a pool with {counts.min()} to {counts.max()} examples per class leaves "
+                f"fraction {fraction:g} of a pool with {per_class} examples per class leaves "
                 f"{short} class(es) with no example; each got one, so the runs at {fraction:g} use "
                 f"{sum(rounded)} labels ({sum(rounded) / counts.sum():.2g} of the pool)"
             )
