@@ -193,7 +193,7 @@ def test_a_folder_with_its_own_split_keeps_it(tmp_path):
             write_images(tmp_path / "data" / split / name, count, 1000 * offset + 100 * len(split))
     summary, report = prepared(folder_cfg(tmp_path / "data"), tmp_path / "out")
     assert summary["sizes"] == {"train": 12, "val": 4, "test": 4}
-    assert report["layout"] == "splits"
+    assert report["layout"] == "your train/val/test folders"
 
 
 def test_the_same_picture_in_two_splits_is_kept_in_the_held_out_one_only(tmp_path):

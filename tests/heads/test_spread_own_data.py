@@ -19,7 +19,7 @@ from triad.config import compose
 from triad.data.own import Problems
 from triad.errors import ConfigError, DataError, TriadError
 from triad.heads.spread import cli, simulate
-from triad.heads.spread.edge_list import components, read_edge_list, read_networks
+from triad.heads.spread.own_data import components, read_edge_list, read_networks
 
 REPO = Path(__file__).resolve().parents[2]
 

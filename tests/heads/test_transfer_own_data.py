@@ -154,6 +154,10 @@ def test_the_users_train_val_test_folders_are_kept_and_copies_across_them_leave_
     report = json.loads((out / "data_report.json").read_text())
     assert report["layout"] == "your train/val/test folders"
     assert report["counts"]["a"] == {"train": 6, "val": 2, "test": 3}
+    with (out / "files.csv").open(newline="") as handle:  # which file went where
+        listed = {row["file"]: (row["split"], row["class"]) for row in csv.DictReader(handle)}
+    assert len(listed) == 22 and listed["test/a/a_200.png"] == ("test", "a")
+    assert "train/a/copy_of_test.png" not in listed
 
 
 def test_adding_files_keeps_every_existing_file_in_its_split(tmp_path):

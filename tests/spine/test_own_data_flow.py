@@ -53,43 +53,50 @@ def _add_one_file(raw: Path) -> None:
             handle.write("\n")
 
 
-@pytest.mark.parametrize("head", HEADS)
-def test_own_data_through_the_flow(head, project, harness, tmp_path):
-    fixture = importlib.import_module(f"tests.heads.own_{head}")
-    folder = tmp_path / "userdata"
-    overrides = [f"pipeline.heads=[{head}]", *fixture.make(folder)]
+def test_every_head_on_a_users_own_files(project, harness, tmp_path):
+    """One flow run trains all four heads on their users' files (sharing one Prefect server and the two cores)."""
+    fixtures = {head: importlib.import_module(f"tests.heads.own_{head}") for head in HEADS}
+    folders = {head: tmp_path / f"userdata-{head}" for head in HEADS}
+    made = [override for head in HEADS for override in fixtures[head].make(folders[head])]
+    overrides = ["pipeline.max_parallel=2", *dict.fromkeys(made)]
     sys.path.insert(0, str(project))
     from flows.pipeline import pipeline
     from triad.config import compose
 
     result = pipeline(overrides=overrides)
     assert {s["status"] for s in result["stages"]} == {"ran"}, result
-    data_cfg = getattr(compose(overrides).data, head)
-    assert data_cfg.name == f"own-{head}"
-
+    cfg = compose(overrides)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    assert client.get_model_version(f"own-{head}", "1")
-    assert not client.search_registered_models(f"name = 'triad-{head}'")  # the built-in task's name is untouched
-    registry = json.loads((project / "reports" / head / "registry.json").read_text())
-    assert registry["model"] == f"own-{head}" and registry["version"] == "1"
+    for head in HEADS:
+        data_cfg = getattr(cfg.data, head)
+        assert data_cfg.name == f"own-{head}"
+        assert client.get_model_version(f"own-{head}", "1")
+        assert not client.search_registered_models(f"name = 'triad-{head}'")  # the built-in task's model untouched
+        registry = json.loads((project / "reports" / head / "registry.json").read_text())
+        assert registry["model"] == f"own-{head}" and registry["version"] == "1"
 
-    experiment = client.get_experiment_by_name(f"triad-{head}")
-    (run,) = [r for r in client.search_runs([experiment.experiment_id]) if "triad.step" not in r.data.tags]
-    (dataset_input,) = run.inputs.dataset_inputs
-    dataset = dataset_input.dataset
-    assert dataset.name == f"own-{head}" and dataset.digest.startswith("md5:")
-    assert json.loads(dataset.source)["uri"].startswith(str(folder))
-    rows = json.loads(dataset.profile)["rows"]
-    assert rows["train"] > 0 and rows["test"] > 0
-    assert {"data/data_report.md", "data/data_report.json"} <= {
-        a.path for a in client.list_artifacts(run.info.run_id, "data")
-    }
+        experiment = client.get_experiment_by_name(f"triad-{head}")
+        (run,) = [r for r in client.search_runs([experiment.experiment_id]) if "triad.step" not in r.data.tags]
+        (dataset_input,) = run.inputs.dataset_inputs
+        dataset = dataset_input.dataset
+        assert dataset.name == f"own-{head}" and dataset.digest.startswith("md5:"), (head, dataset)
+        assert json.loads(dataset.source)["uri"].startswith(str(folders[head])), (head, dataset.source)
+        rows = json.loads(dataset.profile)["rows"]
+        assert rows["train"] > 0 and rows["test"] > 0, (head, rows)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
+        assert {"data/data_report.md", "data/data_report.json"} <= artifacts, (head, artifacts)
 
-    # DVC tracks the raw data: unchanged, nothing would run; one file more, every stage of the head would.
+    # DVC tracks the raw data: unchanged, nothing would run; a file added to one head's data, its prepare would,
+    # and the flow then re-runs that head's stages (its prepared data changed) and nothing else.
     stages = [s["stage"] for s in result["stages"]]
     assert _would_run(project, stages) == set()
-    raws = data_cfg.raw if isinstance(data_cfg.raw, list) else [data_cfg.raw]
-    _add_one_file(Path(raws[0]))
-    assert _would_run(project, stages) == set(stages)
+    _add_one_file(Path(cfg.data.spread.raw))
+    assert _would_run(project, stages) == {"prepare_spread"}
+    again = {s["stage"]: s["status"] for s in pipeline(overrides=overrides)["stages"]}
+    assert again == {stage: "ran" if stage.endswith("_spread") else "skipped" for stage in stages}, again
+    assert client.get_model_version("own-spread", "2")
 
-    fixture.check(project, folder, tmp_path / "out")
+    for head in HEADS:
+        out = tmp_path / "out" / head
+        out.mkdir(parents=True)
+        fixtures[head].check(project, folders[head], out)

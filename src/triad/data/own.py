@@ -257,6 +257,8 @@ def decode_image(data: bytes, size: int, channels: int) -> tuple[np.ndarray, str
             return np.asarray(image, dtype=np.uint8), mode, original
     except UnidentifiedImageError:
         raise BadImage("not an image: the bytes are neither PNG nor JPEG") from None
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise BadImage(f"too large to decode: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise BadImage(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -313,6 +315,36 @@ def read_images(
         modes[mode] += 1
         sizes[f"{original[0]}x{original[1]}"] += 1
     return ReadImages(pixels[: len(kept)], np.array(kept, dtype=np.int64), digests, modes, sizes)
+
+
+def image_folder_report(
+    source: str,
+    folder: ImageFolder,
+    labels: Sequence[str | None],
+    splits: Sequence[str],
+    read: ReadImages,
+    size: int,
+    channels: int,
+    dropped: dict[str, int],
+    problems: Problems,
+) -> dict[str, Any]:
+    """The data report of an image folder as read: layout, counts per class and split (of the images kept),
+    modes and sizes seen, what they were converted to, copies dropped, ignored files and every problem."""
+    layouts = {"splits": "your train/val/test folders", "classes": "hash split of each file's path"}
+    return {
+        "source": source,
+        "path": str(folder.root),
+        "layout": layouts.get(folder.layout, "flat folder, hash split of each file's path"),
+        "counts": split_counts(labels, splits),
+        "image_modes": dict(read.modes),
+        "image_sizes": dict(read.sizes),
+        "converted_to": f"{size}x{size}, {'grey' if channels == 1 else 'RGB'}",
+        "duplicates_dropped": dropped,
+        "ignored_files": len(folder.ignored),
+        **({"ignored_examples": folder.ignored[:5]} if folder.ignored else {}),
+        "problems": problems.as_report(),
+        "skipped": problems.skipped,
+    }
 
 
 # --- splits -----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ class DiffusionData(DataKeys):
     ``image_folder`` reads the user's own PNG/JPEG files under ``path`` (``conf/data/diffusion/image_folder.yaml``):
     - ``DIR/<class>/*``: a class-conditional model, the classes named as the folders are;
     - ``DIR/{train,val,test}/<class>/*``: the same, keeping the user's split (the fractions are ignored);
-    - a flat ``DIR/*``: an unconditional model (no classes; see ``triad.heads.diffusion.folder``).
+    - a flat ``DIR/*``: an unconditional model (no classes; see ``triad.heads.diffusion.own_data``).
     Every image, whatever its size and mode, is converted to ``image_size`` x ``image_size`` and
     ``channels`` (1: grey, 3: RGB; transparency is composited on white). Files go to train/val/test by a
     hash of their path relative to ``path`` (``triad.data.own.split_of``), so adding files never moves

@@ -8,7 +8,7 @@ Sources (``cfg.data.diffusion.source``):
   ``/usr/share/datasets/fashion-mnist``: use ``paths.mirror_dir=/usr/share/datasets``.
 - ``cifar10``: the 50,000 + 10,000 32x32 colour images of the canonical Python archive (GPU config).
 - ``image_folder``: the user's own PNG/JPEG files, with class sub-folders (class-conditional) or flat
-  (unconditional): ``triad.heads.diffusion.folder``.
+  (unconditional): ``triad.heads.diffusion.own_data``.
 
 The prepared folder holds ``{train,val,test}_{images,labels}.npy`` (uint8 (N, C, H, W) and int64 (N,))
 and ``meta.json`` (``class_names``: empty for an unconditional model, whose labels are all 0, the null
@@ -206,7 +206,7 @@ def validate_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], channels: 
 def prepare(cfg: DiffusionData, out_dir: Path, mirror_dir: str | None) -> dict:
     """Write the three splits and ``meta.json`` into ``out_dir``; return a summary for summary.json."""
     if cfg.source == "image_folder":
-        from triad.heads.diffusion.folder import prepare_folder
+        from triad.heads.diffusion.own_data import prepare_folder
 
         return prepare_folder(cfg, out_dir)
     if cfg.source == "mnist5k":

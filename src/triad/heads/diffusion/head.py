@@ -1,6 +1,6 @@
 """The diffusion head: a class-conditional DDPM/DDIM image generator, judged by a classifier.
 
-Stages: prepare (data.py; the user's own folder: folder.py) -> judge (judge.py, an extra step) -> train
+Stages: prepare (data.py; the user's own folder: own_data.py) -> judge (judge.py, an extra step) -> train
 (module.py) -> evaluate (evaluate.py) -> pyfunc (pyfunc.py). The gate metric is the FID of EMA samples in
 the judge's feature space (lower is better); a class-conditional version must also reach
 ``min_conditional_accuracy``. An unconditional version (trained on a flat folder of the user's images) has

@@ -46,7 +46,7 @@ def read_network(path: Path, on_bad: str = "fail"):
     """The file's network (``edge_list.EdgeList``); a DataError lists every fault with its line (``on_bad:
     fail``), or the bad lines are left out (``skip``)."""
     from triad.data.own import Problems
-    from triad.heads.spread.edge_list import LAYOUT, read_edge_list, settle
+    from triad.heads.spread.own_data import LAYOUT, read_edge_list, settle
 
     if not path.is_file():
         raise DataError(f"no such edge-list file: {path}. Expected {LAYOUT}.")

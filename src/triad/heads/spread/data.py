@@ -36,8 +36,8 @@ from triad.errors import DataError
 from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadData
-from triad.heads.spread.edge_list import LAYOUT, EdgeList, describe, read_networks
 from triad.heads.spread.graphs import USER_PREFIX, Graph, canonical_edges, generate, real_graph
+from triad.heads.spread.own_data import LAYOUT, EdgeList, describe, read_networks
 from triad.resumable import ResumableLoader
 
 SPLITS = ("train", "val", "test")

@@ -21,6 +21,7 @@ byte-identical for the same config, which ``np.savez`` (zip timestamps) would no
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -79,6 +80,7 @@ class TaskData:
     source: str
     report: dict[str, Any] | None = None  # the user's own data: the data report so far
     grid: np.ndarray | None = None  # ... and its grid of examples (images)
+    files: list[tuple[str, str, str]] | None = None  # ... and each example's (file or line, split, class)
 
 
 def stratified_subset(
@@ -174,7 +176,17 @@ def load_bible_sections(cfg: TransferData) -> TaskData:
 def load_own_task(cfg: TransferData) -> TaskData:
     own = load_own(cfg)
     parts = [value for split in ("train", "val", "test") for value in own.part(split)]
-    return TaskData(own.modality, own.class_names, *parts, source=own.report["path"], report=own.report, grid=own.grid)
+    names = [own.class_names[label] for label in own.labels.tolist()]
+    files = list(zip(own.keys, own.splits, names))
+    return TaskData(
+        own.modality,
+        own.class_names,
+        *parts,
+        source=own.report["path"],
+        report=own.report,
+        grid=own.grid,
+        files=files,
+    )
 
 
 def load_task(cfg: TransferData, mirror_dir: str | None = None) -> TaskData:
@@ -278,6 +290,11 @@ def prepare(cfg: TransferData, out_dir: Path, mirror_dir: str | None = None) -> 
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if task.report is not None:
         _write_report(task, train_idx, out_dir)
+    if task.files is not None:  # which of the user's files went where (the pool: before a labels_per_class subset)
+        with (out_dir / "files.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["file" if task.modality == "image" else "line", "split", "class"])
+            writer.writerows(task.files)
     return {
         **meta,
         "source": task.source,

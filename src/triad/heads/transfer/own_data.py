@@ -35,6 +35,7 @@ from triad.data.own import (
     check_class_counts,
     drop_duplicates_across_splits,
     example_grid,
+    image_folder_report,
     own_path,
     percentiles,
     read_images,
@@ -111,19 +112,9 @@ def load_image_folder(cfg: TransferData) -> OwnData:
     check_class_counts(names, splits, folder.class_names, f"the image folder {root}")
     index = {name: k for k, name in enumerate(folder.class_names)}
     labels = np.array([index[name] for name in names], dtype=np.int64)
-    report = {
-        "source": "transfer image_folder",
-        "path": str(root),
-        "layout": "your train/val/test folders" if folder.layout == "splits" else "hash split of each file's path",
-        "counts": split_counts(names, splits),
-        "image_modes": dict(read.modes),
-        "image_sizes": dict(read.sizes),
-        "converted_to": f"{cfg.image_size}x{cfg.image_size}, {'grey' if cfg.channels == 1 else 'RGB'}",
-        "duplicates_dropped": dropped,
-        "ignored_files": len(folder.ignored),
-        "problems": problems.as_report(),
-        "skipped": problems.skipped,
-    }
+    report = image_folder_report(
+        "transfer image_folder", folder, names, splits, read, cfg.image_size, cfg.channels, dropped, problems
+    )
     if folder.ignored:
         shown = ", ".join(folder.ignored[:5]) + (", ..." if len(folder.ignored) > 5 else "")
         log.warning(

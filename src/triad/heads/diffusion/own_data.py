@@ -36,10 +36,10 @@ from triad.data.own import (
     check_class_counts,
     drop_duplicates_across_splits,
     example_grid,
+    image_folder_report,
     own_path,
     read_images,
     scan_image_folder,
-    split_counts,
     split_of,
     write_report,
 )
@@ -100,22 +100,11 @@ def prepare_folder(cfg: DiffusionData, out_dir: Path) -> dict:
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
-    report = {
-        "source": cfg.source,
-        "path": str(root),
-        "layout": folder.layout,
-        "model": "class-conditional" if conditional else "unconditional (flat folder: no classes)",
-        "counts": split_counts([f.label for f in files], splits),
-        "image_modes": dict(read.modes),
-        "image_sizes": dict(read.sizes),
-        "converted_to": f"{cfg.image_size}x{cfg.image_size}, {'grey' if cfg.channels == 1 else 'RGB'}",
-        "duplicates_dropped": dropped,
-        "ignored_files": len(folder.ignored),
-        "problems": problems.as_report(),
-        "skipped": problems.skipped,
-    }
-    if folder.ignored:
-        report["ignored_examples"] = folder.ignored[:5]
+    labels_read = [f.label for f in files]
+    report = image_folder_report(
+        f"diffusion {cfg.source}", folder, labels_read, splits, read, cfg.image_size, cfg.channels, dropped, problems
+    )
+    report["model"] = "class-conditional" if conditional else "unconditional (flat folder: no classes)"
     grid = example_grid(pixels, labels if conditional else None)
     write_report(out_dir, report, grid)
     return {
