@@ -256,7 +256,18 @@ def test_summarization_is_scored_and_gated_on_rouge_l(tmp_path):
         "copy_baseline_rouge2",
         "copy_baseline_rougeL",
         "test_sentences",
+        "test_rouge1_unguarded",  # the decoding has no repetition guards: the same scores
+        "test_rouge2_unguarded",
+        "test_rougeL_unguarded",
+        "test_repeat3_share",
+        "test_repeat3_share_unguarded",
+        "test_repeat3_share_reference",
+        "decoding_no_repeat_ngram_size",
+        "decoding_repetition_penalty",
+        "val_guard_grid_seconds",
+        "test_unguarded_seconds",
     }
+    assert evaluation.metrics["test_rougeL_unguarded"] == evaluation.metrics["test_rougeL"]
     copy = rouge([t["src"] for t in test], [t["tgt"] for t in test])["rougeL"]
     assert evaluation.metrics["copy_baseline_rougeL"] == pytest.approx(copy)
     assert "sentence_rougeL" in evaluation.tables["sample_translations"].columns

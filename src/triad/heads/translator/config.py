@@ -7,7 +7,7 @@ English -> German Bible verses and a small Transformer that trains on two CPU co
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -167,9 +167,27 @@ class TranslatorNet(StrictModel):
         return self
 
 
+class GuardGrid(StrictModel):
+    """The repetition-guard settings the evaluation tries on the validation split
+    (``model.translator.decoding.guard_grid``): every pair of a ``no_repeat_ngram_size`` and a
+    ``repetition_penalty`` below, in this order.
+
+    The pair with the best validation score (BLEU; ROUGE-L for summarization) wins; on a tie, the one
+    whose outputs less often repeat a 3-gram; then the first listed. The winner decodes the test split
+    and is the decoding the registered model serves.
+    """
+
+    no_repeat_ngram_size: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    repetition_penalty: list[Annotated[float, Field(ge=1)]] = Field(min_length=1)
+    # Each setting decodes at most this many validation sentences (evenly spread over the split, the
+    # same ones for every setting); null decodes all of them. Bounds the grid's cost.
+    val_sentences: int | None = Field(ge=1)
+
+
 class DecodingConfig(StrictModel):
     """How ``Translator`` turns source sentences into translations (``model.translator.decoding``), in the
-    evaluation and in the served model (whose config.json carries a copy)."""
+    evaluation and in the served model (whose config.json carries a copy, with the guards the
+    evaluation chose)."""
 
     method: Literal["greedy", "beam"]
     beam_size: int = Field(ge=1)  # beam only
@@ -178,6 +196,14 @@ class DecodingConfig(StrictModel):
     max_len_a: float = Field(ge=0)
     max_len_b: int = Field(ge=1)
     batch_size: int = Field(ge=1)  # sentences translated at once
+    # Repetition guards, greedy and beam (triad.heads.translator.decoding.Guards). With a guard_grid the
+    # evaluation replaces these two by the pair it chose on the validation split.
+    # A token that would complete an n-gram already in the translation is banned; 0: off.
+    no_repeat_ngram_size: int = Field(ge=0)
+    # CTRL penalty on tokens already generated (logit / p where positive, * p where negative); 1.0: off.
+    repetition_penalty: float = Field(ge=1)
+    # The guard settings tried on the validation split; null: no search, decode with the two above.
+    guard_grid: GuardGrid | None
 
 
 class TranslatorModel(OptimConfig):

@@ -3,11 +3,20 @@ decoder-only model, and ``Translator``, which wraps model + tokenizer into ``tra
 
 All algorithms are batched and decode incrementally with a key/value cache (``DecoderCache``):
 each step feeds only the newest token through the decoder.
+
+Greedy and beam search take repetition guards (``Guards``), applied to every step's logits before
+the next token is chosen, for every row of the batch at once:
+
+- ``no_repeat_ngram_size`` n: a token that would complete an n-gram already in the hypothesis is
+  banned (its logit set to -inf), as Hugging Face ``generate`` does;
+- ``repetition_penalty`` p (Keskar et al., 2019, CTRL): the logit of every token already generated
+  is divided by p where positive and multiplied by p where negative, so it loses probability.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,6 +33,75 @@ def _strip(tokens: list[int], eos_id: int) -> list[int]:
     return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
 
 
+@dataclass(frozen=True)
+class Guards:
+    """Repetition guards for greedy and beam search; the defaults switch both off.
+
+    ``no_repeat_ngram_size``: 0 (off) or n >= 1, no n-gram occurs twice in a hypothesis.
+    ``repetition_penalty``: 1.0 (off) or p > 1, the CTRL penalty on tokens already generated.
+    """
+
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"no_repeat_ngram_size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            raise ConfigError(f"repetition_penalty must be a positive number (1.0: off), got {self.repetition_penalty}")
+
+    @classmethod
+    def of(cls, decoding: DecodingConfig) -> Guards:
+        """The guards a ``model.translator.decoding`` section sets."""
+        return cls(decoding.no_repeat_ngram_size, decoding.repetition_penalty)
+
+    @property
+    def off(self) -> bool:
+        return self.no_repeat_ngram_size == 0 and self.repetition_penalty == 1.0
+
+
+def apply_repetition_penalty(logits: Tensor, generated: Tensor, penalty: float) -> Tensor:
+    """CTRL's repetition penalty: logits (N, V) of the tokens that occur in ``generated`` (N, T) of the
+    same row are divided by ``penalty`` where positive and multiplied by it where negative. Returns (N, V)."""
+    if penalty == 1.0 or generated.size(1) == 0:
+        return logits
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, generated, True)
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalized, logits)
+
+
+def banned_ngram_tokens(tokens: Tensor, n: int, vocab_size: int) -> Tensor:
+    """(N, V) True where the next token would complete an n-gram that ``tokens`` (N, T) already holds.
+
+    Every n-gram of a row is a window of n tokens; those whose first n - 1 tokens equal the row's last
+    n - 1 tokens ban their last token. All rows and windows at once: no Python loop over the batch.
+    """
+    banned = torch.zeros(tokens.size(0), vocab_size + 1, dtype=torch.bool, device=tokens.device)
+    if n < 1 or tokens.size(1) < n:
+        return banned[:, :vocab_size]
+    windows = tokens.unfold(1, n, 1)  # (N, W, n): every n-gram of every row
+    prefix = tokens[:, tokens.size(1) - (n - 1) :]  # (N, n - 1): what the next token would extend
+    matches = (windows[:, :, : n - 1] == prefix.unsqueeze(1)).all(-1)  # (N, W)
+    # Each matching window bans its last token; the others write to a spare column dropped below.
+    targets = torch.where(matches, windows[:, :, -1], vocab_size)
+    return banned.scatter_(1, targets, True)[:, :vocab_size]
+
+
+def guard_logits(logits: Tensor, tokens: Tensor, guards: Guards | None) -> Tensor:
+    """Apply ``guards`` to one step's logits (N, V), given each row's tokens so far (N, T), BOS first.
+
+    The penalty counts the generated tokens (BOS excluded); the n-gram ban reads the whole row. An EOS
+    is never banned (a hypothesis that holds one has ended), so every row keeps a finite logit.
+    """
+    if guards is None or guards.off:
+        return logits
+    logits = apply_repetition_penalty(logits, tokens[:, 1:], guards.repetition_penalty)
+    if guards.no_repeat_ngram_size:
+        banned = banned_ngram_tokens(tokens, guards.no_repeat_ngram_size, logits.size(-1))
+        logits = logits.masked_fill(banned, float("-inf"))
+    return logits
+
+
 def _budgets(model: Seq2SeqTransformer, src: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
     """Each sentence's target length budget (B,): a * (its source length) + b, within the model's
     positional table. Per sentence, so that a translation never depends on what else is in the batch."""
@@ -33,9 +111,16 @@ def _budgets(model: Seq2SeqTransformer, src: Tensor, max_len_a: float, max_len_b
 
 @torch.no_grad()
 def greedy_decode(
-    model: Seq2SeqTransformer, src: Tensor, bos_id: int, eos_id: int, max_len_a: float, max_len_b: int
+    model: Seq2SeqTransformer,
+    src: Tensor,
+    bos_id: int,
+    eos_id: int,
+    max_len_a: float,
+    max_len_b: int,
+    guards: Guards | None = None,
 ) -> list[list[int]]:
-    """The most likely next token at every step. src (B, S) -> B lists of target ids (no BOS/EOS)."""
+    """The most likely next token at every step (after ``guards``). src (B, S) -> B lists of target ids
+    (no BOS/EOS)."""
     memory, src_mask, _ = model.encode(src)
     cache = model.new_cache()
     tokens = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)
@@ -44,6 +129,7 @@ def greedy_decode(
     for step in range(int(budgets.max())):
         finished |= budgets <= step  # this sentence's budget is spent
         logits = model.decode(tokens[:, -1:], memory, src_mask, cache)[:, -1]
+        logits = guard_logits(logits.float(), tokens, guards)
         next_token = logits.argmax(-1).masked_fill(finished, model.pad_id)
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         finished |= next_token == eos_id
@@ -67,13 +153,16 @@ def beam_search(
     alpha: float,
     max_len_a: float,
     max_len_b: int,
+    guards: Guards | None = None,
 ) -> list[list[int]]:
     """Keep the ``beam_size`` best partial translations of every sentence. src (B, S) -> B id lists.
 
-    Hypotheses are ranked by log P(Y | X) / lp(|Y|). A finished hypothesis (it emitted EOS) stays
-    in its beam with a frozen score and competes with the unfinished ones until every beam of
-    every sentence has finished or its length budget is spent; the best-ranked beam is returned.
-    With ``beam_size=1`` this is exactly ``greedy_decode``.
+    Hypotheses are ranked by log P(Y | X) / lp(|Y|), where each step's P is the softmax of the logits
+    after ``guards`` (a banned token has probability 0; a penalised one less). A finished hypothesis
+    (it emitted EOS) stays in its beam with a frozen score and competes with the unfinished ones until
+    every beam of every sentence has finished or its length budget is spent; the best-ranked beam is
+    returned.
+    With ``beam_size=1`` this is exactly ``greedy_decode`` with the same guards.
     """
     batch, k = src.size(0), beam_size
     memory, src_mask, _ = model.encode(src)
@@ -91,7 +180,7 @@ def beam_search(
     for t in range(int(budgets.max())):
         finished |= (budgets <= t).unsqueeze(1)  # a sentence whose budget is spent keeps its beams as they are
         logits = model.decode(tokens[:, -1:], memory, src_mask, cache)[:, -1]  # (B*K, V)
-        step = logits.float().log_softmax(-1).view(batch, k, -1)
+        step = guard_logits(logits.float(), tokens, guards).log_softmax(-1).view(batch, k, -1)
         vocab = step.size(-1)
         # A finished beam may only continue with padding, at no cost.
         step[finished] = float("-inf")
@@ -230,8 +319,9 @@ class Translator:
         for start in tqdm(starts, desc="translate", disable=not progress):
             index = order[start : start + cfg.batch_size]
             src = self.encode_sources([sentences[i] for i in index]).to(device)
+            guards = Guards.of(cfg)
             if cfg.method == "greedy":
-                hyps = greedy_decode(self.model, src, self.bos_id, self.eos_id, cfg.max_len_a, cfg.max_len_b)
+                hyps = greedy_decode(self.model, src, self.bos_id, self.eos_id, cfg.max_len_a, cfg.max_len_b, guards)
             else:
                 hyps = beam_search(
                     self.model,
@@ -242,6 +332,7 @@ class Translator:
                     cfg.length_penalty,
                     cfg.max_len_a,
                     cfg.max_len_b,
+                    guards,
                 )
             for i, text in zip(index, self.tokenizer.decode_batch(hyps)):
                 out[i] = text

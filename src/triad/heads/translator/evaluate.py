@@ -4,6 +4,10 @@
   summarization (``data.translator.task``): ROUGE-1, ROUGE-2 and ROUGE-L of the model's summaries;
 - the same scores for copying the source unchanged, a floor that shows the scale (names,
   numbers and punctuation already match across languages; a summary's words are in its article);
+- repetition guards (``triad.heads.translator.decoding.Guards``): ``choose_guards`` decodes the
+  validation split with every setting of ``decoding.guard_grid`` and keeps the best; the test split is
+  decoded with it and without guards, and both are reported by score and by the share of outputs
+  that repeat a word 3-gram (``repeat_share``);
 - a table of sample translations;
 - attention heatmaps (encoder self-attention and decoder cross-attention, every layer and head)
   for a few test sentences, as PNG files.
@@ -11,7 +15,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,12 +27,14 @@ import sacrebleu
 import torch
 
 from triad.heads.base import Evaluation
+from triad.heads.translator.config import DecodingConfig
 from triad.heads.translator.data import BOS_ID, EOS_ID, Pair
-from triad.heads.translator.decoding import Translator
+from triad.heads.translator.decoding import Guards, Translator
 
 Task = Literal["translation", "summarization"]
 GATE_SCORE = {"translation": "bleu", "summarization": "rougeL"}  # the gate metric is test_<this>
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+REPEAT_N = 3  # repeat_share counts outputs in which some word 3-gram occurs twice
 
 
 def score(hypotheses: list[str], references: list[str], task: Task = "translation") -> dict[str, float]:
@@ -72,6 +81,95 @@ def sentence_score(hypothesis: str, reference: str, task: Task) -> float:
     if task == "summarization":
         return rouge([hypothesis], [reference])["rougeL"]
     return sacrebleu.sentence_bleu(hypothesis, [reference]).score
+
+
+def repeats_ngram(text: str, n: int = REPEAT_N) -> bool:
+    """True when some n-gram of whitespace-separated words occurs twice or more in ``text``."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
+def repeat_share(texts: list[str], n: int = REPEAT_N) -> float:
+    """The share (0-1) of ``texts`` in which a word n-gram repeats (``repeats_ngram``); 0 for no texts.
+    "In In In In In der Erde" repeats the 3-gram "In In In"."""
+    return sum(repeats_ngram(t, n) for t in texts) / len(texts) if texts else 0.0
+
+
+def with_guards(decoding: DecodingConfig, guards: Guards) -> DecodingConfig:
+    """``decoding`` with its two guard keys set to ``guards`` (the other keys, guard_grid included, unchanged)."""
+    return decoding.model_copy(
+        update={"no_repeat_ngram_size": guards.no_repeat_ngram_size, "repetition_penalty": guards.repetition_penalty}
+    )
+
+
+def grid_settings(decoding: DecodingConfig) -> list[Guards]:
+    """The guard settings ``decoding.guard_grid`` lists (every n-gram size with every penalty, in order);
+    without a grid, the one setting the decoding names."""
+    grid = decoding.guard_grid
+    if grid is None:
+        return [Guards.of(decoding)]
+    pairs = itertools.product(grid.no_repeat_ngram_size, grid.repetition_penalty)
+    return list(dict.fromkeys(Guards(n, p) for n, p in pairs))  # a value listed twice is tried once
+
+
+def spread_subset(pairs: list[Pair], limit: int | None) -> list[Pair]:
+    """At most ``limit`` pairs evenly spread over ``pairs`` (all of them when ``limit`` is None or not less)."""
+    if limit is None or len(pairs) <= limit:
+        return pairs
+    return [pairs[i * len(pairs) // limit] for i in range(limit)]
+
+
+@dataclass
+class GuardChoice:
+    """What ``choose_guards`` found: ``decoding`` with the chosen guards, one ``table`` row per setting
+    tried on the validation split, and the seconds the search took (0 without a grid)."""
+
+    decoding: DecodingConfig
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seconds: float = 0.0
+
+
+def best_setting(rows: list[dict], gate: str) -> int:
+    """The index of the row with the highest ``val_<gate>``; on a tie (scores equal to 9 decimals), the
+    lower ``val_repeat3_share``; then the first."""
+    return min(range(len(rows)), key=lambda i: (-round(rows[i][f"val_{gate}"], 9), rows[i]["val_repeat3_share"], i))
+
+
+def choose_guards(translator: Translator, val: list[Pair], task: Task = "translation") -> GuardChoice:
+    """Decode (part of) the validation split with every setting of ``translator.decoding.guard_grid``
+    and keep the one with the best gate score (BLEU; ROUGE-L for summarization); on a tie, the lower
+    share of outputs that repeat a 3-gram; then the first in grid order. Without a grid, or without
+    validation pairs, the decoding is kept as it is."""
+    decoding = translator.decoding
+    grid = decoding.guard_grid
+    if grid is None or not val:
+        return GuardChoice(decoding)
+    pairs = spread_subset(val, grid.val_sentences)
+    sources, references = [p["src"] for p in pairs], [p["tgt"] for p in pairs]
+    gate = GATE_SCORE[task]
+    rows = []
+    for guards in grid_settings(decoding):
+        started = time.perf_counter()
+        hypotheses = Translator(translator.model, translator.tokenizer, with_guards(decoding, guards)).translate(
+            sources
+        )
+        seconds = time.perf_counter() - started
+        rows.append(
+            {
+                "no_repeat_ngram_size": guards.no_repeat_ngram_size,
+                "repetition_penalty": guards.repetition_penalty,
+                **{f"val_{name}": value for name, value in score(hypotheses, references, task).items()},
+                "val_repeat3_share": repeat_share(hypotheses),
+                "val_sentences": len(pairs),
+                "seconds": seconds,
+            }
+        )
+    best = best_setting(rows, gate)
+    table = pd.DataFrame(rows)
+    table["chosen"] = [i == best for i in range(len(rows))]
+    chosen = Guards(rows[best]["no_repeat_ngram_size"], rows[best]["repetition_penalty"])
+    return GuardChoice(with_guards(decoding, chosen), table, float(table["seconds"].sum()))
 
 
 def plot_attention(weights: list[torch.Tensor], rows: list[str], columns: list[str], title: str, path: Path) -> Path:
@@ -140,16 +238,63 @@ def evaluate(
     n_samples: int,
     n_attention: int,
     task: Task = "translation",
+    choice: GuardChoice | None = None,
 ) -> Evaluation:
-    """test_<score> for the model and copy_baseline_<score> for copying the source, for every score of
-    the task (``score``); a table of sample outputs; attention maps of the first ``n_attention`` sentences."""
+    """Score ``translator`` (with its decoding as it is: the guards ``choose_guards`` chose) on ``test``.
+
+    Metrics: test_<score> for the model and copy_baseline_<score> for copying the source, for every
+    score of the task (``score``); test_<score>_unguarded for the same decoding without repetition
+    guards; test_repeat3_share (and _unguarded, and _reference for the references themselves): the
+    share of outputs that repeat a word 3-gram; the guards used (decoding_no_repeat_ngram_size,
+    decoding_repetition_penalty); the seconds the guard search on val (``choice``) and the unguarded
+    test decoding added. Tables: sample outputs, and ``repetition_guards`` (every setting tried on val,
+    then the chosen and the unguarded setting on test). Attention maps of the first ``n_attention``
+    sentences."""
     sources = [p["src"] for p in test]
     references = [p["tgt"] for p in test]
+    decoding = translator.decoding
     hypotheses = translator.translate(sources, progress=True)
+    guards = Guards.of(decoding)
+    started = time.perf_counter()
+    if guards.off:
+        unguarded = hypotheses
+    else:
+        unguarded = Translator(translator.model, translator.tokenizer, with_guards(decoding, Guards())).translate(
+            sources, progress=True
+        )
+    unguarded_seconds = 0.0 if guards.off else time.perf_counter() - started
     model_scores, copy_scores = score(hypotheses, references, task), score(sources, references, task)
+    unguarded_scores = model_scores if guards.off else score(unguarded, references, task)
     metrics = {f"test_{name}": value for name, value in model_scores.items()}
     metrics |= {f"copy_baseline_{name}": value for name, value in copy_scores.items()}
+    metrics |= {f"test_{name}_unguarded": value for name, value in unguarded_scores.items()}
     metrics["test_sentences"] = float(len(test))
+    metrics |= {
+        "test_repeat3_share": repeat_share(hypotheses),
+        "test_repeat3_share_unguarded": repeat_share(unguarded),
+        "test_repeat3_share_reference": repeat_share(references),
+        "decoding_no_repeat_ngram_size": float(guards.no_repeat_ngram_size),
+        "decoding_repetition_penalty": guards.repetition_penalty,
+        "val_guard_grid_seconds": choice.seconds if choice is not None else 0.0,
+        "test_unguarded_seconds": unguarded_seconds,
+    }
+    tried = choice.table.to_dict("records") if choice is not None else []
+    guard_rows = [{"split": "val", "setting": "chosen" if row["chosen"] else "tried", **row} for row in tried]
+    for name, setting, outputs, scores in (
+        ("chosen", guards, hypotheses, model_scores),
+        ("unguarded", Guards(), unguarded, unguarded_scores),
+    ):
+        guard_rows.append(
+            {
+                "split": "test",
+                "setting": name,
+                "no_repeat_ngram_size": setting.no_repeat_ngram_size,
+                "repetition_penalty": setting.repetition_penalty,
+                **{f"test_{key}": value for key, value in scores.items()},
+                "test_repeat3_share": repeat_share(outputs),
+                "chosen": name == "chosen",
+            }
+        )
     samples = pd.DataFrame(
         {
             "ref": [p["ref"] for p in test[:n_samples]],
@@ -159,9 +304,11 @@ def evaluate(
             f"sentence_{GATE_SCORE[task]}": [
                 sentence_score(h, r, task) for h, r in zip(hypotheses[:n_samples], references[:n_samples])
             ],
+            "translation_unguarded": unguarded[:n_samples],
         }
     )
     images = []
     for i in range(min(n_attention, len(test))):
         images += attention_figures(translator, sources[i], hypotheses[i], i, report_dir)
-    return Evaluation(metrics=metrics, images=images, tables={"sample_translations": samples})
+    tables = {"sample_translations": samples, "repetition_guards": pd.DataFrame(guard_rows)}
+    return Evaluation(metrics=metrics, images=images, tables=tables)

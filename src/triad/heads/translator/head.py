@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.translator.config import DecodingConfig
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
 from triad.heads.translator.decoding import Translator
-from triad.heads.translator.evaluate import GATE_SCORE, evaluate, score
+from triad.heads.translator.evaluate import GATE_SCORE, choose_guards, evaluate, score
 from triad.heads.translator.language_model import train_language_model
 from triad.heads.translator.module import TranslatorModule
 from triad.heads.translator.pyfunc import TranslatorPyfunc, bundle
@@ -21,6 +22,9 @@ class TranslatorHead(Head):
 
     name: ClassVar[str] = "translator"
     gate_mode: ClassVar[Literal["max", "min"]] = "max"
+    # The decoding the evaluation chose (its repetition guards picked on the validation split), which
+    # the registered model then serves; None until ``evaluate`` ran (``served_decoding``).
+    chosen_decoding: DecodingConfig | None = None
 
     @property
     def gate_metric(self) -> str:  # type: ignore[override]
@@ -47,22 +51,34 @@ class TranslatorHead(Head):
         return TranslatorModule(self.model_cfg, datamodule.vocab_size, PAD_ID)
 
     def evaluate(self, module: TranslatorModule, datamodule: TranslationDataModule, report_dir: Path) -> Evaluation:
+        """Choose the repetition guards on the validation split (``decoding.guard_grid``), then score the
+        test split with them; the choice is kept for ``pyfunc``."""
         datamodule.setup("test")
-        cfg = self.model_cfg
-        translator = Translator(module.model, datamodule.tokenizer, cfg.decoding)
+        cfg, task = self.model_cfg, self.data_cfg.task
+        choice = choose_guards(
+            Translator(module.model, datamodule.tokenizer, cfg.decoding), datamodule.pairs["val"], task
+        )
+        self.chosen_decoding = choice.decoding
         return evaluate(
-            translator,
+            Translator(module.model, datamodule.tokenizer, choice.decoding),
             datamodule.pairs["test"],
             report_dir,
             cfg.n_sample_translations,
             cfg.n_attention_examples,
-            self.data_cfg.task,
+            task,
+            choice,
         )
+
+    def served_decoding(self) -> DecodingConfig:
+        """The decoding the registered model serves: the evaluation's choice, or, before any evaluation,
+        ``model.translator.decoding`` as configured."""
+        return self.chosen_decoding or self.model_cfg.decoding
 
     def pyfunc(self, module: TranslatorModule, datamodule: TranslationDataModule, work_dir: Path) -> PyfuncBundle:
         datamodule.setup("test")
         example = [p["src"] for p in datamodule.pairs["test"][:2]]
-        return bundle(module.model, self.model_cfg.decoding, datamodule.data_dir / "tokenizer.json", work_dir, example)
+        tokenizer = datamodule.data_dir / "tokenizer.json"
+        return bundle(module.model, self.served_decoding(), tokenizer, work_dir, example)
 
     def rescore(self, served: TranslatorPyfunc, datamodule: TranslationDataModule) -> float:
         """The gate score (test BLEU, or ROUGE-L) of a registered translator (its own tokenizer and decoding)

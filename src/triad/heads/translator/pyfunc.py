@@ -1,7 +1,8 @@
 """The servable translator: an MLflow pyfunc that takes source sentences and returns translations.
 
 Artifacts: ``weights`` (the ``Seq2SeqTransformer`` state_dict) and ``config`` (JSON: ``architecture``, its
-``TransformerConfig``, and ``decoding``, its ``model.translator.decoding``), both written by
+``TransformerConfig``, and ``decoding``, its ``model.translator.decoding`` with the repetition guards the
+evaluation chose on the validation split, the ones it decodes with), both written by
 ``triad.nn.saved.save_network``; ``tokenizer`` (the BPE ``tokenizer.json``); and
 ``backbone_config`` / ``backbone_weights``: the encoder as a transfer-learning backbone
 (``triad.heads.translator.backbone``), for ``backbone_name: models:/triad-translator@champion``.
@@ -22,6 +23,9 @@ from triad.heads.translator.decoding import DecodingConfig, Translator
 from triad.heads.translator.model import Seq2SeqTransformer, TransformerConfig
 from triad.nn.saved import load_network, save_network
 
+# Decoding keys added after models were first registered, with the values those models decoded with
+# (no repetition guards): a registered model whose config.json lacks them still loads and decodes as before.
+LATER_DECODING_KEYS = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "guard_grid": None}
 INPUT_KINDS = "a string, a list of strings, a pandas Series of strings, or a DataFrame with one column of strings"
 
 
@@ -74,7 +78,8 @@ class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
         model = Seq2SeqTransformer(TransformerConfig(**config["architecture"]))
         model.load_state_dict(weights)
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
-        self.translator = Translator(model.eval(), tokenizer, DecodingConfig.model_validate(config["decoding"]))
+        decoding = DecodingConfig.model_validate(LATER_DECODING_KEYS | config["decoding"])
+        self.translator = Translator(model.eval(), tokenizer, decoding)
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
         sentences = sentences_of(model_input)
