@@ -5,7 +5,10 @@ becomes one Prefect task that runs only if DVC says the stage changed, so an unc
 skipped (DVC's lock file is the cache), a killed or transiently failing stage is retried (training
 resumes from its last checkpoint), and independent heads run side by side up to
 ``pipeline.max_parallel``. The run ends with a Prefect artifact summarising metrics and registry
-decisions, with links to the MLflow runs.
+decisions, with links to the MLflow runs. A run that fails or crashes posts an alert to
+``pipeline.notify.url`` (``triad.notify``): one JSON message naming each stage that failed after
+its retries, with the last lines of its error, and links to the Prefect run and its MLflow runs; with
+``pipeline.notify.on_success``, a successful run posts its summary table.
 
 Run it with ``triad pipeline [overrides]``; serve it on a schedule with ``triad schedule``.
 """
@@ -22,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from triad import dag, locks, reconcile, tracking
+from triad import dag, locks, notify, reconcile, tracking
 from triad.config import compose, project_root, write_params
 from triad.data.own import REPORT_JSON, report_line
 from triad.errors import TriadError
@@ -33,13 +36,100 @@ def _retry_if_transient(task, task_run, state) -> bool:
     return isinstance(error, dag.StageFailed) and error.transient
 
 
+# --- alerts (triad.notify) ------------------------------------------------------------------------
+# The stages that failed after their last retry, per flow run: a stage's on_failure hook records
+# them (Prefect runs it once the retries are spent) and the flow's failure hook posts them, so one
+# failed run sends one message however many stages failed. Stages run in threads of the flow's process.
+_failed_stages: dict[str, list[dict[str, Any]]] = {}
+_failed_lock = threading.Lock()
+
+
+def _record_failed_stage(task, task_run, state) -> None:
+    """A stage's ``on_failure`` hook: keep its error, and the last lines of it, for the run's alert."""
+    error = state.result(raise_on_failure=False)
+    if not isinstance(error, BaseException):
+        error = state.message or state.name
+    row = {
+        "stage": task_run.name,
+        "task_run_id": str(task_run.id),
+        "error": notify.first_line(error),
+        "error_tail": notify.error_tail(error),
+        **notify.prefect_links("task-run", str(task_run.id)),
+    }
+    with _failed_lock:
+        _failed_stages.setdefault(str(task_run.flow_run_id), []).append(row)
+
+
+def _flow_config(flow_run):
+    """The config a flow run composed (its ``overrides``), or conf/'s own if those no longer compose."""
+    try:
+        return compose(list((flow_run.parameters or {}).get("overrides") or []))
+    except Exception:
+        return compose([])
+
+
+def _alert(flow_run, event: str, error: BaseException | str | None = None, summary: str | None = None) -> None:
+    """Post this flow run's alert, if alerts are on (``pipeline.notify``); never raises."""
+    with _failed_lock:
+        failed = _failed_stages.pop(str(flow_run.id), [])
+    try:
+        cfg = _flow_config(flow_run)
+        settings = cfg.pipeline.notify
+        url = notify.target_url(settings.url)
+        if not url or (event == "succeeded" and not settings.on_success):
+            return
+        run = {
+            "flow": "triad-pipeline",
+            "name": flow_run.name,
+            "id": str(flow_run.id),
+            "state": event,
+            "scheduled": flow_run.deployment_id is not None,
+            "overrides": list((flow_run.parameters or {}).get("overrides") or []),
+            **notify.prefect_links("flow-run", str(flow_run.id)),
+        }
+        mlflow_runs = notify.mlflow_runs(
+            tracking.tracking_uri(cfg), str(flow_run.id), _dashboard(cfg), timeout=settings.timeout_s
+        )
+        message = notify.message(
+            event,
+            run,
+            failed_stages=failed,
+            error=error,
+            mlflow=mlflow_runs,
+            summary=summary,
+            project=str(project_root()),
+        )
+        notify.post(url, message, settings.timeout_s)
+    except Exception as exc:  # an alert never changes how the run ends
+        notify.log.warning("no alert sent: %s", notify.first_line(exc))
+
+
+def _alert_failed(flow, flow_run, state) -> None:
+    """The flow's ``on_failure`` and ``on_crashed`` hook: one alert naming the failed stages."""
+    error = state.result(raise_on_failure=False)
+    if not isinstance(error, BaseException):
+        error = state.message or state.name
+    _alert(flow_run, "crashed" if state.is_crashed() else "failed", error, getattr(error, "summary", None))
+
+
+def _alert_succeeded(flow, flow_run, state) -> None:
+    """The flow's ``on_completion`` hook: the summary table, when ``pipeline.notify.on_success``."""
+    result = state.result(raise_on_failure=False)
+    _alert(flow_run, "succeeded", summary=result.get("summary") if isinstance(result, dict) else None)
+
+
 # At most ``pipeline.max_parallel`` stages run at once. The limit is held here, not in the task runner,
 # so that it holds however the flow is started: ``triad pipeline``, a deployment's entrypoint
 # (``flows/pipeline.py:pipeline``, whose thread pool is unbounded) or ``triad schedule``.
 _stage_slots = threading.BoundedSemaphore(1)
 
 
-@task(task_run_name="{stage.name}", cache_policy=NO_CACHE, retry_condition_fn=_retry_if_transient)
+@task(
+    task_run_name="{stage.name}",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_if_transient,
+    on_failure=[_record_failed_stage],
+)
 def run_stage(stage: dag.Stage, root: Path, remote: str | None = None, force: str | None = None) -> dict[str, Any]:
     """Run one DVC stage if DVC says it changed, or ``force`` says why it must run anyway
     (pulling and pushing through ``remote`` if given)."""
@@ -100,9 +190,13 @@ def summary_markdown(
 
 
 class PipelineFailed(TriadError):
-    """One or more stages failed; the flow run ends Failed after writing its summary."""
+    """One or more stages failed; the flow run ends Failed after writing its summary (``summary``)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 def _outcome(stage: dag.Stage, future) -> dict[str, Any]:
@@ -134,7 +228,13 @@ def busy_message(theirs: str) -> str:
     )
 
 
-@flow(name="triad-pipeline", log_prints=True)
+@flow(
+    name="triad-pipeline",
+    log_prints=True,
+    on_failure=[_alert_failed],
+    on_crashed=[_alert_failed],
+    on_completion=[_alert_succeeded],
+)
 def pipeline(overrides: list[str] | None = None, wait: bool = True) -> dict[str, Any]:
     """Compose the config (``overrides`` as on the command line), write params.yaml, run the DAG.
 
@@ -196,18 +296,24 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
     ran = [r for r in results if r["status"] == "ran"]
     if not ran and all(r["status"] == "skipped" for r in results):
         logger.info("nothing changed since the last run: no stage ran, nothing was trained")
-    uri = tracking.tracking_uri(cfg)
-    ui = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # a server, else `triad ui`
     markdown = summary_markdown(
-        root / cfg.paths.reports_dir, cfg.pipeline.head_names, results, ui, data=root / cfg.paths.data_dir
+        root / cfg.paths.reports_dir, cfg.pipeline.head_names, results, _dashboard(cfg), data=root / cfg.paths.data_dir
     )
     create_markdown_artifact(key="triad-pipeline-summary", markdown=markdown, description="metrics and registry")
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         raise PipelineFailed(
-            "; ".join(f"{r['stage']}: {r['error']}" for r in failed) + " (the run's summary artifact lists every stage)"
+            "; ".join(f"{r['stage']}: {r['error']}" for r in failed)
+            + " (the run's summary artifact lists every stage)",
+            summary=markdown,
         )
-    return {"stages": results, "heads": cfg.pipeline.head_names}
+    return {"stages": results, "heads": cfg.pipeline.head_names, "summary": markdown}
+
+
+def _dashboard(cfg) -> str:
+    """The MLflow UI that run links point into: the tracking server, else where `triad ui` serves."""
+    uri = tracking.tracking_uri(cfg)
+    return uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
 
 def scheduled_deployment(overrides: list[str] | None = None):

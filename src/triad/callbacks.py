@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import lightning as L
 
@@ -30,3 +32,40 @@ class FiniteLossGuard(L.Callback):
                 "trainer.gradient_clip_val set, or check the data; the last checkpoint before this step "
                 "is kept and a rerun resumes from it."
             )
+
+
+class EpochLog(L.Callback):
+    """One concise log line per epoch, for logs that are files: what Lightning's progress bar shows on
+    a terminal, without its carriage-return refreshes.
+
+    ``epoch 3/10  step 120  train_loss 0.4312  val_loss 0.4620  12.4s``: the epoch (of ``max_epochs``
+    when it bounds the run), the global step, every loss the module logged (their latest values:
+    a step's for training losses logged per step, the epoch's for validation), and the epoch's wall time.
+    Only the global rank zero logs.
+    """
+
+    def __init__(self, head: str, logger: logging.Logger | None = None):
+        self.head = head
+        self.log = logger or logging.getLogger("triad.train")
+        self._started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Lightning validates at the end of an epoch before this hook: val_loss is this epoch's
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self.log.info("%s %s", self.head, self.line(trainer, time.perf_counter() - self._started))
+
+    @staticmethod
+    def line(trainer, seconds: float) -> str:
+        epoch = f"epoch {trainer.current_epoch + 1}"
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            epoch += f"/{trainer.max_epochs}"
+        losses = sorted((name, value) for name, value in trainer.callback_metrics.items() if "loss" in name)
+        # training losses first, then validation, then any other (e.g. a language model's)
+        losses.sort(key=lambda item: (not item[0].startswith("train"), not item[0].startswith("val")))
+        parts = [epoch, f"step {trainer.global_step}"]
+        parts += [f"{name} {float(value):.4g}" for name, value in losses]
+        parts.append(f"{seconds:.1f}s")
+        return "  ".join(parts)

@@ -58,7 +58,9 @@ class TrainerConfig(StrictModel):
     limit_train_batches: float | int | None
     limit_val_batches: float | int | None
     fast_dev_run: bool
-    enable_progress_bar: bool
+    # Lightning's progress bar; auto: on when stderr is a terminal, else one log line per epoch
+    # (``triad.callbacks.EpochLog``), so a log redirected to a file holds no carriage-return frames
+    enable_progress_bar: bool | Literal["auto"]
     log_every_n_steps: int = Field(ge=1)
 
     def torch_device(self) -> str:
@@ -116,6 +118,19 @@ class RemoteConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
 
 
+class NotifyConfig(StrictModel):
+    """Alerts (``triad.notify``; README: Alerts): a JSON message POSTed to ``url`` when a pipeline run
+    fails or crashes, naming the failed stages with the last lines of their errors and linking the
+    Prefect run and its MLflow runs. ``url`` null (and no ``$TRIAD_NOTIFY_URL``): no alerts.
+    ``on_success``: also post each successful run's summary table. ``timeout_s``: how long one post
+    may take before it is given up (logged, never raised: an alert never fails or holds up a run).
+    """
+
+    url: str | None = Field(pattern=r"^https?://\S+$")
+    on_success: bool
+    timeout_s: float = Field(gt=0, le=60)
+
+
 class PipelineConfig(StrictModel):
     """What ``triad pipeline`` runs and how: ``heads`` null means every registered head, in registry order."""
 
@@ -124,6 +139,7 @@ class PipelineConfig(StrictModel):
     retries: int = Field(ge=0)  # retries of a stage that failed transiently or was killed
     schedule: ScheduleConfig
     remote: RemoteConfig
+    notify: NotifyConfig
 
     @field_validator("heads")
     @classmethod

@@ -27,6 +27,7 @@ import json
 import logging
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,7 +85,7 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         ModelCheckpoint,
     )
 
-    from triad.callbacks import FiniteLossGuard
+    from triad.callbacks import EpochLog, FiniteLossGuard
     from triad.resumable import ExactResume
 
     t = cfg.trainer
@@ -104,6 +105,9 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience, mode="min"))
+    progress_bar = show_progress_bar(t.enable_progress_bar)
+    if not progress_bar:
+        callbacks.append(EpochLog(head_name))
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -120,12 +124,20 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         fast_dev_run=t.fast_dev_run,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         default_root_dir=checkpoint_dir,
     )
+
+
+def show_progress_bar(setting: bool | str) -> bool:
+    """``trainer.enable_progress_bar`` resolved: ``auto`` shows Lightning's bar only when stderr is a
+    terminal; a log that is a file gets ``EpochLog``'s one line per epoch instead of the bar's frames."""
+    if setting == "auto":
+        return sys.stderr.isatty()
+    return bool(setting)
 
 
 def _strategy(t) -> Any:
