@@ -192,10 +192,12 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
         for name, table in evaluation.tables.items():
             mlflow.log_table(table, artifact_file=f"tables/{name}.json")
         with tempfile.TemporaryDirectory() as work:
+            from triad.model_code import as_model_code
+
             bundle = head.pyfunc(module, datamodule, Path(work))
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=bundle.python_model,
+                python_model=as_model_code(bundle.python_model, Path(work)),  # models from code, not cloudpickle
                 artifacts=bundle.artifacts,
                 input_example=bundle.input_example,
                 signature=bundle.signature,

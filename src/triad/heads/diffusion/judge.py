@@ -18,6 +18,7 @@ The pipeline runs ``train_judge`` as the DVC stage ``judge_diffusion`` into ``ar
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -133,7 +134,9 @@ def train_judge(cfg: JudgeConfig, data_dir: Path, out_dir: Path, seed: int, devi
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(x_all), generator=generator)
         batches = range(0, len(order), cfg.batch_size)
-        for start in tqdm(batches, desc=f"judge epoch {epoch + 1}/{cfg.epochs}", leave=False):
+        for start in tqdm(
+            batches, desc=f"judge epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not sys.stderr.isatty()
+        ):
             idx = order[start : start + cfg.batch_size]
             x, y = x_all[idx], y_all[idx]
             if task == "rotation":

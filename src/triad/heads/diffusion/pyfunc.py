@@ -27,6 +27,7 @@ import io
 import math
 import numbers
 from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -199,7 +200,7 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
             "label", None, 0, len(names) - 1, f"a class index of this model: 0 .. {len(names) - 1} ({listing})"
         )
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         # every row is checked before any sampling starts
         requests = [self._request(number, row) for number, row in enumerate(request_rows(model_input))]
         out = []

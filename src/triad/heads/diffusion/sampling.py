@@ -15,6 +15,8 @@ scale) raise ``SamplingError``.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import nn
@@ -122,7 +124,9 @@ def ddim_sample(
     device = labels.device
     x = torch.randn((labels.shape[0], *shape), generator=generator, device=device)
     abar = diffusion.alphas_cumprod
-    for i, step in enumerate(tqdm(sequence, desc=f"DDIM {steps} steps", disable=not progress, leave=False)):
+    for i, step in enumerate(
+        tqdm(sequence, desc=f"DDIM {steps} steps", disable=not (progress and sys.stderr.isatty()), leave=False)
+    ):
         t = torch.full_like(labels, step)
         output = guided_output(model, x, t, labels, guidance, null_label=n_classes)
         x0, eps = diffusion.split(output, x, t, clip=clip)
@@ -159,7 +163,9 @@ def ddpm_sample(
     device = labels.device
     x = torch.randn((labels.shape[0], *shape), generator=generator, device=device)
     abar, betas = diffusion.alphas_cumprod, diffusion.betas
-    for step in tqdm(range(diffusion.timesteps - 1, -1, -1), desc="DDPM", disable=not progress, leave=False):
+    for step in tqdm(
+        range(diffusion.timesteps - 1, -1, -1), desc="DDPM", disable=not (progress and sys.stderr.isatty()), leave=False
+    ):
         t = torch.full_like(labels, step)
         output = guided_output(model, x, t, labels, guidance, null_label=n_classes)
         x0, eps = diffusion.split(output, x, t, clip=clip)

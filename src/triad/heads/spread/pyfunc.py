@@ -94,7 +94,7 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
         self.network.load_state_dict(weights)
         self.network.eval()
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         parsed = [to_question(request) for request in request_rows(model_input)]
         answers = predict(self.network, [q for q, _ in parsed], iterations=self.cfg.eval_iterations) if parsed else []
         return pd.DataFrame(

@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,9 @@ def trunk_activations(
     device = next(net.parameters()).device
     trunk = nn.Sequential(*list(net.layer_groups().values())[:frozen_groups])
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="cache frozen trunk", leave=False):
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="cache frozen trunk", leave=False, disable=not sys.stderr.isatty()
+    ):
         x = adapt_images(
             torch.from_numpy(images[start : start + batch_size]).to(device),
             image_size,
@@ -269,7 +272,9 @@ def run_evidence(
     data = load_evidence_data(data_dir, cfg, image_size, device)
     runs = [(f, s) for f in cfg.fractions for s in cfg.seeds]
     rows = [
-        run_one(data, cfg, arm, fraction, seed) for fraction, seed in tqdm(runs, desc="evidence runs") for arm in ARMS
+        run_one(data, cfg, arm, fraction, seed)
+        for fraction, seed in tqdm(runs, desc="evidence runs", disable=not sys.stderr.isatty())
+        for arm in ARMS
     ]
     runs_table = pd.DataFrame(rows)
     summary = summarise(runs_table)

@@ -261,7 +261,7 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
             return torch.softmax(self.classifier(torch.from_numpy(np.stack(images))), -1).numpy()
         return np.concatenate([torch.softmax(self.classifier(torch.from_numpy(im[None])), -1).numpy() for im in images])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         items = self._inputs(model_input)
         names = self.config["class_names"]
         probs = self._probabilities(items) if items else np.zeros((0, len(names)), dtype=np.float32)

@@ -16,6 +16,7 @@ the next token is chosen, for every row of the batch at once:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -316,7 +317,7 @@ class Translator:
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         out: list[str] = [""] * len(sentences)
         starts = range(0, len(order), cfg.batch_size)
-        for start in tqdm(starts, desc="translate", disable=not progress):
+        for start in tqdm(starts, desc="translate", disable=not (progress and sys.stderr.isatty())):
             index = order[start : start + cfg.batch_size]
             src = self.encode_sources([sentences[i] for i in index]).to(device)
             guards = Guards.of(cfg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -128,7 +129,12 @@ def train_language_model(
         model.train()
         order = torch.randperm(len(rows["train"]), generator=generator).tolist()
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for batch_ids in tqdm(batches, desc=f"language model epoch {epoch + 1}/{cfg.max_epochs}", leave=False):
+        for batch_ids in tqdm(
+            batches,
+            desc=f"language model epoch {epoch + 1}/{cfg.max_epochs}",
+            leave=False,
+            disable=not sys.stderr.isatty(),
+        ):
             loss = next_token_loss(model, pad_batch([rows["train"][i] for i in batch_ids]).to(device))
             if not torch.isfinite(loss):
                 raise DataError(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 from triad.errors import DataError
 from triad.heads.base import PyfuncBundle
@@ -81,7 +82,7 @@ class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
         decoding = DecodingConfig.model_validate(LATER_DECODING_KEYS | config["decoding"])
         self.translator = Translator(model.eval(), tokenizer, decoding)
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
         sentences = sentences_of(model_input)
         return self.translator.translate(sentences) if sentences else []
 
