@@ -153,3 +153,10 @@ def test_a_version_saved_with_the_flat_config_layout_still_loads(tmp_path):
     old.load_context(types.SimpleNamespace(artifacts=artifacts))
     assert old.cfg == TINY
     assert all(torch.equal(a, b) for a, b in zip(old.net.state_dict().values(), module.ema.state_dict().values()))
+
+    # saved in today's layout before the judge had its min_skill bar: loads, with no bar (0) recorded
+    before_bar = {**model, "judge": {k: v for k, v in model["judge"].items() if k != "min_skill"}}
+    Path(artifacts["diffusion_config"]).write_text(json.dumps({**saved, "model": before_bar}))
+    older = DiffusionPyfunc()
+    older.load_context(types.SimpleNamespace(artifacts=artifacts))
+    assert older.cfg.judge.min_skill == 0.0 and older.cfg.unet == TINY.unet

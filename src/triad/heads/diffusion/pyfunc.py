@@ -49,7 +49,7 @@ FIELDS = ("label", "class", "n", "steps", "guidance", "seed", "png")
 COLUMNS = ["request", "label", "index", "image"]  # of the output, plus "png" when asked
 MAX_IMAGES = 256  # per request row: one sampler batch (twice that with guidance) must fit in memory
 MAX_SEED = 2**63 - 1  # the signature's "long"
-# the keys of the sections ``model.diffusion.unet`` and ``model.diffusion.judge``, which older versions kept flat
+# the keys of the section ``model.diffusion.unet``, which older versions kept flat (and the judge's as ``judge_*``)
 UNET_KEYS = (
     "patch_size",
     "channels",
@@ -59,7 +59,6 @@ UNET_KEYS = (
     "attention_heads",
     "dropout",
 )
-JUDGE_KEYS = ("channels", "stages", "epochs", "batch_size", "lr", "noise")
 
 
 class RequestError(TriadError, ValueError):
@@ -80,12 +79,13 @@ def write_artifacts(module, class_names: list[str], work_dir: Path) -> dict[str,
 
 def nested_layout(model: dict) -> dict:
     """A saved ``model.diffusion`` in today's layout: versions registered before the UNet's keys moved
-    under ``unet`` and the judge's ``judge_*`` keys under ``judge`` are read as well."""
-    if "unet" in model:
-        return model
+    under ``unet`` and the judge's ``judge_*`` keys under ``judge`` are read as well, and versions saved before
+    the judge's ``min_skill`` bar existed read it as 0 (no bar was applied when they were gated)."""
     model = dict(model)
-    model["unet"] = {key: model.pop(key) for key in UNET_KEYS}
-    model["judge"] = {key: model.pop(f"judge_{key}") for key in JUDGE_KEYS}
+    if "unet" not in model:
+        model["unet"] = {key: model.pop(key) for key in UNET_KEYS}
+        model["judge"] = {key.removeprefix("judge_"): model.pop(key) for key in list(model) if key.startswith("judge_")}
+    model["judge"] = {"min_skill": 0.0, **model["judge"]}
     return model
 
 
