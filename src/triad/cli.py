@@ -173,6 +173,32 @@ examples:
             help="services home (default: $TRIAD_SERVICES_DIR or <project>/.triad/services)",
         )
 
+    width = max(len(f"triad-{example}/3"), len("my-xrays@champion"))  # the card examples' column
+    p = sub.add_parser(
+        "card",
+        help="print the model card of a registered version (its data, metrics, gate decision, intended use)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the model card the evaluation wrote for a registered version: the data it was\n"
+        "trained on and its digest, the config, the metrics against their baselines, the gate's decision,\n"
+        "intended use and known limits, and the evidence plots in its run (card/v<version>/card.md; the\n"
+        "version's description is its summary). A version registered without a card gets what the registry\n"
+        "and its run hold. Ends with where the version stands in the registry now.",
+        epilog=f"""\
+examples:
+  triad card {example:<{width}}  # the champion of the model the current config's data trains
+  triad card {f"triad-{example}/3":<{width}}  # version 3
+  triad card {"my-xrays@champion":<{width}}  # an alias of a model trained on your own data (data.<head>.name)
+
+exit codes: 0 printed (also for a version without a card, said on stderr); 2 no such model, version
+or alias.""",
+    )
+    p.add_argument(
+        "model",
+        metavar="HEAD|NAME[@ALIAS|/VERSION]",
+        help=f"a head ({', '.join(heads)}: the champion of the model its configured data trains) or a "
+        "registered model, e.g. my-xrays (its champion), my-xrays@champion or my-xrays/3",
+    )
+
     p = sub.add_parser(
         "predict",
         help="predict with a head's champion model from the registry",
@@ -404,6 +430,37 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    """Print a registered version's model card (``triad.card``); one without a card gets what the store holds."""
+    from mlflow.tracking import MlflowClient
+
+    from triad import card, tracking
+    from triad.config import compose
+    from triad.heads import registered_model_name
+
+    name, alias, version = card.parse_ref(args.model)
+    cfg = compose([])
+    if name in head_names():
+        name = registered_model_name(cfg, name)
+    uri = tracking.tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    model_version = card.resolve(client, name, alias, version, store=uri)
+    text = card.read_card(client, model_version)
+    if text is None:
+        lost = model_version.tags.get(card.CARD_TAG)
+        why = (
+            f"its card {lost} is not in run {model_version.run_id} (deleted, or the artifact store moved)"
+            if lost
+            else "no model card (registered before cards, or not by `triad`'s evaluation)"
+        )
+        print(f"triad: {name} v{model_version.version}: {why}; what the registry and its run hold:", file=sys.stderr)
+        text = card.build(client, model_version)
+    print(text, end="")
+    print()
+    print(card.registry_now(client, model_version))
+    return 0
+
+
 def cmd_services(args) -> int:
     from triad import services
 
@@ -436,6 +493,7 @@ COMMANDS = {
     "schedule": cmd_schedule,
     "ui": cmd_ui,
     "predict": cmd_predict,
+    "card": cmd_card,
     "services": cmd_services,
 }
 

@@ -1,7 +1,8 @@
 """Evaluate a trained head, log everything to its MLflow run, register the model, apply the gate.
 
 Writes ``reports/<head>/``: ``metrics.json`` (DVC metrics), ``plots/`` (the head's pictures and CSV
-tables; DVC plots) and ``registry.json`` (the version registered and the gate's decision).
+tables; DVC plots) and ``registry.json`` (the version registered, the gate's decision and the path of
+the version's model card in its run, ``triad.card``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from triad import gate, tracking
+from triad import card, gate, tracking
 from triad.atomic import atomic_dir
 from triad.config import TriadConfig, to_yaml
 from triad.errors import DataError, NotComparable, TrainingError
@@ -218,12 +219,16 @@ def _log_and_register(head, module, datamodule, trained, metrics, evaluation) ->
         data_version_tag=trained.get("data_version"),
         rescore=lambda champion: rescore(head, champion, datamodule),
     )
+    summary_file = head.dir("data") / "summary.json"  # prepare's summary: classes, sizes (require_prepared)
+    data_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     decision.update(
         {
             "model": head.registered_model_name,
             "run_id": trained["run_id"],
             "experiment_id": trained["experiment_id"],
             "model_uri": info.model_uri,
+            # the model card: an artifact of the run, its summary the version's description (triad.card)
+            "card": card.publish(client, head, version.version, metrics, data_summary),
         }
     )
     print(

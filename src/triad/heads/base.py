@@ -65,6 +65,37 @@ class PyfuncBundle:
     signature: Any = None
 
 
+@dataclass
+class Baseline:
+    """A reference a metric is read against, for the model card (``Head.card``).
+
+    metric:    the evaluation metric (a key of ``Evaluation.metrics``).
+    reference: another metric of the same evaluation (its name), or a fixed value (e.g. a config bar).
+    meaning:   what the reference is, in a few words ("copying the source unchanged").
+    mode:      "max" or "min": which way beats the reference; None: a reference point to read the
+               metric by, not one to beat (e.g. the score of real data, the floor an ideal model reaches).
+    """
+
+    metric: str
+    reference: str | float
+    meaning: str
+    mode: Literal["max", "min"] | None = "max"
+
+
+@dataclass
+class CardSections:
+    """The head's own parts of a registered version's model card (``triad.card`` assembles the rest).
+
+    intended_use: what the model is for, one line each.
+    limits:       what it must not be used for, and the range it was validated on, one line each.
+    baselines:    the references its metrics are read against.
+    """
+
+    intended_use: list[str]
+    limits: list[str]
+    baselines: list[Baseline] = field(default_factory=list)
+
+
 class Head(abc.ABC):
     """One model family plugged into the spine.
 
@@ -153,6 +184,18 @@ class Head(abc.ABC):
         from triad.errors import NotComparable
 
         raise NotComparable(f"the {self.name} head does not score registered models on new data")
+
+    def card(self, metrics: dict[str, float], data_summary: dict[str, Any]) -> CardSections:
+        """This head's sections of the model card of a version evaluated with ``metrics``, trained on the
+        data that ``data_summary`` (prepare's ``summary.json``) describes: intended use, known limits
+        (the range it was validated on, the input it takes) and the baselines its metrics beat.
+
+        The default says only what holds for any head; heads say what they know from their config.
+        """
+        return CardSections(
+            intended_use=[f"predictions of the {self.name} head on inputs like its training data"],
+            limits=["validated on its held-out test split only: inputs unlike its training data are out of its range"],
+        )
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         """An absolute bar a new version must clear before it may even compete for champion.

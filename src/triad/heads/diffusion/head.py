@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from triad.errors import ConfigError, NotComparable
-from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.base import Baseline, CardSections, Evaluation, Head, PyfuncBundle
 from triad.heads.diffusion.data import DiffusionDataModule, prepare
 from triad.heads.diffusion.evaluate import evaluate, rescore_fid
 from triad.heads.diffusion.judge import train_judge
@@ -94,6 +94,34 @@ class DiffusionHead(Head):
             self.model_cfg.eval_samples,
             self.model_cfg.eval_batch_size,
             self.cfg.seed,
+        )
+
+    def card(self, metrics: dict[str, float], data_summary: dict[str, Any]) -> CardSections:
+        """What it draws (its classes, or unconditional), at what size; FID against real images' own."""
+        classes, size = data_summary.get("class_names") or [], self.data_cfg.image_size
+        colour = {1: "grey", 3: "RGB"}.get(data_summary.get("channels"), "")
+        what = (
+            f"class-conditional: a sample of one of its classes {classes}" if classes else "unconditional (no classes)"
+        )
+        return CardSections(
+            intended_use=[
+                f"drawing {size}x{size} {colour} images like its {self.data_cfg.source} training images; {what}",
+                f"sampled with DDIM, {self.model_cfg.sample_steps} steps at guidance {self.model_cfg.guidance} by "
+                "default (the settings its metrics were measured at; quality_vs_steps shows the others)",
+            ],
+            limits=[
+                "its quality is measured in its judge's features (FID, precision, recall), not by people",
+                "it may reproduce training images closely: not for images that must not be reproduced (people, "
+                "private or licensed pictures)",
+                "not a source of real data: its samples are not evidence of anything about the world",
+            ],
+            baselines=[
+                Baseline("fid", "fid_real", "real validation vs test images (an ideal model's floor)", None),
+                Baseline("conditional_accuracy", "judge_chance", "guessing a class"),
+                Baseline("conditional_accuracy", "judge_test_accuracy", "the judge on real test images", None),
+                Baseline("upright_rate", "real_upright_rate", "the real test images", None),
+                Baseline("judge_accuracy", "judge_chance", "chance (the judge itself)"),
+            ],
         )
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:

@@ -17,8 +17,9 @@ network weighs more in the pooled figure, and so is ``test_user_mae`` over all o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.base import Baseline, CardSections, Evaluation, Head, PyfuncBundle
 from triad.heads.spread import evaluate as ev
 from triad.heads.spread.data import SpreadDataModule, prepare
 from triad.heads.spread.module import SpreadModule
@@ -52,6 +53,44 @@ class SpreadHead(Head):
         answers = ev.predict(served.network, datamodule.test, iterations=served.cfg.eval_iterations)
         table = ev.accuracy_table(datamodule.test, answers, answers)
         return float(table.loc[table.process == "all", "mae"].item())
+
+    def card(self, metrics: dict[str, float], data_summary: dict[str, Any]) -> CardSections:
+        """The range it was validated on (graphs, processes, parameters, seeds); its error against the DMP prior
+        alone and the gate's bar, its speed against simulation."""
+        d = self.data_cfg
+
+        def span(r) -> str:
+            return f"{r.low:g}-{r.high:g}"
+
+        parameters = {
+            "ic": f"ic_p {span(d.ic_p)}",
+            "sir": f"sir_beta {span(d.sir_beta)}, sir_gamma {span(d.sir_gamma)}",
+        }
+        parameters |= {"sis": f"{parameters['sir']} over {d.sis_horizon} steps", "heat": f"heat_t {span(d.heat_t)}"}
+        users = data_summary.get("user_networks") or 0
+        return CardSections(
+            intended_use=[
+                f"each node's probability of being reached by {', '.join(d.processes)} spreading from "
+                f"1-{d.max_seeds} seed nodes, in place of Monte-Carlo simulation",
+                "choosing seeds that spread far (influence maximisation)",
+            ],
+            limits=[
+                f"validated range: trained on {', '.join(d.families)} graphs of {span(d.train_nodes)} nodes "
+                f"(mean degree {span(d.mean_degree)}); tested on {span(d.test_nodes)}-node graphs and "
+                f"{', '.join(d.real_graphs) or 'no real networks'}"
+                + (f" and {users} of your networks" if users else ""),
+                "parameters it learned: " + "; ".join(parameters[p] for p in d.processes),
+                "outside that range (bigger or denser graphs, other processes or parameters, more seeds) its error "
+                "is unmeasured: compare a few answers with simulation before relying on it",
+            ],
+            baselines=[
+                Baseline("test_mae", "test_prior_mae", "the DMP prior alone, no learning", "min"),
+                Baseline("test_mae", self.model_cfg.gate_max_mae, "the gate's bar, model.spread.gate_max_mae", "min"),
+                Baseline("model_seconds_per_question", "mc_seconds_per_question", "Monte-Carlo simulation", "min"),
+                Baseline("im_model_spread", "im_degree_spread", "the highest-degree seeds"),
+                Baseline("im_model_spread", "im_greedy_spread", "greedy seeds by Monte-Carlo", None),
+            ],
+        )
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         ok, why = super().gate_passes(metrics)

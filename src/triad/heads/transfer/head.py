@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from triad.errors import ConfigError, NotComparable
-from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.base import Baseline, CardSections, Evaluation, Head, PyfuncBundle
 from triad.heads.transfer.data import TransferDataModule, prepare
 from triad.heads.transfer.evaluate import classification_metrics, decision_threshold, evaluate, predict_proba
 from triad.heads.transfer.evidence import run_evidence
@@ -74,6 +74,37 @@ class TransferHead(Head):
             )
         probs = predict_proba(served.classifier, datamodule.test, desc="rescore champion")
         return classification_metrics(probs, datamodule.test.y, served.config["threshold"])["score"]
+
+    def card(self, metrics: dict[str, float], data_summary: dict[str, Any]) -> CardSections:
+        """The input it takes (images: PNG/JPEG converted to its size and channels; texts), its classes; its
+        score against chance."""
+        data, model = self.data_cfg, self.model_cfg
+        classes = data_summary.get("class_names") or []
+        if data_summary.get("modality", "image") == "image":
+            size = data_summary.get("image_size") or model.image_size
+            mode = {1: "grey", 3: "RGB"}.get(data.channels, "the mode of its training images")
+            inputs = (
+                f"PNG or JPEG images (8 or 16 bits) or uint8 arrays (0-255), converted to {mode} and resized to "
+                f"{size}x{size} as its training images were; floats and other formats are refused"
+            )
+        else:
+            inputs = f"texts (str), cut to {model.max_length} tokens"
+        labels = f"{data.labels_per_class} labelled examples per class" if data.labels_per_class else "all labels"
+        limits = [
+            f"it assigns every input to one of its {len(classes)} classes, even an input that is none of them: "
+            "there is no 'other' class",
+            f"trained from a {model.backbone} backbone on {labels} of {data.task}: data from elsewhere (another "
+            "scanner, camera or population) is outside what it was validated on",
+            "its probabilities may be miscalibrated (see the reliability diagram); not for unsupervised decisions "
+            "about people",
+        ]
+        if len(classes) == 2:
+            limits.append("binary: its decision threshold was chosen on the validation split (metric `threshold`)")
+        return CardSections(
+            intended_use=[f"classifying {inputs} into {', '.join(map(str, classes)) or 'its classes'}"],
+            limits=limits,
+            baselines=[Baseline("test_score", "chance_score", "chance (AUC 0.5, or always the largest class)")],
+        )
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         ok, why = super().gate_passes(metrics)

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from triad.heads.base import Evaluation, Head, PyfuncBundle
+from triad.heads.base import Baseline, CardSections, Evaluation, Head, PyfuncBundle
 from triad.heads.translator.config import DecodingConfig
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, prepare
 from triad.heads.translator.decoding import Translator
-from triad.heads.translator.evaluate import GATE_SCORE, choose_guards, evaluate, score
+from triad.heads.translator.evaluate import GATE_SCORE, ROUGE_TYPES, choose_guards, evaluate, score
 from triad.heads.translator.language_model import train_language_model
 from triad.heads.translator.module import TranslatorModule
 from triad.heads.translator.pyfunc import TranslatorPyfunc, bundle
@@ -88,6 +88,35 @@ class TranslatorHead(Head):
         hypotheses = served.translator.translate([p["src"] for p in test], progress=True)
         task = self.data_cfg.task
         return score(hypotheses, [p["tgt"] for p in test], task)[GATE_SCORE[task]]
+
+    def card(self, metrics: dict[str, float], data_summary: dict[str, Any]) -> CardSections:
+        """Its languages and task, the corpus it learned from, the lengths it takes and produces; scores against
+        copying the source unchanged."""
+        data, net, decoding = self.data_cfg, self.model_cfg.net, self.model_cfg.decoding
+        if data.task == "translation":
+            task, scores = (
+                f"translation from {data.src_lang or 'its source language'} to {data.tgt_lang or 'its target'}",
+                ("bleu", "chrf"),
+            )
+        else:
+            task, scores = f"summarization ({data.src_lang or 'one language'} on both sides)", ROUGE_TYPES
+        words = f"of at most {data.max_words} words" if data.max_words else "of any length"
+        return CardSections(
+            intended_use=[
+                f"{task} of sentences like those of the {data.corpus} corpus it learned from "
+                f"({data_summary.get('train_pairs', '?')} training pairs {words})",
+                "a small Transformer for study and demonstration: not a general-purpose translator",
+            ],
+            limits=[
+                f"input up to {net.max_len} subword tokens; output up to {decoding.max_len_a:g} x input length + "
+                f"{decoding.max_len_b} tokens ({decoding.method} decoding"
+                + (f", beam size {decoding.beam_size})" if decoding.method == "beam" else ")"),
+                f"its {data_summary.get('vocab_size', data.vocab_size)}-subword BPE vocabulary was learned on its "
+                "training split: other languages, scripts and domains are out of its range",
+                "it can repeat phrases, drop content or invent it, fluently: check a translation before relying on it",
+            ],
+            baselines=[Baseline(f"test_{s}", f"copy_baseline_{s}", "copying the source unchanged") for s in scores],
+        )
 
     def gate_passes(self, metrics: dict[str, float]) -> tuple[bool, str]:
         """Besides a finite gate score, the model must beat copying the source unchanged (on the same score)."""
