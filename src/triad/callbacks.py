@@ -46,7 +46,7 @@ class EpochLog(L.Callback):
 
     def __init__(self, head: str, logger: logging.Logger | None = None):
         self.head = head
-        self.log = logger or logging.getLogger("triad.train")
+        self.logger = logger or logging.getLogger("triad.train")
         self._started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -55,7 +55,7 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Lightning validates at the end of an epoch before this hook: val_loss is this epoch's
         if trainer.is_global_zero and not trainer.sanity_checking:
-            self.log.info("%s %s", self.head, self.line(trainer, time.perf_counter() - self._started))
+            self.logger.info("%s %s", self.head, self.line(trainer, time.perf_counter() - self._started))
 
     @staticmethod
     def line(trainer, seconds: float) -> str:

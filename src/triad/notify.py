@@ -149,6 +149,9 @@ def mlflow_runs(tracking_uri: str, flow_run_id: str, ui: str, timeout: float) ->
     """The MLflow runs this flow run made (tagged ``prefect.flow_run_id``), with links into ``ui``;
     an empty list if the tracking store does not answer within ``timeout`` seconds."""
 
+    if tracking_uri.startswith("sqlite:///") and not os.path.exists(tracking_uri.removeprefix("sqlite:///")):
+        return []  # no store yet (the run failed before making one): do not create it here
+
     def search() -> list[dict[str, Any]]:
         from mlflow.tracking import MlflowClient
 
