@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -53,7 +54,12 @@ def _download(url: str, dest: Path) -> None:
 
     with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (canonical https URLs)
         total = int(response.headers.get("Content-Length") or 0) or None
-        with open(dest, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+        with (
+            open(dest, "wb") as out,
+            tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not sys.stderr.isatty()
+            ) as bar,
+        ):
             while block := response.read(1 << 16):
                 out.write(block)
                 bar.update(len(block))

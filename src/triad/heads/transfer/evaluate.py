@@ -8,6 +8,7 @@ only then applied to the test split, so the test labels never tune anything.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +30,7 @@ def predict_proba(model: torch.nn.Module, split: Split, batch_size: int = 256, d
     """Class probabilities (N, n_classes) of ``model`` (a module mapping raw inputs to logits)."""
     model.eval()
     probs = []
-    for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False):
+    for start in tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=not sys.stderr.isatty()):
         chunk = split.x[start : start + batch_size]
         raw = torch.from_numpy(chunk) if isinstance(chunk, np.ndarray) else chunk
         probs.append(torch.softmax(model(raw).float(), dim=-1).cpu())
