@@ -89,7 +89,11 @@ def test_the_url_comes_from_the_environment_first(monkeypatch):
     assert notify.target_url(None) is None
     assert notify.target_url("https://example.org/hook") == "https://example.org/hook"
     monkeypatch.setenv(notify.ENV_URL, "https://hooks.example.org/T0/B0/abc")
-    assert notify.target_url(None) == notify.target_url("https://example.org/hook") == "https://hooks.example.org/T0/B0/abc"
+    assert (
+        notify.target_url(None)
+        == notify.target_url("https://example.org/hook")
+        == "https://hooks.example.org/T0/B0/abc"
+    )
     monkeypatch.setenv(notify.ENV_URL, "hooks.example.org")  # no scheme: refused, not guessed
     assert notify.target_url("https://example.org/hook") is None
 
