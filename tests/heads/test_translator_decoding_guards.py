@@ -14,7 +14,15 @@ import torch
 from mlflow.pyfunc import PythonModelContext
 from torch import nn
 
-from tests.heads.test_translator_model import BOS, EOS, PAD, eos_biased_seq2seq, small_vocab_sources, tiny_seq2seq
+from tests.heads.test_translator_model import (
+    BOS,
+    EOS,
+    PAD,
+    eos_biased_seq2seq,
+    reference_beam_search,
+    small_vocab_sources,
+    tiny_seq2seq,
+)
 from tests.profile import section
 from triad.heads.translator.config import GuardGrid
 from triad.heads.translator.data import PAD_ID, TranslationDataModule, train_tokenizer, write_jsonl
@@ -141,11 +149,10 @@ def test_beam_of_width_one_is_greedy_with_the_same_guards():
 
 
 def reference_guarded_beam(model, source, beam_size, alpha, steps, guards: Guards) -> list[int]:
-    """Beam search for one source, plainly: every hypothesis re-run through the whole model, its last logits
-    penalised token by token (CTRL) and banned n-gram by n-gram, in Python."""
+    """The plain reference beam search, its last logits penalised token by token (CTRL) and banned n-gram by
+    n-gram, in Python."""
 
-    def step_log_probs(tokens):
-        logits = model(source[None], torch.tensor([tokens]))[0, -1].float().clone()
+    def guarded(tokens, logits):
         for v in set(tokens[1:]):
             logits[v] = (
                 logits[v] / guards.repetition_penalty if logits[v] > 0 else logits[v] * guards.repetition_penalty
@@ -156,24 +163,9 @@ def reference_guarded_beam(model, source, beam_size, alpha, steps, guards: Guard
             for v in range(logits.numel()):
                 if tuple(tokens[len(tokens) - n + 1 :] + [v]) in grams:
                     logits[v] = float("-inf")
-        return logits.log_softmax(-1)
+        return logits
 
-    def score(hypothesis):
-        tokens, log_p, _ = hypothesis
-        return log_p / ((5 + len(tokens) - 1) / 6) ** alpha
-
-    beams = [([BOS], 0.0, False)]
-    for _ in range(steps):
-        candidates = [beam for beam in beams if beam[2]]
-        for tokens, log_p, finished in beams:
-            if not finished:
-                step = step_log_probs(tokens)
-                candidates += [(tokens + [v], log_p + step[v].item(), v == EOS) for v in range(step.numel())]
-        beams = sorted(candidates, key=score, reverse=True)[:beam_size]
-        if all(finished for _, _, finished in beams):
-            break
-    tokens = max(beams, key=score)[0][1:]
-    return tokens[: tokens.index(EOS)] if EOS in tokens else tokens
+    return reference_beam_search(model, source, beam_size, alpha, steps, adjust=guarded)
 
 
 @pytest.mark.parametrize("guards", [Guards(2, 1.0), Guards(0, 1.8), Guards(3, 1.4)])

@@ -203,13 +203,16 @@ def small_vocab_sources(vocab_size: int = 7) -> torch.Tensor:
     return src
 
 
-def reference_beam_search(model, source: torch.Tensor, beam_size: int, alpha: float, steps: int) -> list[int]:
+def reference_beam_search(
+    model, source: torch.Tensor, beam_size: int, alpha: float, steps: int, adjust=None
+) -> list[int]:
     """Beam search for one unpadded source (S,), written plainly and without a cache.
 
     A hypothesis is (tokens, log P, finished). Each step every unfinished hypothesis is extended by
     every vocabulary entry (its prefix re-run through the whole model); finished ones are carried
     over unchanged. The ``beam_size`` best by log P / ((5 + n) / 6) ** alpha survive, where n counts
     the generated tokens, EOS included. The best survivor is returned without BOS and EOS.
+    ``adjust(tokens, logits) -> logits``, if given, changes a hypothesis's next-token logits first.
     """
 
     def score(hypothesis):
@@ -221,7 +224,8 @@ def reference_beam_search(model, source: torch.Tensor, beam_size: int, alpha: fl
         candidates = [beam for beam in beams if beam[2]]
         for tokens, log_p, finished in beams:
             if not finished:
-                step = model(source[None], torch.tensor([tokens]))[0, -1].float().log_softmax(-1)
+                logits = model(source[None], torch.tensor([tokens]))[0, -1].float()
+                step = (adjust(tokens, logits.clone()) if adjust else logits).log_softmax(-1)
                 candidates += [(tokens + [v], log_p + step[v].item(), v == EOS) for v in range(step.numel())]
         beams = sorted(candidates, key=score, reverse=True)[:beam_size]
         if all(finished for _, _, finished in beams):
