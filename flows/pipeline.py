@@ -16,8 +16,7 @@ Run it with ``triad pipeline [overrides]``; serve it on a schedule with ``triad 
 from __future__ import annotations
 
 import json
-import os
-import sys
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,17 @@ from triad import dag, locks, notify, reconcile, tracking
 from triad.config import compose, project_root, write_params
 from triad.data.own import REPORT_JSON, report_line
 from triad.errors import TriadError
+
+
+class _NoCompletedLine(logging.Filter):
+    """Drops Prefect's "Finished in state Completed()" after every stage: the stage's own
+    "done in N s" line says it, with its time. Failures and every other state are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Finished in state Completed()"
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NoCompletedLine())
 
 
 def _retry_if_transient(task, task_run, state) -> bool:
@@ -135,17 +145,9 @@ _stage_slots = threading.BoundedSemaphore(1)
 def run_stage(stage: dag.Stage, root: Path, remote: str | None = None, force: str | None = None) -> dict[str, Any]:
     """Run one DVC stage if DVC says it changed, or ``force`` says why it must run anyway
     (pulling and pushing through ``remote`` if given)."""
-    env = {"TRIAD_FLOW_RUN_ID": str(flow_run.id or ""), **_quiet_env()}
+    env = {"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")}
     with _stage_slots:
         return dag.run_if_changed(root, stage, get_run_logger(), remote, env=env, force=force)
-
-
-def _quiet_env() -> dict[str, str]:
-    """What a stage's environment adds when the log is a file, not a terminal: no MLflow download
-    bars (each a line of carriage-return frames). A variable the user set is left as it is."""
-    if sys.stderr.isatty() or "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" in os.environ:
-        return {}
-    return {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def summary_markdown(

@@ -49,6 +49,21 @@ class EpochLog(L.Callback):
         self.logger = logger or logging.getLogger("triad.train")
         self._started = time.perf_counter()
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """One line for the model in place of Lightning's summary table."""
+        if trainer.is_global_zero:
+            self.logger.info("%s model: %s", self.head, self.model_line(pl_module))
+
+    @staticmethod
+    def model_line(module) -> str:
+        """``Seq2SeqTransformer, 919.2 K parameters (919.2 K trainable)``: the module's network (its only
+        child, when it wraps one) and its parameter counts."""
+        children = list(module.named_children())
+        network = children[0][1] if len(children) == 1 else module
+        total = sum(p.numel() for p in module.parameters())
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        return f"{type(network).__name__}, {_count(total)} parameters ({_count(trainable)} trainable)"
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
 
@@ -62,10 +77,24 @@ class EpochLog(L.Callback):
         epoch = f"epoch {trainer.current_epoch + 1}"
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
             epoch += f"/{trainer.max_epochs}"
-        losses = sorted((name, value) for name, value in trainer.callback_metrics.items() if "loss" in name)
+        metrics = trainer.callback_metrics
+        # a loss logged per step and per epoch appears three times (x, x_step, x_epoch): keep x alone
+        losses = sorted(
+            (name, value)
+            for name, value in metrics.items()
+            if "loss" in name and not (name.endswith(("_step", "_epoch")) and name.rsplit("_", 1)[0] in metrics)
+        )
         # training losses first, then validation, then any other (e.g. a language model's)
         losses.sort(key=lambda item: (not item[0].startswith("train"), not item[0].startswith("val")))
         parts = [epoch, f"step {trainer.global_step}"]
         parts += [f"{name} {float(value):.4g}" for name, value in losses]
         parts.append(f"{seconds:.1f}s")
         return "  ".join(parts)
+
+
+def _count(n: int) -> str:
+    """1234 -> "1.2 K", 3_400_000 -> "3.4 M"."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return str(n)

@@ -512,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for chatty in ("httpx", "httpcore", "alembic", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if not sys.stderr.isatty():
+        # a log that is a file gets no MLflow download bars (each a line of carriage-return frames);
+        # stage subprocesses inherit it. A value the user set is kept.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The ephemeral Prefect server would try to send usage telemetry; triad does not phone home
     # unless the user opts in by setting this variable.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -154,9 +154,15 @@ def push(root: Path, stage: Stage, remote: str) -> None:
 
 
 class StageFailed(RuntimeError):
-    def __init__(self, stage: str, returncode: int):
+    """A stage's command exited non-zero. ``output_tail``: the last lines it wrote to stderr (its error),
+    which a failed run's alert carries."""
+
+    def __init__(self, stage: str, returncode: int, output_tail: list[str] | None = None):
         super().__init__(f"stage {stage} failed with exit code {returncode}")
-        self.stage, self.returncode = stage, returncode
+        self.stage, self.returncode, self.output_tail = stage, returncode, list(output_tail or [])
+
+    def __reduce__(self):  # an exception pickles its args alone; keep every field through Prefect's results
+        return (StageFailed, (self.stage, self.returncode, self.output_tail))
 
     @property
     def transient(self) -> bool:
@@ -164,15 +170,88 @@ class StageFailed(RuntimeError):
         return self.returncode < 0 or self.returncode == 75
 
 
+TAIL_BYTES = 16384  # how much of a stage's stderr is kept for its error (the rest passes through only)
+TAIL_LINES = 20
+
+
 def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
-    """Run the stage's ``cmd`` from ``dvc.yaml`` with the project's virtualenv on the PATH."""
+    """Run the stage's ``cmd`` from ``dvc.yaml`` with the project's virtualenv on the PATH.
+
+    Its stderr passes through to ours as it comes, and its last lines are kept for ``StageFailed``.
+    On a terminal the stage writes to a pseudo-terminal, so it still sees a terminal (and shows its
+    progress bars); otherwise to a pipe.
+    """
     bin_dir = str(Path(sys.executable).parent)
     full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    process = subprocess.run(
-        shlex.split(stage.cmd) if "&&" not in stage.cmd else ["bash", "-c", stage.cmd], cwd=root, env=full_env
-    )
-    if process.returncode != 0:
-        raise StageFailed(stage.name, process.returncode)
+    argv = shlex.split(stage.cmd) if "&&" not in stage.cmd else ["bash", "-c", stage.cmd]
+    returncode, tail = run_keeping_tail(argv, root, full_env)
+    if returncode != 0:
+        raise StageFailed(stage.name, returncode, tail)
+
+
+def run_keeping_tail(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run ``argv``, passing its stderr through to ours; return its exit code and last stderr lines."""
+    terminal = sys.stderr.isatty()
+    if terminal:
+        import pty
+
+        reader, writer = pty.openpty()
+    else:
+        reader, writer = os.pipe()
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stderr=writer)
+    finally:
+        os.close(writer)
+    kept = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(reader, 65536)
+            except OSError:  # a pseudo-terminal reads EIO once the child has closed it
+                break
+            if not chunk:
+                break
+            _write_through(chunk)
+            kept = (kept + chunk)[-TAIL_BYTES:]
+    finally:
+        os.close(reader)
+    return process.wait(), last_lines(kept.decode(errors="replace"))
+
+
+def _write_through(chunk: bytes) -> None:
+    target = getattr(sys.stderr, "buffer", None)
+    if target is not None:
+        target.write(chunk)
+    else:  # a replaced sys.stderr (pytest's capture) takes text
+        sys.stderr.write(chunk.decode(errors="replace"))
+    sys.stderr.flush()
+
+
+def last_lines(text: str, lines: int = TAIL_LINES) -> list[str]:
+    """The last non-blank ``lines`` lines of a stream, each as a terminal would leave it (a progress bar's
+    carriage-return frames reduced to the last one)."""
+    shown = [line.rsplit("\r", 1)[-1].rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    return [line for line in shown if line.strip()][-lines:]
+
+
+def describe_changes(changed: list) -> str:
+    """DVC's status of a stage in a line: ``deps modified: a.py, b.py and 9 more; outs deleted: data/x``."""
+    parts = []
+    for entry in changed:
+        if not isinstance(entry, dict):
+            parts.append(str(entry))
+            continue
+        for kind, paths in entry.items():
+            if not isinstance(paths, dict):
+                parts.append(f"{kind}: {paths}")
+                continue
+            by_status: dict[str, list[str]] = {}
+            for path, status in paths.items():
+                by_status.setdefault(str(status), []).append(path)
+            for status, names in by_status.items():
+                more = f" and {len(names) - 2} more" if len(names) > 2 else ""
+                parts.append(f"{kind.removeprefix('changed ')} {status}: {', '.join(names[:2])}{more}")
+    return "; ".join(parts)
 
 
 def run_if_changed(
@@ -196,7 +275,7 @@ def run_if_changed(
     if not changed:
         logger.info("%s is unchanged: skipped", stage.name)
         return {"stage": stage.name, "head": stage.head, "status": "skipped"}
-    logger.info("%s changed (%s): running `%s`", stage.name, json.dumps(changed)[:300], stage.cmd)
+    logger.info("%s changed (%s): running `%s`", stage.name, describe_changes(changed), stage.cmd)
     started = time.perf_counter()
     run(root, stage, env=env)
     commit(root, stage.name)

@@ -62,9 +62,12 @@ def redact(url: str) -> str:
 
 
 def error_tail(error: BaseException | str | None, lines: int = ERROR_LINES) -> list[str]:
-    """The last ``lines`` lines of an error: its traceback (chained causes included) for an exception."""
+    """The last ``lines`` lines of an error: a failed stage's own last lines of output (its
+    ``output_tail``), or the traceback (chained causes included) of any other exception."""
     if error is None:
         return []
+    if getattr(error, "output_tail", None):
+        return list(error.output_tail)[-lines:]
     if isinstance(error, BaseException):
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     else:

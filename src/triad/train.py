@@ -108,6 +108,7 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
     progress_bar = show_progress_bar(t.enable_progress_bar)
     if not progress_bar:
         callbacks.append(EpochLog(head_name))
+    quiet_lightning()
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -125,11 +126,52 @@ def build_trainer(cfg: TriadConfig, head_name: str, checkpoint_dir: Path, logger
         limit_val_batches=t.limit_val_batches,
         fast_dev_run=t.fast_dev_run,
         enable_progress_bar=progress_bar,
+        enable_model_summary=progress_bar,  # a log file gets EpochLog's one summary line instead of the table
         log_every_n_steps=t.log_every_n_steps,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         default_root_dir=checkpoint_dir,
     )
+
+
+# Lightning warnings about states triad chooses on purpose: each says why it is expected here.
+_EXPECTED_WARNINGS = (
+    # the checkpoint folder also holds the run record, and a resumed run finds its own checkpoints there
+    r"Checkpoint directory .* exists and is not empty",
+    # a frozen backbone stays in eval mode (batch-norm statistics fixed) while its head trains
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    # a small task has fewer batches an epoch than log_every_n_steps: EpochLog still logs every epoch
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # inside Lightning itself (its own use of torch's pytree API), nothing a caller can change
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "Tip: ... try installing litlogger" line, printed at every Trainer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """One copy of each Lightning log line, in triad's format, and none of its expected warnings.
+
+    Lightning's package logger (``lightning``) has a console handler of its own and also passes every
+    record up to the root logger that ``triad`` configures, so each line appeared twice in a log file.
+    When the root logger has a handler, Lightning's records go through it alone.
+    """
+    import warnings
+
+    lightning_logger = logging.getLogger("lightning")
+    if logging.getLogger().hasHandlers():
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvert) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoAdvert())
+    for message in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def show_progress_bar(setting: bool | str) -> bool:

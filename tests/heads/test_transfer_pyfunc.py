@@ -41,10 +41,19 @@ def test_pyfunc_round_trips_through_mlflow(tmp_path, tiny_digits, sqlite_uri):
             python_model=bundle.python_model,
             artifacts=bundle.artifacts,
             input_example=bundle.input_example,
+            signature=bundle.signature,
             code_paths=[str(SRC)],
             pip_requirements=["torch", "pillow"],
         )  # skip the slow inference of requirements
     served = mlflow.pyfunc.load_model(info.model_uri)
+    schema = served.metadata.get_output_schema()  # explicit, not inferred from two rows
+    assert [(c.name, c.type.name) for c in schema.inputs] == [
+        ("label", "string"),
+        ("label_id", "long"),
+        ("p_normal", "double"),
+        ("p_pneumonia", "double"),
+    ]
+    assert [(c.name, c.type.name) for c in served.metadata.get_input_schema().inputs] == [("image", "binary")]
 
     images = dm.test.x
     with torch.no_grad():

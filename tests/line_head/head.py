@@ -65,7 +65,7 @@ class LinePyfunc(mlflow.pyfunc.PythonModel):
         self.net = torch.nn.Linear(1, 1)
         self.net.load_state_dict(weights)
 
-    def predict(self, context, model_input, params=None) -> list[float]:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[float]:
         x = torch.tensor(np.asarray(model_input, dtype=np.float32).reshape(-1, 1))
         with torch.no_grad():
             return self.net(x).squeeze(1).tolist()

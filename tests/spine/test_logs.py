@@ -53,6 +53,11 @@ def test_a_training_logged_to_a_file_writes_one_line_per_epoch_and_no_progress_f
     assert epochs == [(epoch, 10 * epoch) for epoch in range(1, 9)], text[-4000:]
     assert "CloudPickle" not in text  # the model is logged as code (triad.model_code), not pickled
     assert "Traceback" not in text
+    assert "Warning" not in text and "site-packages" not in text, text[-4000:]  # no Python warnings at all
+    assert text.count("GPU available") == 1  # Lightning's lines once, through triad's handler alone
+    assert "litlogger" not in text
+    assert "┃" not in text and "Trainable params" not in text  # no summary table, one line for the model
+    assert re.search(r"INFO triad\.train: line model: \w+, [\d.]+ ?[KM]? parameters \([\d.]+ ?[KM]? trainable\)", text)
 
 
 def test_the_progress_bar_shows_only_on_a_terminal_when_auto(monkeypatch):

@@ -111,6 +111,48 @@ def test_an_errors_tail_is_its_last_lines():
     assert notify.error_tail("stage x failed\n\nexit code 3") == ["stage x failed", "exit code 3"]
 
 
+def test_a_failed_stage_keeps_the_last_lines_it_wrote_and_still_shows_them(tmp_path, capfd):
+    """A stage's stderr passes through as it comes and its last lines travel on ``StageFailed``
+    (a progress bar's carriage-return frames reduced to what a terminal would show)."""
+    import pickle
+
+    from triad import dag
+
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import sys\n"
+        "for k in range(30):\n"
+        "    print(f'line {k}', file=sys.stderr)\n"
+        "sys.stderr.write('epoch 1: 10%\\repoch 1: 50%\\repoch 1: 100%\\n')\n"
+        "print('ValueError: bad shard', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    stage = dag.Stage("broken", f"{sys.executable} {script}", None, (), ())
+    with pytest.raises(dag.StageFailed) as failed:
+        dag.run(tmp_path, stage)
+    error = failed.value
+    assert error.returncode == 3 and not error.transient
+    assert error.output_tail[-2:] == ["epoch 1: 100%", "ValueError: bad shard"]
+    assert len(error.output_tail) == dag.TAIL_LINES and error.output_tail[0] == "line 12"
+    assert notify.error_tail(error, lines=1) == ["ValueError: bad shard"]
+    assert "line 0\n" in capfd.readouterr().err  # passed through, not swallowed
+    copy = pickle.loads(pickle.dumps(error))  # Prefect may keep a task's exception as a pickled result
+    assert (copy.stage, copy.returncode, copy.output_tail) == ("broken", 3, error.output_tail)
+
+
+def test_dvc_status_is_told_in_one_short_line():
+    from triad.dag import describe_changes
+
+    changed = [
+        {"changed deps": {"src/a.py": "modified", "src/b.py": "modified", "src/c.py": "modified", "d": "new"}},
+        {"changed outs": {"data/x": "deleted"}},
+        "always changed",
+    ]
+    assert describe_changes(changed) == (
+        "deps modified: src/a.py, src/b.py and 1 more; deps new: d; outs deleted: data/x; always changed"
+    )
+
+
 # --- the real flow ----------------------------------------------------------------------------------
 FLAKY_STAGE = """\
 import os, sys
@@ -122,6 +164,8 @@ experiment = getattr(experiment, "experiment_id", experiment)
 run = client.create_run(experiment, tags={"prefect.flow_run_id": os.environ["TRIAD_FLOW_RUN_ID"]})
 if open("mode.txt").read().strip() == "fail":
     client.set_terminated(run.info.run_id, "FAILED")
+    print("loading shard 3 of 8", file=sys.stderr)
+    print("OSError: [Errno 28] No space left on device: 'data/flaky'", file=sys.stderr)
     sys.exit(75)  # transient: the flow retries it
 client.set_terminated(run.info.run_id, "FINISHED")
 open("out.txt", "w").write("done")
@@ -166,7 +210,11 @@ def test_a_failed_run_posts_one_alert_naming_the_stage(flaky, harness, webhook):
     assert run["api_url"].endswith(f"/flow_runs/{run['id']}") and run["api_url"].startswith("http://")
     (stage,) = alert["failed_stages"]
     assert stage["stage"] == "flaky" and stage["error"] == "stage flaky failed with exit code 75"
-    assert stage["error_tail"][-1] == "triad.dag.StageFailed: stage flaky failed with exit code 75"
+    # the stage's own last lines of error output, not the flow's traceback
+    assert stage["error_tail"][-2:] == [
+        "loading shard 3 of 8",
+        "OSError: [Errno 28] No space left on device: 'data/flaky'",
+    ]
     assert stage["api_url"].endswith(f"/task_runs/{stage['task_run_id']}")
     assert "flaky: stage flaky failed with exit code 75" in alert["text"] and run["name"] in alert["text"]
     # both attempts' MLflow runs, each with a link into the dashboard

@@ -17,7 +17,7 @@ from triad.heads.transfer.data import TransferDataModule, prepare
 from triad.heads.transfer.evaluate import classification_metrics, decision_threshold, evaluate, predict_proba
 from triad.heads.transfer.evidence import run_evidence
 from triad.heads.transfer.module import TransferModule
-from triad.heads.transfer.pyfunc import TransferPyfunc, input_example, save_artifacts
+from triad.heads.transfer.pyfunc import TransferPyfunc, input_example, save_artifacts, signature
 
 
 class TransferHead(Head):
@@ -64,7 +64,12 @@ class TransferHead(Head):
         artifacts = save_artifacts(
             classifier, self.model_cfg, datamodule.class_names, threshold, image_mode, work_dir, datamodule.input_size
         )
-        return PyfuncBundle(TransferPyfunc(), artifacts, input_example(datamodule))
+        return PyfuncBundle(
+            TransferPyfunc(),
+            artifacts,
+            input_example(datamodule),
+            signature(datamodule.modality, datamodule.class_names),
+        )
 
     def rescore(self, served: TransferPyfunc, datamodule: TransferDataModule) -> float:
         """``test_score`` of a registered transfer model on this test split, with its own decision threshold."""

@@ -268,7 +268,7 @@ class TransferPyfunc(mlflow.pyfunc.PythonModel):
         label_id = decide(probs, self.config["threshold"])
         out = pd.DataFrame({"label": [names[k] for k in label_id], "label_id": label_id})
         for k, name in enumerate(names):
-            out[f"p_{name}"] = probs[:, k]
+            out[f"p_{name}"] = probs[:, k].astype(np.float64)
         return out
 
 
@@ -278,6 +278,22 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def signature(modality: str, class_names: list[str]):
+    """The served model's explicit signature: its input column (``image``: PNG/JPEG bytes, or ``text``) and
+    its output columns (``label``, ``label_id``, one ``p_<class>`` per class), as ``predict`` returns them.
+
+    Explicit, not inferred from the example: inference would guess the output types from two rows, and
+    warn that an integer column (``label_id``) cannot hold a missing value.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    column = ColSpec("string", "text") if modality == "text" else ColSpec("binary", "image")
+    outputs = [ColSpec("string", "label"), ColSpec("long", "label_id")]
+    outputs += [ColSpec("double", f"p_{name}") for name in class_names]
+    return ModelSignature(inputs=Schema([column]), outputs=Schema(outputs))
 
 
 def input_example(datamodule: TransferDataModule) -> pd.DataFrame:
