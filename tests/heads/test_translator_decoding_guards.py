@@ -355,3 +355,17 @@ def test_the_benchmark_tabulates_every_grid_setting(tokenizer):
     assert {"test_bleu", "test_chrf", "test_repeat3_share", "seconds"} <= set(table.columns)
     assert table.test_repeat3_share.iloc[0] > 0.5 and table.test_repeat3_share.iloc[2] == 0.0
     assert len(outputs) == 4
+
+
+def test_the_card_describes_the_guards_served_not_the_ones_configured():
+    """The evaluation picks the guards on the validation split; the card states what the version serves."""
+    from triad.config import compose
+    from triad.heads import get_head
+    from triad.heads.translator.evaluate import with_guards
+
+    head = get_head("translator", compose([]))
+    before = " ".join(head.card({}, {}).limits)
+    assert "repetition guards as served: none (chosen on the validation split" in before
+    head.chosen_decoding = with_guards(head.model_cfg.decoding, Guards(no_repeat_ngram_size=3, repetition_penalty=1.2))
+    after = " ".join(head.card({}, {}).limits)
+    assert "repetition guards as served: no 3-gram repeated, repetition penalty 1.2 (chosen on the validation" in after

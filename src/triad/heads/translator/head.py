@@ -92,7 +92,7 @@ class TranslatorHead(Head):
     def card(self, metrics: dict[str, float], data_summary: dict[str, Any]) -> CardSections:
         """Its languages and task, the corpus it learned from, the lengths it takes and produces; scores against
         copying the source unchanged."""
-        data, net, decoding = self.data_cfg, self.model_cfg.net, self.model_cfg.decoding
+        data, net, decoding = self.data_cfg, self.model_cfg.net, self.served_decoding()
         if data.task == "translation":
             task, scores = (
                 f"translation from {data.src_lang or 'its source language'} to {data.tgt_lang or 'its target'}",
@@ -111,6 +111,7 @@ class TranslatorHead(Head):
                 f"input up to {net.max_len} subword tokens; output up to {decoding.max_len_a:g} x input length + "
                 f"{decoding.max_len_b} tokens ({decoding.method} decoding"
                 + (f", beam size {decoding.beam_size})" if decoding.method == "beam" else ")"),
+                "repetition guards as served: " + guards_text(decoding),
                 f"its {data_summary.get('vocab_size', data.vocab_size)}-subword BPE vocabulary was learned on its "
                 "training split: other languages, scripts and domains are out of its range",
                 "it can repeat phrases, drop content or invent it, fluently: check a translation before relying on it",
@@ -132,3 +133,16 @@ class TranslatorHead(Head):
 
 
 HEAD = TranslatorHead  # what the head registry reads (triad.heads)
+
+
+def guards_text(decoding: DecodingConfig) -> str:
+    """The served repetition guards in words, and whether the validation split chose them."""
+    parts = []
+    if decoding.no_repeat_ngram_size:
+        parts.append(f"no {decoding.no_repeat_ngram_size}-gram repeated")
+    if decoding.repetition_penalty != 1.0:
+        parts.append(f"repetition penalty {decoding.repetition_penalty:g}")
+    text = ", ".join(parts) or "none"
+    if decoding.guard_grid is not None:
+        text += " (chosen on the validation split from decoding.guard_grid)"
+    return text
