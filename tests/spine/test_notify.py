@@ -140,6 +140,25 @@ def test_a_failed_stage_keeps_the_last_lines_it_wrote_and_still_shows_them(tmp_p
     assert (copy.stage, copy.returncode, copy.output_tail) == ("broken", 3, error.output_tail)
 
 
+def test_a_stage_run_from_a_terminal_still_sees_a_terminal(tmp_path, monkeypatch):
+    """On a terminal a stage writes to a pseudo-terminal: it keeps its progress bars, and its tail is kept."""
+    import io
+
+    from triad import dag
+
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    shown = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", Terminal(shown, write_through=True))
+    script = "import sys; print('stderr is a terminal:', sys.stderr.isatty(), file=sys.stderr); sys.exit(1)"
+    with pytest.raises(dag.StageFailed) as failed:
+        dag.run(tmp_path, dag.Stage("bars", f"{sys.executable} -c {script!r}", None, (), ()))
+    assert failed.value.output_tail == ["stderr is a terminal: True"]
+    assert b"stderr is a terminal: True" in shown.getvalue()
+
+
 def test_dvc_status_is_told_in_one_short_line():
     from triad.dag import describe_changes
 
