@@ -39,6 +39,10 @@ TINY = {
         "model.transfer.evidence.seeds=[0]",
         "model.transfer.evidence.pool_per_class=10",
         "model.transfer.evidence.max_epochs=1",
+        "model.transfer.pretrain.steps=2",
+        "model.transfer.pretrain.batch_size=8",
+        "model.transfer.pretrain.hidden_dim=16",
+        "model.transfer.pretrain.projection_dim=8",
     ],
     "spread": [
         "data.spread.train_graphs=6",

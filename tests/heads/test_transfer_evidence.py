@@ -87,16 +87,16 @@ def test_the_summary_counts_targets_reached_and_runs_still_improving_and_warns_o
     nan = float("nan")
     runs = pd.DataFrame(
         [
-            _run("fine-tuned", 0.1, 0, 0.70, 2, best_epoch=3),
-            _run("fine-tuned", 0.1, 1, 0.72, nan, best_epoch=4),
-            _run("fine-tuned", 0.1, 2, 0.74, nan, best_epoch=6),
+            _run("imagenet", 0.1, 0, 0.70, 2, best_epoch=3),
+            _run("imagenet", 0.1, 1, 0.72, nan, best_epoch=4),
+            _run("imagenet", 0.1, 2, 0.74, nan, best_epoch=6),
             _run("scratch", 1.0, 0, 0.66, nan, best_epoch=6),
             _run("scratch", 1.0, 1, 0.68, 5, best_epoch=6),
             _run("scratch", 1.0, 2, 0.70, nan, best_epoch=2),
         ]
     )
     summary = summarise(runs).set_index(["arm", "fraction"])
-    tuned, scratch = summary.loc[("fine-tuned", 0.1)], summary.loc[("scratch", 1.0)]
+    tuned, scratch = summary.loc[("imagenet", 0.1)], summary.loc[("scratch", 1.0)]
     assert (tuned.runs, tuned.runs_reaching_target, tuned.runs_still_improving) == (3, 1, 1)
     assert (scratch.runs, scratch.runs_reaching_target, scratch.runs_still_improving) == (3, 1, 2)
     assert tuned.epochs_to_target_mean == 2 and scratch.epochs_to_target_mean == 5  # of the runs that got there

@@ -71,6 +71,7 @@ ENTRY_MODULES = {
     "train": ["module.py", "data.py"],
     "evaluate": ["evaluate.py", "pyfunc.py"],
     "evidence": ["evidence.py"],
+    "pretrain": ["pretrain.py"],
     "judge": ["judge.py"],
     "lm": ["language_model.py"],
 }

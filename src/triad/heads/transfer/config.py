@@ -69,15 +69,64 @@ class TransferData(DataKeys):
         return self
 
 
-class EvidenceConfig(StrictModel):
-    """The ``evidence`` step: pretrained-and-fine-tuned against from-scratch, by label fraction.
+Arm = Literal["scratch", "imagenet", "ssl", "imagenet+ssl"]
+Start = Literal["scratch", "imagenet"]
 
-    Both arms are EfficientNet-lite networks at ``image_size``. The fine-tuned arm starts from the
-    ImageNet weights, keeps its lowest ``frozen_groups`` layer groups frozen (their outputs are
-    computed once and cached) and fine-tunes the rest; the scratch arm trains every layer of a
-    randomly initialised copy whose channels are scaled by ``scratch_width`` (1.0, the default, is
-    the same network; narrower is cheaper but no longer a like-for-like comparison, and the
-    evidence's caveats say so).
+
+class PretrainConfig(StrictModel):
+    """The ``pretrain`` step: self-supervised pretraining of EfficientNet-lite0 on the task's unlabelled images.
+
+    Every training image of the prepared task (the pool, labels unused; never val or test) is a training
+    example. Each step draws ``batch_size`` images, makes two random views of each (``augment``: a random
+    resized crop keeping ``crop_scale`` to 1 of the area, a rotation of up to ``rotation`` degrees, brightness
+    and contrast jitter of up to ``brightness`` and ``contrast``, a horizontal flip only if ``flip``) and
+    trains the network to tell which views come from the same image:
+
+    - ``simclr`` (Chen et al., 2020): NT-Xent, a cross-entropy over every pair of views in the batch at
+      ``temperature``;
+    - ``byol`` (Grill et al., 2020): an online network predicts a target network's projection of the other
+      view; the target is an exponential moving average of the online one (momentum ``ema``).
+
+    Both put a projection MLP (1280 -> ``hidden_dim`` -> ``projection_dim``) on the pooled features; it is
+    dropped after pretraining. One network is pretrained per entry of ``starts``: ``scratch`` (random
+    initialisation) and/or ``imagenet`` (the ImageNet weights), each for ``steps`` AdamW steps at ``lr`` (cosine
+    decay). ``image_size`` is the side the views are made at (``null``: ``model.transfer.image_size``; smaller
+    is cheaper, the convolutions do not depend on it).
+    """
+
+    objective: Literal["simclr", "byol"]
+    starts: list[Start] = Field(min_length=1)
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    image_size: int | None = Field(ge=16, le=512)
+    temperature: float = Field(gt=0)
+    ema: float = Field(ge=0, lt=1)
+    hidden_dim: int = Field(ge=1)
+    projection_dim: int = Field(ge=1)
+    crop_scale: float = Field(gt=0, le=1)
+    rotation: float = Field(ge=0, le=45)
+    brightness: float = Field(ge=0, lt=1)
+    contrast: float = Field(ge=0, lt=1)
+    flip: bool  # only where a mirrored image is still the same class (not for digits or text)
+
+
+class EvidenceConfig(StrictModel):
+    """The ``evidence`` step: where the backbone's starting weights come from, by label fraction.
+
+    Every arm is the same EfficientNet-lite network at ``image_size``; ``arms`` says which run:
+
+    - ``scratch``: randomly initialised, every layer trained on the images;
+    - ``imagenet``: the ImageNet weights;
+    - ``ssl``: self-supervised on the task's own unlabelled images from a random start (the ``pretrain``
+      step, ``model.transfer.pretrain``);
+    - ``imagenet+ssl``: the ImageNet weights, then self-supervised the same way.
+
+    The three pretrained arms share one recipe: their lowest ``frozen_groups`` layer groups stay frozen
+    (their outputs are computed once per arm and cached) and the rest fine-tunes. The scratch arm's channels are
+    scaled by ``scratch_width`` (1.0, the default, is the same network; narrower is cheaper but no longer a
+    like-for-like comparison, and the evidence's caveats say so).
     ``class_balance`` weights both arms' loss by inverse class frequency (skewed tasks: PneumoniaMNIST's
     training split is 90% pneumonia).
 
@@ -87,6 +136,7 @@ class EvidenceConfig(StrictModel):
     first epoch is reported as the epochs (and seconds) to target.
     """
 
+    arms: list[Arm] = Field(min_length=1)
     fractions: list[float] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
     pool_per_class: int | None = Field(ge=1)
@@ -146,6 +196,14 @@ class TransferModel(OptimConfig):
                     split (PneumoniaMNIST's is 90% pneumonia) does not teach its prior.
     shift_augment:  training images are shifted by up to this many pixels in each direction
                     (edge-padded), a fresh offset per image and step; 0 turns it off.
+    start:          where an efficientnet_lite0 backbone's weights come from when training starts:
+                    ``backbone`` (its own: ImageNet, or random with ``pretrained: false``), ``ssl`` or
+                    ``imagenet+ssl`` (the ``pretrain`` step's network from that start), or ``best_on_val``:
+                    the pretrained evidence arm (imagenet, ssl, imagenet+ssl) with the best mean validation
+                    score at the evidence's label count nearest the training split's (so the registered
+                    model starts from what the validation split prefers; never chosen on test); with another
+                    backbone, ``best_on_val`` is ``backbone`` (the evidence compares EfficientNet-lite0 arms).
+    pretrain:       the self-supervised ``pretrain`` step (``PretrainConfig``).
     """
 
     backbone: Backbone
@@ -163,12 +221,19 @@ class TransferModel(OptimConfig):
     shift_augment: int = Field(ge=0, le=16)
     max_length: int = Field(ge=8, le=512)
     dropout: float = Field(ge=0, lt=1)
+    start: Literal["backbone", "ssl", "imagenet+ssl", "best_on_val"]
+    pretrain: PretrainConfig
     evidence: EvidenceConfig
 
     @model_validator(mode="after")
     def _backbone_name_given(self) -> TransferModel:
         if self.backbone in ("registry", "timm", "hf") and not self.backbone_name:
             raise ValueError(f"backbone {self.backbone!r} needs backbone_name (a model URI or hub name)")
+        if self.start in ("ssl", "imagenet+ssl") and self.backbone != "efficientnet_lite0":
+            raise ValueError(
+                f"start={self.start!r} needs backbone efficientnet_lite0 (the pretrain step's network), not "
+                f"{self.backbone!r}: set model.transfer.start=backbone"
+            )
         return self
 
 

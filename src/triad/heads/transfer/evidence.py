@@ -1,25 +1,32 @@
-"""Does pretraining pay? Fine-tuned against from-scratch EfficientNet-lite, by label fraction.
+"""Where should the backbone's weights start? Four EfficientNet-lite arms, by label fraction.
 
-For each label fraction (of the labelled pool, stratified) and seed, two arms train on the same
-labelled examples and are scored on the same test split:
+For each label fraction (of the labelled pool, stratified) and seed, every arm in ``evidence.arms``
+trains on the same labelled examples and is scored on the same test split:
 
-- fine-tuned: ImageNet EfficientNet-lite0. Its lowest ``frozen_groups`` layer groups stay frozen,
-  so their outputs are computed once for all images and cached ("frozen trunk"); the upper groups
-  and a new classifier are fine-tuned on those cached activations.
-- scratch:    a randomly initialised EfficientNet-lite0, the same network (``scratch_width`` 1.0;
-  narrower is an option, flagged in the caveats), every layer trained on the images.
+- ``scratch``:      a randomly initialised EfficientNet-lite0, the same network (``scratch_width`` 1.0;
+                    narrower is an option, flagged in the caveats), every layer trained on the images.
+- ``imagenet``:     the ImageNet weights.
+- ``ssl``:          self-supervised on the task's own unlabelled training images from a random start
+                    (the ``pretrain`` step, ``pretrain.py``; computed once, read here by every run).
+- ``imagenet+ssl``: the ImageNet weights, then self-supervised the same way.
 
-Both see images through the same input adaptation (grey -> 3 channels, resize, [-1, 1] scaling),
-train with AdamW for ``max_epochs`` epochs, and are scored on test with the weights of the epoch
+The three pretrained arms share one fine-tuning recipe: their lowest ``frozen_groups`` layer groups stay
+frozen, so their outputs are computed once per arm for all images and cached ("frozen trunk"); the upper
+groups and a new classifier are fine-tuned on those cached activations.
+
+Every arm sees images through the same input adaptation (grey -> 3 channels, resize, [-1, 1] scaling),
+trains with AdamW for ``max_epochs`` epochs, and is scored on test with the weights of the epoch
 that scored best on validation. (Scored at their last epoch instead, a run that overfits a small
-labelled set decides the comparison: over 3 seeds, the fine-tuned arm at 10% of PneumoniaMNIST
+labelled set decides the comparison: over 3 seeds, the imagenet arm at 10% of PneumoniaMNIST
 ended at test AUC 0.80 after 12 epochs against 0.92 after 6.) Compute is measured as wall seconds
-(for the fine-tuned arm including the cached trunk's forward pass over its own training and
-validation images) and as the first epoch whose validation accuracy reaches ``target_accuracy``.
+(for a pretrained arm including its cached trunk's forward pass over its own training and
+validation images; the pretraining itself is the ``pretrain`` stage's, paid once) and as the first
+epoch whose validation accuracy reaches ``target_accuracy``.
 Outputs: ``runs.csv`` (one row per run), ``summary.csv`` (mean and std per arm and fraction, with
 how many runs reached the target and how many were still improving at their last epoch) and
-``evidence.png``; the step's summary adds the verdicts and the caveats a reader needs before
-trusting them.
+``evidence.png``; the step's summary adds the verdicts, the arm the validation split prefers at each
+fraction (``val_preferred``; the training stage's ``start: best_on_val`` reads ``val_preferred_start``)
+and the caveats a reader needs before trusting them.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from triad.heads.transfer.data import Split, load_split, stratified_subset
 from triad.heads.transfer.evaluate import classification_metrics
 from triad.heads.transfer.model import EfficientNetLite
 from triad.heads.transfer.module import balanced_class_weights
+from triad.heads.transfer.pretrain import ARM_STARTS, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -175,49 +183,76 @@ def train_arm(
     }
 
 
-ARMS = ("fine-tuned", "scratch")
+ARMS = ("scratch", "imagenet", "ssl", "imagenet+ssl")
+PRETRAINED_ARMS = ARMS[1:]  # fine-tuned on a frozen, cached trunk; what the training stage can start from
 
 
 @dataclass
 class EvidenceData:
-    """What every run of the evidence shares: the splits, the ImageNet network and its frozen trunk's
-    cached activations of every pool, val and test image (and the seconds that caching took), and the
-    device every run trains on (the network and the cached activations live there)."""
+    """What every run of the evidence shares: the splits, each pretrained arm's network and its frozen
+    trunk's cached activations of every pool, val and test image (``cached[arm][split]``; and the seconds
+    that caching took, all arms together), and the device every run trains on (the networks and the cached
+    activations live there)."""
 
     pool: Split
     val: Split
     test: Split
     n_classes: int
     image_size: int
-    pretrained: EfficientNetLite
-    cached: dict[str, torch.Tensor]
+    pretrained: dict[str, EfficientNetLite]
+    cached: dict[str, dict[str, torch.Tensor]]
     cache_seconds: float
     device: str = "cpu"
 
     @property
     def seconds_per_image(self) -> float:
-        return self.cache_seconds / (len(self.pool) + len(self.val) + len(self.test))
+        """One arm's trunk pass, per image."""
+        n_images = len(self.pool) + len(self.val) + len(self.test)
+        return self.cache_seconds / max(len(self.pretrained), 1) / n_images
 
 
-def load_evidence_data(data_dir: Path, cfg: EvidenceConfig, image_size: int, device: str = "cpu") -> EvidenceData:
-    """Read a prepared image task (``triad stage prepare transfer``) and cache the frozen trunk's
-    outputs on ``device``."""
+def arm_network(arm: str, pretrain_dir: Path | None) -> EfficientNetLite:
+    """The starting network of a pretrained arm (``imagenet``, ``ssl``, ``imagenet+ssl``), without classifier."""
+    if arm == "imagenet":
+        return imagenet_lite0(n_classes=None)
+    if arm in ARM_STARTS:
+        if pretrain_dir is None:
+            raise ValueError(f"the {arm} arm needs the pretrain step's folder (pretrain_dir)")
+        return load_pretrained(pretrain_dir, arm)
+    raise ValueError(f"unknown pretrained evidence arm {arm!r}: choose one of {PRETRAINED_ARMS}")
+
+
+def load_evidence_data(
+    data_dir: Path,
+    cfg: EvidenceConfig,
+    image_size: int,
+    device: str = "cpu",
+    pretrain_dir: Path | None = None,
+    arms: list[str] | None = None,
+) -> EvidenceData:
+    """Read a prepared image task (``triad stage prepare transfer``) and cache each pretrained arm's frozen
+    trunk outputs on ``device``. ``arms`` (default ``cfg.arms``) says which; the ``ssl`` arms read their
+    networks from ``pretrain_dir`` (``artifacts/transfer/pretrain``), made once by the pretrain step."""
     meta = json.loads((data_dir / "meta.json").read_text())
     pool = load_split(data_dir, "pool")
     if cfg.pool_per_class is not None:
         pool = pool.subset(stratified_subset(pool.y, seed=0, per_class=cfg.pool_per_class))
     val, test = load_split(data_dir, "val"), load_split(data_dir, "test")
     torch.manual_seed(0)
-    pretrained = imagenet_lite0(n_classes=None).to(device)
+    wanted = [arm for arm in (arms or cfg.arms) if arm != "scratch"]
+    networks = {arm: arm_network(arm, pretrain_dir).to(device) for arm in PRETRAINED_ARMS if arm in wanted}
     started = time.perf_counter()
     cached = {
-        name: trunk_activations(pretrained, cfg.frozen_groups, split.x, image_size)
-        for name, split in (("pool", pool), ("val", val), ("test", test))
+        arm: {
+            name: trunk_activations(net, cfg.frozen_groups, split.x, image_size)
+            for name, split in (("pool", pool), ("val", val), ("test", test))
+        }
+        for arm, net in networks.items()
     }
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()  # the caching's wall time, not just its launch
     return EvidenceData(
-        pool, val, test, len(meta["class_names"]), image_size, pretrained, cached, time.perf_counter() - started, device
+        pool, val, test, len(meta["class_names"]), image_size, networks, cached, time.perf_counter() - started, device
     )
 
 
@@ -226,10 +261,11 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
     idx = stratified_subset(data.pool.y, seed=seed, fraction=fraction)
     y_train = torch.from_numpy(data.pool.y[idx])
     torch.manual_seed(seed)
-    if arm == "fine-tuned":
-        model = UpperLayers(data.pretrained, cfg.frozen_groups, data.n_classes).to(data.device)
-        x_train, x_val, x_test = data.cached["pool"][idx], data.cached["val"], data.cached["test"]
-        overhead = data.seconds_per_image * (len(idx) + len(data.val))  # its share of the trunk's pass
+    if arm in data.pretrained:
+        model = UpperLayers(data.pretrained[arm], cfg.frozen_groups, data.n_classes).to(data.device)
+        cached = data.cached[arm]
+        x_train, x_val, x_test = cached["pool"][idx], cached["val"], cached["test"]
+        overhead = data.seconds_per_image * (len(idx) + len(data.val))  # its share of its trunk's pass
     elif arm == "scratch":
         model = ScratchNet(data.n_classes, cfg.scratch_width, data.image_size).to(data.device)
         x_train, x_val, x_test = (
@@ -238,6 +274,8 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
             torch.from_numpy(data.test.x).to(data.device),
         )
         overhead = 0.0
+    elif arm in ARMS:
+        raise ValueError(f"the {arm} arm was not loaded: pass it in load_evidence_data's arms")
     else:
         raise ValueError(f"unknown evidence arm {arm!r}: choose one of {ARMS}")
     result = train_arm(model, x_train, y_train, x_val, data.val.y, cfg, seed, data.n_classes)
@@ -261,20 +299,27 @@ def run_one(data: EvidenceData, cfg: EvidenceConfig, arm: str, fraction: float, 
 
 
 def run_evidence(
-    data_dir: Path, cfg: EvidenceConfig, image_size: int, out_dir: Path, device: str = "cpu"
+    data_dir: Path,
+    cfg: EvidenceConfig,
+    image_size: int,
+    out_dir: Path,
+    device: str = "cpu",
+    pretrain_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train both arms for every fraction and seed on ``device``; write runs.csv, summary.csv and evidence.png."""
+    """Train every arm of ``cfg.arms`` for every fraction and seed on ``device``; write runs.csv, summary.csv
+    and evidence.png. The ``ssl`` arms start from the pretrain step's networks in ``pretrain_dir``."""
     meta = json.loads((data_dir / "meta.json").read_text())
     if meta["modality"] != "image":
         note = f"the evidence compares EfficientNet-lite arms on images; task {meta['task']} is {meta['modality']}"
         (out_dir / "SKIPPED.txt").write_text(note + "\n")
         return {"skipped": note}
-    data = load_evidence_data(data_dir, cfg, image_size, device)
+    data = load_evidence_data(data_dir, cfg, image_size, device, pretrain_dir)
     runs = [(f, s) for f in cfg.fractions for s in cfg.seeds]
     rows = [
         run_one(data, cfg, arm, fraction, seed)
         for fraction, seed in tqdm(runs, desc="evidence runs", disable=not sys.stderr.isatty())
         for arm in ARMS
+        if arm in cfg.arms
     ]
     runs_table = pd.DataFrame(rows)
     summary = summarise(runs_table)
@@ -291,6 +336,11 @@ def run_evidence(
         "scratch_width": cfg.scratch_width,
         "summary": summary.round(4).to_dict(orient="records"),
         "verdicts": verdicts(summary),
+        "val_preferred": preferred(summary, ARMS),
+        "val_preferred_start": preferred(summary, PRETRAINED_ARMS),
+        "labels_per_fraction": {
+            f"{row.fraction:g}": float(row.n_labels) for row in summary.drop_duplicates("fraction").itertuples()
+        },
         "caveats": notes,
     }
 
@@ -363,22 +413,37 @@ def fraction_caveats(pool_y: np.ndarray, fractions: list[float]) -> list[str]:
 
 
 def verdicts(summary: pd.DataFrame) -> dict[str, bool]:
-    """For each fraction f < 1: does the fine-tuned arm at f match or beat the scratch arm at 100%?"""
-    scratch_full = summary[(summary.arm == "scratch") & (summary.fraction == summary.fraction.max())]
+    """For each pretrained arm and fraction f below the largest: does the arm at f match or beat the scratch
+    arm at the largest fraction (``<arm>_<f>_ge_scratch_full``), and does it come within one standard
+    deviation of the scratch arm's runs there (``<arm>_<f>_within_1sd_of_scratch_full``)?"""
+    largest = summary.fraction.max()
+    scratch_full = summary[(summary.arm == "scratch") & (summary.fraction == largest)]
     if scratch_full.empty:
         return {}
     bar = float(scratch_full.test_score_mean.iloc[0])
-    tuned = summary[summary.arm == "fine-tuned"]
-    return {
-        f"fine_tuned_{row.fraction:g}_ge_scratch_full": bool(row.test_score_mean >= bar) for row in tuned.itertuples()
-    }
+    spread = float(np.nan_to_num(scratch_full.test_score_std.iloc[0]))
+    out = {}
+    for row in summary[(summary.arm != "scratch") & (summary.fraction < largest)].itertuples():
+        name = f"{row.arm.replace('+', '_')}_{row.fraction:g}"
+        out[f"{name}_ge_scratch_full"] = bool(row.test_score_mean >= bar)
+        out[f"{name}_within_1sd_of_scratch_full"] = bool(row.test_score_mean >= bar - spread)
+    return out
+
+
+def preferred(summary: pd.DataFrame, arms: tuple[str, ...]) -> dict[str, str]:
+    """Per fraction (as text, e.g. "0.1"), the arm among ``arms`` with the best mean validation score (never test)."""
+    rows = summary[summary.arm.isin(arms)]
+    best = rows.loc[rows.groupby("fraction").val_score_mean.idxmax()]
+    return {f"{row.fraction:g}": str(row.arm) for row in best.itertuples()}
 
 
 def plot_evidence(runs: pd.DataFrame, summary: pd.DataFrame, cfg: EvidenceConfig, path: Path) -> Path:
     """Three panels: test score vs labels, test score vs wall seconds, epochs to the target vs labels."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    colours = {"fine-tuned": "tab:blue", "scratch": "tab:orange"}
+    colours = {"scratch": "tab:orange", "imagenet": "tab:blue", "ssl": "tab:green", "imagenet+ssl": "tab:purple"}
     for arm, colour in colours.items():
+        if arm not in set(summary.arm):
+            continue
         s, r = summary[summary.arm == arm], runs[runs.arm == arm]
         axes[0].errorbar(
             s.n_labels,

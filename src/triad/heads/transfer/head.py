@@ -17,6 +17,7 @@ from triad.heads.transfer.data import TransferDataModule, prepare
 from triad.heads.transfer.evaluate import classification_metrics, decision_threshold, evaluate, predict_proba
 from triad.heads.transfer.evidence import run_evidence
 from triad.heads.transfer.module import TransferModule
+from triad.heads.transfer.pretrain import run_pretrain
 from triad.heads.transfer.pyfunc import TransferPyfunc, input_example, save_artifacts, signature
 
 
@@ -26,6 +27,18 @@ class TransferHead(Head):
     gate_mode = "max"
 
     def steps(self) -> dict[str, Callable[[Path], dict[str, Any]]]:
+        """``pretrain`` (self-supervised, on the unlabelled training images), then ``evidence`` (which reads it)."""
+
+        def pretrain(out_dir: Path) -> dict[str, Any]:
+            return run_pretrain(
+                self.dir("data"),
+                self.model_cfg.pretrain,
+                self.model_cfg.image_size,
+                out_dir,
+                seed=self.cfg.seed,
+                device=self.cfg.trainer.torch_device(),
+            )
+
         def evidence(out_dir: Path) -> dict[str, Any]:
             return run_evidence(
                 self.dir("data"),
@@ -33,9 +46,10 @@ class TransferHead(Head):
                 self.model_cfg.image_size,
                 out_dir,
                 device=self.cfg.trainer.torch_device(),
+                pretrain_dir=self.dir("artifacts") / "pretrain",
             )
 
-        return {"evidence": evidence}
+        return {"pretrain": pretrain, "evidence": evidence}
 
     def prepare(self, out_dir: Path) -> dict[str, Any]:
         return prepare(self.data_cfg, out_dir, self.cfg.paths.mirror_dir)
@@ -44,7 +58,7 @@ class TransferHead(Head):
         return TransferDataModule(data_dir, self.model_cfg.batch_size, self.cfg.trainer.num_workers, self.cfg.seed)
 
     def module(self, datamodule: TransferDataModule) -> TransferModule:
-        module = TransferModule(self.model_cfg, datamodule.n_classes)
+        module = TransferModule(self.model_cfg, datamodule.n_classes, artifacts_dir=self.dir("artifacts"))
         if module.model.backbone.modality != datamodule.modality:
             raise ConfigError(
                 f"backbone {self.model_cfg.backbone!r} reads {module.model.backbone.modality} but task "

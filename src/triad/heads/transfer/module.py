@@ -18,6 +18,9 @@ Discriminative learning rates apply to all of them: the k-th group below the hea
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -26,8 +29,10 @@ from torch import nn
 from triad.errors import ConfigError
 from triad.heads.transfer.backbones import Backbone, build_backbone
 from triad.heads.transfer.config import LoraConfig, TransferModel
+from triad.heads.transfer.pretrain import resolve_start, start_state
 
 HEAD_GROUP = "classifier"
+log = logging.getLogger(__name__)
 
 
 class TransferClassifier(nn.Module):
@@ -212,11 +217,21 @@ class TransferModule(L.LightningModule):
     With ``class_balance`` the training loss weights each class by its inverse frequency in the
     training split (validation loss stays unweighted); with ``shift_augment`` training images are
     randomly translated.
+
+    ``cfg.start`` other than ``backbone`` loads the chosen start's weights into the backbone when fitting
+    begins (``setup("fit")``, before Lightning restores a checkpoint to resume): the ``pretrain`` step's
+    self-supervised network from ``artifacts_dir/pretrain`` or, for ``best_on_val``, the pretrained arm that
+    the evidence in ``artifacts_dir/evidence`` preferred on validation. Evaluating a saved model reads neither;
+    without ``artifacts_dir`` (a module built outside the head, as in a notebook) the backbone keeps its own.
     """
 
-    def __init__(self, cfg: TransferModel, n_classes: int, pretrained: bool | None = None):
+    def __init__(
+        self, cfg: TransferModel, n_classes: int, pretrained: bool | None = None, artifacts_dir: Path | None = None
+    ):
         super().__init__()
         self.cfg = cfg
+        self.artifacts_dir = artifacts_dir
+        self.start_used: str | None = None  # the arm whose weights fitting started from (cfg.start != backbone)
         self.model = build_classifier(cfg, n_classes, pretrained)
         self.class_weights: torch.Tensor | None = None  # set in setup when cfg.class_balance
         self.unfreezing = None
@@ -229,9 +244,21 @@ class TransferModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         return [self.unfreezing] if self.unfreezing else []
 
+    def load_start(self, n_labels: int) -> str:
+        """Load ``cfg.start``'s backbone weights (for ``n_labels`` training labels); returns the arm used."""
+        arm = resolve_start(self.cfg.start, self.artifacts_dir / "evidence", n_labels)
+        self.model.backbone.net.load_state_dict(start_state(arm, self.artifacts_dir / "pretrain"))
+        log.info("the backbone starts from the %s weights", arm)
+        return arm
+
     def setup(self, stage: str) -> None:
         self.class_weights = None
         datamodule = self.trainer.datamodule
+        own_weights = self.cfg.start == "backbone" or self.cfg.backbone != "efficientnet_lite0"  # see cfg.start
+        if not own_weights and self.artifacts_dir is not None and stage == "fit" and datamodule is not None:
+            self.start_used = self.load_start(len(datamodule.train))
+            if self.logger is not None:
+                self.logger.log_hyperparams({"start_used": self.start_used})
         if self.cfg.class_balance and stage == "fit" and datamodule is not None:
             self.class_weights = balanced_class_weights(
                 torch.as_tensor(datamodule.train.y), self.model.classifier.out_features
