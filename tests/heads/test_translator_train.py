@@ -85,7 +85,9 @@ def test_tiny_model_memorises_a_handful_of_pairs(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_pyfunc_round_trips_through_mlflow(trained, tmp_path):
+def test_pyfunc_round_trips_through_mlflow(trained, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
     import mlflow
 
     module, dm = trained
@@ -107,6 +109,16 @@ def test_pyfunc_round_trips_through_mlflow(trained, tmp_path):
     sources, targets = [s for s, _ in PAIRS], [t for _, t in PAIRS]
     assert list(loaded.predict(sources)) == targets
     assert list(loaded.predict(pd.DataFrame({"source": sources[:2]}))) == targets[:2]
+
+    # concurrent requests, as the scoring server's threads make them, share a decoding batch
+    # (triad.batching) and each gets its own translation; a long wait makes the sharing certain here
+    monkeypatch.setenv("TRIAD_SERVE_BATCH_WAIT_MS", "2000")
+    batched = mlflow.pyfunc.load_model(info.model_uri)
+    with ThreadPoolExecutor(len(sources)) as pool:
+        answers = list(pool.map(lambda source: list(batched.predict([source])), sources))
+    assert answers == [[t] for t in targets]
+    assert max(batched.unwrap_python_model().batcher.batches) > 1
+    monkeypatch.delenv("TRIAD_SERVE_BATCH_WAIT_MS")
 
     # what the README promises: `mlflow models serve -m models:/triad-translator@champion` answers JSON
     client = mlflow.MlflowClient()

@@ -196,6 +196,10 @@ class DecodingConfig(StrictModel):
     max_len_a: float = Field(ge=0)
     max_len_b: int = Field(ge=1)
     batch_size: int = Field(ge=1)  # sentences translated at once
+    # The served model (triad.batching): how long the first of concurrent requests waits for others to
+    # share its batch of up to batch_size sentences; 0: each request decodes alone. The server's
+    # $TRIAD_SERVE_BATCH_WAIT_MS overrides it.
+    serve_wait_ms: float = Field(ge=0)
     # Repetition guards, greedy and beam (triad.heads.translator.decoding.Guards). With a guard_grid the
     # evaluation replaces these two by the pair it chose on the validation split.
     # A token that would complete an n-gram already in the translation is banned; 0: off.

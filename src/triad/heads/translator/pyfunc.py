@@ -11,6 +11,7 @@ evaluation chose on the validation split, the ones it decodes with), both writte
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
+from triad.batching import MicroBatcher
 from triad.errors import DataError
 from triad.heads.base import PyfuncBundle
 from triad.heads.translator.decoding import DecodingConfig, Translator
@@ -26,7 +28,8 @@ from triad.nn.saved import load_network, save_network
 
 # Decoding keys added after models were first registered, with the values those models decoded with
 # (no repetition guards): a registered model whose config.json lacks them still loads and decodes as before.
-LATER_DECODING_KEYS = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "guard_grid": None}
+LATER_DECODING_KEYS = {"no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "guard_grid": None, "serve_wait_ms": 0.0}
+WAIT_ENV = "TRIAD_SERVE_BATCH_WAIT_MS"  # the server's override of decoding.serve_wait_ms
 INPUT_KINDS = "a string, a list of strings, a pandas Series of strings, or a DataFrame with one column of strings"
 
 
@@ -81,10 +84,14 @@ class TranslatorPyfunc(mlflow.pyfunc.PythonModel):
         tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
         decoding = DecodingConfig.model_validate(LATER_DECODING_KEYS | config["decoding"])
         self.translator = Translator(model.eval(), tokenizer, decoding)
+        wait_ms = float(os.environ.get(WAIT_ENV, decoding.serve_wait_ms))
+        self.batcher = MicroBatcher(self.translator.translate, decoding.batch_size, wait_ms / 1000)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
+        """The translations of the request's sentences; the scoring server's concurrent requests share
+        decoding batches (``decoding.serve_wait_ms``, ``triad.batching``)."""
         sentences = sentences_of(model_input)
-        return self.translator.translate(sentences) if sentences else []
+        return self.batcher(sentences) if sentences else []
 
 
 def bundle(
