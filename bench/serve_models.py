@@ -4,6 +4,7 @@ Run from the project root after `triad pipeline` (or `make pipeline`) has regist
 
     .venv/bin/python bench/serve_models.py [--heads translator spread transfer] [--workers 1 2]
                                            [--clients 4] [--requests 200] [--max-seconds 60]
+                                           [--batch-wait-ms 0 10]
 
 For each head and worker count it starts the ecosystem's own scoring server on loopback
 (`mlflow models serve -m models:/<model>@champion --env-manager local --workers N`), waits for /ping, sends
@@ -137,6 +138,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=60)
+    parser.add_argument(
+        "--batch-wait-ms",
+        nargs="+",
+        type=float,
+        default=None,
+        help="serve once per value with $TRIAD_SERVE_BATCH_WAIT_MS set to it (0: no dynamic batching; models "
+        "that batch read it, the translator); default: the registered model's own setting",
+    )
     args = parser.parse_args()
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     import mlflow
@@ -147,14 +156,16 @@ def main() -> None:
     mlflow.set_tracking_uri(tracking.tracking_uri(compose([])))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
     print(
-        f"{'model':32} {'workers':>7} {'ready s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>7} "
-        f"{'errors':>6} {'answered':>8} {'peak MiB':>8}"
+        f"{'model':32} {'workers':>7} {'wait ms':>7} {'ready s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'req/s':>7} {'errors':>6} {'answered':>8} {'peak MiB':>8}"
     )
     for head in args.heads:
         uri = champion_uri(head)
         body = serving_example(uri)
-        for workers in args.workers:
+        for workers, wait_ms in [(w, b) for w in args.workers for b in (args.batch_wait_ms or [None])]:
             port = free_port()
+            server_env = env if wait_ms is None else {**env, "TRIAD_SERVE_BATCH_WAIT_MS": f"{wait_ms:g}"}
+            wait = "model" if wait_ms is None else f"{wait_ms:g}"
             server = subprocess.Popen(
                 [
                     str(BIN / "mlflow"),
@@ -171,7 +182,7 @@ def main() -> None:
                     "--workers",
                     str(workers),
                 ],
-                env=env,
+                env=server_env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -190,11 +201,11 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     server.kill()
             if not latencies:
-                print(f"{uri:32} {workers:>7} no answers, {errors} errors")
+                print(f"{uri:32} {workers:>7} {wait:>7} no answers, {errors} errors")
                 continue
             ms = [1000 * v for v in latencies]
             print(
-                f"{uri.removeprefix('models:/'):32} {workers:>7} {ready:7.1f} {statistics.median(ms):8.1f} "
+                f"{uri.removeprefix('models:/'):32} {workers:>7} {wait:>7} {ready:7.1f} {statistics.median(ms):8.1f} "
                 f"{percentile(ms, 95):8.1f} {percentile(ms, 99):8.1f} {len(latencies) / seconds:7.1f} {errors:>6} "
                 f"{len(latencies):>8} {memory.peak / 2**20:8.0f}"
             )
