@@ -8,6 +8,7 @@ nodes are numbered consecutively, question after question, so one message-passin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -51,6 +52,16 @@ class GraphBatch:
     def n_nodes(self) -> int:
         return int(self.seed.shape[0])
 
+    @cached_property
+    def by_source(self) -> tuple[np.ndarray, np.ndarray]:
+        """(order, indptr): ``order`` (M,) int64 puts the edges grouped by source (stable), and node u's
+        edges are ``order[indptr[u]:indptr[u + 1]]`` (indptr (N + 1,) int64). Computed once per batch:
+        the DMP prior and the mean adjacency both read it."""
+        src = self.src.numpy()
+        indptr = np.zeros(self.n_nodes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src, minlength=self.n_nodes), out=indptr[1:])
+        return np.argsort(src, kind="stable"), indptr
+
 
 def make_batch(questions: list[Question]) -> GraphBatch:
     src, dst, rev, seed, process, params, node_graph, target = [], [], [], [], [], [], [], []
@@ -71,7 +82,7 @@ def make_batch(questions: list[Question]) -> GraphBatch:
             target.append(np.asarray(q.target, dtype=np.float32))
         node_offset += n
         edge_offset += 2 * e
-    as_long = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64))  # noqa: E731
+    as_long = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64, copy=False))  # noqa: E731
     return GraphBatch(
         src=as_long(src),
         dst=as_long(dst),

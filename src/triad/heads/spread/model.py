@@ -16,6 +16,8 @@ stochastic processes a seed is reached by definition: its output is 1.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -26,7 +28,8 @@ from triad.heads.spread.simulate import PROCESSES
 
 HEAT = PROCESSES.index("heat")
 N_FEATURES = 3 + len(PROCESSES) + 4 + 1
-PRIOR_ROUNDS = 100  # at most; DMP stops earlier once no message moves by 1e-6
+PRIOR_ROUNDS = 100  # at most; DMP stops earlier once no message moves by PRIOR_TOLERANCE
+PRIOR_TOLERANCE = 1e-6  # DMP has converged when no message moved by more in the last round
 
 
 def transmissibility(process: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -41,8 +44,65 @@ def transmissibility(process: torch.Tensor, params: torch.Tensor) -> torch.Tenso
     return torch.where(process == HEAT, torch.zeros_like(t), t).clamp(0, 1)
 
 
-def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS) -> torch.Tensor:
+def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS, tolerance: float = PRIOR_TOLERANCE) -> torch.Tensor:
     """(N,) dynamic message passing for a cascade with per-edge transmissibility T (no gradient flows).
+
+    m[u->v] is the probability that u is reached without v's help; on a tree the fixed point is exact:
+    m[u->v] = 1 - (1 - s_u) prod_{w~u, w != v} (1 - T m[w->u]),  P_v = 1 - (1 - s_v) prod_{u~v} (1 - T m[u->v]).
+
+    Jacobi rounds until no message moves by ``tolerance`` (or ``rounds``), laid out for speed on large
+    graphs: the edges grouped by source (``GraphBatch.by_source``), so the sum of log(1 - T m) into each
+    node is a sequential ``add.reduceat`` over its block of reverse edges and spreading it back to the
+    block is a ``repeat``; the only random access per round is one gather (each edge's reverse); float32
+    with in-place operations. Measured on a 100,000-node, 1,000,000-edge graph: about 4x faster per round
+    than ``dmp_prior_dense`` (the first version, float64 with a scatter and two gathers per round), with
+    the same fixed point to 1e-5 (the tests compare them on small graphs).
+    """
+    src = batch.src.numpy()
+    seed = batch.seed.numpy()
+    n = len(seed)
+    if len(src) == 0:
+        return batch.seed.clone()
+    order, indptr = batch.by_source
+    degree = np.diff(indptr)
+    has_edges = degree > 0
+    starts = indptr[:-1][has_edges]
+    source = src[order]
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    reverse = position[batch.rev.numpy()[order]]  # sorted position of each sorted edge's reverse
+    t_edge = transmissibility(batch.process, batch.params).numpy().astype(np.float32)[source]
+    keep = (1.0 - seed)[source]  # 0 on a seed's out-edges: a seed's message is 1
+    message = seed[source].copy()
+    log_q, log_in = np.empty_like(message), np.zeros(n, dtype=np.float32)
+    updated = np.empty_like(message)
+
+    def sum_in(message: np.ndarray) -> np.ndarray:
+        """Each sorted edge u->v's log(1 - T m[v->u]), and fills log_in[u] = the sum over u's block."""
+        np.multiply(t_edge, message, out=log_q)
+        np.minimum(log_q, np.float32(1 - 1e-6), out=log_q)
+        np.subtract(np.float32(1.0), log_q, out=log_q)
+        np.log(log_q, out=log_q)  # log(1 - x) in float32 is 3x faster than log1p; error ~6e-8 per edge
+        incoming = log_q[reverse]
+        log_in[has_edges] = np.add.reduceat(incoming, starts)
+        return incoming
+
+    for _ in range(rounds):
+        incoming = sum_in(message)
+        np.subtract(np.repeat(log_in, degree), incoming, out=updated)
+        np.exp(updated, out=updated)
+        np.multiply(updated, keep, out=updated)
+        np.subtract(np.float32(1.0), updated, out=updated)
+        moved = float(np.abs(updated - message).max())
+        message, updated = updated, message
+        if moved < tolerance:
+            break
+    sum_in(message)
+    return torch.from_numpy(1.0 - (1.0 - seed) * np.exp(log_in))
+
+
+def dmp_prior_dense(batch: GraphBatch, rounds: int = PRIOR_ROUNDS) -> torch.Tensor:
+    """(N,) ``dmp_prior`` computed over every edge every round (the reference it is tested against).
 
     m[u->v] is the probability that u is reached without v's help; on a tree the fixed point is exact:
     m[u->v] = 1 - (1 - s_u) prod_{w~u, w != v} (1 - T m[w->u]),  P_v = 1 - (1 - s_v) prod_{u~v} (1 - T m[u->v]).
@@ -79,11 +139,21 @@ def in_degree(batch: GraphBatch) -> torch.Tensor:
 
 
 def mean_adjacency(batch: GraphBatch) -> torch.Tensor:
-    """(N, N) sparse matrix A with A[v, u] = 1 / deg(v) for each edge u -> v: ``A @ h`` is the
-    mean of h over each node's neighbours (0 for an isolated node)."""
+    """(N, N) sparse CSR matrix A with A[v, u] = 1 / deg(v) for each edge u -> v: ``A @ h`` is the
+    mean of h over each node's neighbours (0 for an isolated node).
+
+    Edges are stored both ways, so row v lists the targets of v's own out-edges: the rows are the
+    sources in ``GraphBatch.by_source`` order, no second sort. CSR, not COO: torch coalesces a COO
+    matrix inside every product; on 2,000,000 directed edges x 32 channels a CSR product measured
+    0.1-0.15 s against 0.45-0.6 s for the COO one (2 threads, shared machine).
+    """
     n = batch.n_nodes
-    values = (1.0 / in_degree(batch).clamp_min(1))[batch.dst]
-    return torch.sparse_coo_tensor(torch.stack([batch.dst, batch.src]), values, (n, n), check_invariants=False)
+    order, indptr = batch.by_source
+    degree = torch.from_numpy(np.diff(indptr))
+    values = (1.0 / degree.clamp_min(1).float()).repeat_interleave(degree)
+    with warnings.catch_warnings():  # torch calls its sparse CSR support beta; the product is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(indptr), batch.dst[torch.from_numpy(order)], values, (n, n))
 
 
 def node_features(batch: GraphBatch, prior: bool) -> torch.Tensor:
