@@ -238,6 +238,7 @@ def test_predict_writes_every_node_with_the_users_ids(tmp_path, capsys):
     served.cfg = section("model", "spread", hidden=8, iterations=2)
     torch.manual_seed(0)
     served.network = SpreadGNN(served.cfg).eval()
+    served.validated = None  # no validated range: the answer is simulated, and says so
 
     class Loaded:  # what mlflow.pyfunc.load_model returns: predict(model_input)
         def predict(self, model_input):
@@ -256,4 +257,5 @@ def test_predict_writes_every_node_with_the_users_ids(tmp_path, capsys):
     summary = json.loads((tmp_path / "results" / "result.summary.json").read_text())
     assert summary["seeds"] == [77] and summary["nodes"] == 5 and summary["edges"] == 3
     assert summary["expected_size"] == pytest.approx(sum(probability.values()), abs=1e-5)
+    assert summary["method"] == "simulated" and "stores no validated range" in summary["reason"]
     assert f"wrote 5 nodes to {out}" in capsys.readouterr().out

@@ -19,7 +19,10 @@ DESCRIPTION = (
     "Predict how a cascade, an epidemic or heat spreads over a network given as an edge-list file: one "
     "undirected edge a line, two integer node ids 'u v' or 'u,v' (a third column, a weight, is ignored), "
     "'#' comments. Node ids may be any integers; the output names them. With --out, every node's probability "
-    "is written to a CSV file (node,probability) and the expected number of nodes reached to FILE.summary.json."
+    "is written to a CSV file (node,probability,uncertainty) and the expected number of nodes reached to "
+    "FILE.summary.json. Every answer says how it was obtained: by the network (learned), inside the range it was "
+    "validated on and confirmed by a quick simulation, or by simulation (simulated) when the question lies outside "
+    "that range or the check disagrees; on a graph too large to simulate, the network's answer comes flagged."
 )
 NEEDS = {"ic": ("p",), "sir": ("beta", "gamma"), "sis": ("beta", "gamma", "t"), "heat": ("t",)}  # simulate.USES
 
@@ -33,7 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gamma", type=float, help="SIR/SIS recovery probability per step")
     parser.add_argument("--t", type=float, help="heat time, or SIS horizon in steps")
     parser.add_argument("--top", type=int, default=10, help="print this many most-reached nodes (0: all)")
-    parser.add_argument("--out", type=Path, help="write every node's probability to this CSV file (node,probability)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write every node's probability and uncertainty to this CSV file",
+    )
     parser.add_argument(
         "--on-bad",
         choices=("fail", "skip"),
@@ -107,15 +114,26 @@ def show(args: argparse.Namespace, model) -> None:
         "t": args.t,
     }
     result = model_predict(args, model, pd.DataFrame([request]))
-    nodes, probabilities = list(result["nodes"][0]), [float(v) for v in result["probabilities"][0]]
-    expected = float(result["expected_size"][0])
-    frame = pd.DataFrame({"node": nodes, "probability": probabilities})
+    row = result.iloc[0]
+    nodes, probabilities = list(row["nodes"]), [float(v) for v in row["probabilities"]]
+    # A model registered before the trust columns has none: its answer is the network's, unchecked.
+    uncertainty = [float(v) for v in row["uncertainty"]] if "uncertainty" in row else [math.nan] * len(nodes)
+    how = {
+        "method": str(row.get("method", "learned")),
+        "expected_size_uncertainty": float(row.get("expected_size_uncertainty", math.nan)),
+        "flagged": bool(row.get("flagged", True)),
+        "reason": str(row.get("reason", "this model version does not say how far to trust it")),
+    }
+    expected = float(row["expected_size"])
+    frame = pd.DataFrame({"node": nodes, "probability": probabilities, "uncertainty": uncertainty})
     top = frame.sort_values("probability", ascending=False, kind="stable")
     print(top.head(args.top or len(frame)).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"expected number of nodes reached: {expected:.2f} of {len(frame)}")
+    print(f"expected number of nodes reached: {expected:.2f} +- {how['expected_size_uncertainty']:.2f} of {len(frame)}")
+    print(f"method: {how['method']}{' (FLAGGED: error unmeasured here)' if how['flagged'] else ''}")
+    print(f"why: {how['reason']}")
     out = getattr(args, "out", None)
     if out is not None:
-        write_result(out, nodes, probabilities, expected, request)
+        write_result(out, nodes, probabilities, expected, request, uncertainty, how)
         print(f"wrote {len(nodes)} nodes to {out} and the expected size to {summary_path(out)}")
 
 
@@ -123,14 +141,24 @@ def summary_path(out: Path) -> Path:
     return out.with_name(out.stem + ".summary.json")
 
 
-def write_result(out: Path, nodes: list, probabilities: list[float], expected: float, request: dict) -> None:
-    """``out``: a CSV ``node,probability``, one row per node in the order of the file (the user's ids);
-    ``<out stem>.summary.json``: the request (without the edges) and the expected number of nodes reached."""
+def write_result(
+    out: Path,
+    nodes: list,
+    probabilities: list[float],
+    expected: float,
+    request: dict,
+    uncertainty: list[float],
+    how: dict,
+) -> None:
+    """``out``: a CSV ``node,probability,uncertainty``, one row per node in the order of the file (the user's ids);
+    ``<out stem>.summary.json``: the request (without the edges), the expected number of nodes reached and how
+    the answer was obtained (``how``: method, expected_size_uncertainty, flagged, reason)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["node", "probability"])
-        writer.writerows([node, f"{p:.6f}"] for node, p in zip(nodes, probabilities))
+        writer.writerow(["node", "probability", "uncertainty"])
+        writer.writerows([node, f"{p:.6f}", f"{u:.6f}"] for node, p, u in zip(nodes, probabilities, uncertainty))
     summary = {k: v for k, v in request.items() if k != "edges" and v is not None}
     summary |= {"nodes": len(nodes), "edges": len(request["edges"]), "expected_size": round(expected, 6)}
+    summary |= {**how, "expected_size_uncertainty": round(how["expected_size_uncertainty"], 6)}
     summary_path(out).write_text(json.dumps(summary, indent=2) + "\n")

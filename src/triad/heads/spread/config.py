@@ -16,8 +16,18 @@ from pydantic import Field, field_validator, model_validator
 from triad.schema import DataKeys, OptimConfig, StrictModel
 
 Process = Literal["ic", "sir", "sis", "heat"]
-Family = Literal["erdos_renyi", "barabasi_albert", "watts_strogatz", "stochastic_block"]
-RealGraph = Literal["karate_club", "les_miserables", "florentine_families"]
+Family = Literal[
+    "erdos_renyi",
+    "barabasi_albert",
+    "watts_strogatz",
+    "stochastic_block",
+    "grid",  # 2-D square lattice (4 neighbours; mean_degree is ignored)
+    "grid_diagonal",  # 2-D lattice with both diagonals (8 neighbours, king's moves; mean_degree ignored)
+    "random_geometric",  # points in the unit square joined within the radius that gives mean_degree
+    "powerlaw_cluster",  # Holme-Kim: preferential attachment plus triangle closing (clustered, heavy-tailed)
+    "ring_lattice",  # Watts-Strogatz with little rewiring (0-5%): long cycles and many triangles
+]
+RealGraph = Literal["karate_club", "les_miserables", "florentine_families", "davis_southern_women"]
 
 
 class Range(StrictModel):
@@ -62,6 +72,11 @@ class SpreadData(DataKeys):
     train_samples: int = Field(ge=10)  # Monte-Carlo cascades per training/validation example
     test_samples: int = Field(ge=10)  # ... per test example (the ground truth the targets name)
     ic_p: Range
+    # Transmissibility over each graph's estimated critical point (features.py: 1 / lambda_max of the
+    # non-backtracking matrix); when set, each IC question's p, and each SIR/SIS question's beta (given its
+    # gamma), is drawn so that T / p_c is uniform in this range (clipped to ic_p / sir_beta), so that sub-critical,
+    # critical and super-critical regimes are all covered on every family. null: p and beta uniform in their ranges.
+    criticality: Range | None
     sir_beta: Range
     sir_gamma: Range
     sis_horizon: int = Field(ge=1)
@@ -108,6 +123,31 @@ class InfluenceConfig(StrictModel):
     score_samples: int = Field(ge=10)
 
 
+class TrustConfig(StrictModel):
+    """When the served model answers, when it simulates, and the accuracy bar of its validated range (trust.py).
+
+    max_mae, max_size_rel_error: the accuracy bar: a held-out question is *validated* when the network's
+                 per-node MAE and its expected-size relative error against Monte-Carlo are within these; the
+                 validated range is the span of the validated questions' graph size, clustering, degree
+                 spread and distance to the critical point. The check applies the same bars.
+    check_samples: cascades of the cheap check run on every question inside the range (0: no check).
+    check_z:     the check's own Monte-Carlo noise allowed for, in standard errors of its expected size.
+    fallback_samples: cascades when the answer is simulated instead (fewer if max_work allows fewer).
+    max_work:    simulation budget per question, in cascades x (nodes + directed edges): a graph on which not
+                 even check_samples cascades fit is not simulated (outside the range: the network's answer,
+                 flagged, with an error estimate).
+    heat_max_nodes: heat is checked or answered exactly (dense eigendecomposition) up to this many nodes.
+    """
+
+    max_mae: float = Field(gt=0, le=1)
+    max_size_rel_error: float = Field(gt=0)
+    check_samples: int = Field(ge=0)
+    check_z: float = Field(ge=0)
+    fallback_samples: int = Field(ge=10)
+    max_work: float = Field(gt=0)
+    heat_max_nodes: int = Field(ge=0)
+
+
 class SpreadModel(OptimConfig):
     """The message-passing network and its training.
 
@@ -118,6 +158,10 @@ class SpreadModel(OptimConfig):
     prior:       feed each node the dynamic-message-passing estimate of its probability (exact on
                  trees, a closed form computed inside the network); the network learns the
                  correction for loops and for the process. ``false`` learns from scratch.
+    cycle_features: give each node its local clustering coefficient and log(1 + triangles through it), so
+                 that the network sees the short cycles that make DMP over-estimate spread on clustered graphs.
+    residual:    read out a correction to the logit of the prior instead of a probability from scratch (needs
+                 ``prior``; heat keeps plain logits).
     dropout:     dropout inside the message-passing layer's update.
     gate_max_mae: the absolute bar: a version must reach a held-out per-node MAE at most this.
     num_threads: torch CPU threads while this head trains (restored after). The tensors are
@@ -129,10 +173,21 @@ class SpreadModel(OptimConfig):
     iterations: int = Field(ge=1)
     eval_iterations: int | None = Field(ge=1)
     prior: bool
+    cycle_features: bool
+    residual: bool
     dropout: float = Field(ge=0, lt=1)
     gate_max_mae: float = Field(gt=0)
     num_threads: int | None = Field(ge=1)
     influence: InfluenceConfig
+    trust: TrustConfig
+
+    @model_validator(mode="after")
+    def _residual_needs_prior(self) -> SpreadModel:
+        if self.residual and not self.prior:
+            raise ValueError(
+                "model.spread.residual corrects the DMP prior: set model.spread.prior=true or residual=false"
+            )
+        return self
 
 
 # What the head registry reads (triad.heads).

@@ -36,6 +36,7 @@ from triad.errors import DataError
 from triad.heads.spread import simulate
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadData
+from triad.heads.spread.features import beta_for, graph_features
 from triad.heads.spread.graphs import USER_PREFIX, Graph, canonical_edges, generate, real_graph
 from triad.heads.spread.own_data import LAYOUT, EdgeList, describe, read_networks
 from triad.resumable import ResumableLoader
@@ -60,13 +61,21 @@ def draw_graphs(cfg: SpreadData, split: str, rng: np.random.Generator) -> list[G
     return graphs
 
 
-def draw_params(cfg: SpreadData, process: str, rng: np.random.Generator) -> dict[str, float]:
+def draw_params(
+    cfg: SpreadData, process: str, rng: np.random.Generator, critical_p: float | None = None
+) -> dict[str, float]:
+    """A question's parameters: uniform in their ranges, or (``cfg.criticality`` and the graph's ``critical_p``
+    given) with the transmissibility T = r * p_c for r uniform in ``cfg.criticality``, clipped to the ranges."""
     uniform = lambda r: float(rng.uniform(r.low, r.high))  # noqa: E731
+    clip = lambda value, r: float(min(max(value, r.low), r.high))  # noqa: E731
+    relative = cfg.criticality is not None and critical_p is not None
     if process == "ic":
-        return {"p": uniform(cfg.ic_p)}
+        return {"p": clip(uniform(cfg.criticality) * critical_p, cfg.ic_p) if relative else uniform(cfg.ic_p)}
     if process == "heat":
         return {"t": uniform(cfg.heat_t)}
-    params = {"beta": uniform(cfg.sir_beta), "gamma": uniform(cfg.sir_gamma)}
+    gamma = uniform(cfg.sir_gamma)
+    beta = clip(beta_for(uniform(cfg.criticality) * critical_p, gamma), cfg.sir_beta) if relative else None
+    params = {"beta": uniform(cfg.sir_beta) if beta is None else beta, "gamma": gamma}
     if process == "sis":
         params["t"] = float(cfg.sis_horizon)
     return params
@@ -78,9 +87,10 @@ def ask(
     """``examples_per_graph`` questions on ``graph`` (processes cycled from position ``first``), answered by
     simulation, and each answer's standard errors."""
     questions, errors = [], []
+    critical_p = graph_features(graph).critical_p if cfg.criticality is not None else None
     for i in range(cfg.examples_per_graph):
         process = cfg.processes[(first + i) % len(cfg.processes)]
-        params = draw_params(cfg, process, rng)
+        params = draw_params(cfg, process, rng, critical_p)
         k = int(rng.integers(1, min(cfg.max_seeds, graph.n) + 1))
         seeds = np.sort(rng.choice(graph.n, size=k, replace=False)).astype(np.int64)
         estimate = simulate.run(process, graph, seeds, params, samples, generator, cfg.max_steps)

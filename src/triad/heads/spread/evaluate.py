@@ -10,6 +10,10 @@
   each also gets its own metrics, ``test_user_<network>_{mae,prior_mae,size_model,size_mc}``.
 - ``speed_table``: seconds per question for the Monte-Carlo estimate (``samples`` cascades) and for
   one forward pass, on the same questions and one thread each.
+- the validated range (``trust.build_range``): per test question its coordinates (size, clustering, degree
+  spread, p / p_c) and errors (table ``cases``), and per process the span of the questions that met the
+  accuracy bar (``model.spread.trust``; table ``validated_range``, metrics ``validated_<process>_*``), which the
+  registered model stores and serves by (``pyfunc.py``).
 - pictures: spread over time on a graph (Monte-Carlo per step next to the network's final answer),
   and predicted against simulated probabilities.
 """
@@ -25,7 +29,7 @@ import pandas as pd
 import torch
 
 from triad.heads.base import Evaluation
-from triad.heads.spread import simulate
+from triad.heads.spread import simulate, trust
 from triad.heads.spread.batch import Question, make_batch
 from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.graphs import REAL_GRAPHS, USER_PREFIX, Graph, real_graph
@@ -270,6 +274,24 @@ def plot_predicted_vs_simulated(questions: list[Question], answers: list[np.ndar
 SPEED_QUESTIONS_PER_PROCESS = 4
 
 
+def range_frame(validated: dict) -> pd.DataFrame:
+    """The validated range as a table: one row per process, ``<feature>_low``/``_high``, counts and errors."""
+    rows = []
+    for process, entry in validated.items():
+        row = {"process": process, "cases": entry["cases"], "passed": entry["passed"]}
+        for name, (low, high) in entry.get("range", {}).items():
+            row[f"{name}_low"], row[f"{name}_high"] = low, high
+        row |= {key: entry.get(key) for key in ("failed_inside", *trust.ERRORS)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def validated_range(network: SpreadGNN, test: list[Question], cfg: SpreadModel) -> dict:
+    """``trust.build_range`` of the network on the held-out questions (what the registered model stores)."""
+    answers = predict(network, test, iterations=cfg.eval_iterations)
+    return trust.build_range(trust.case_table(test, answers), cfg.trust)
+
+
 def evaluate(
     network: SpreadGNN, test: list[Question], cfg: SpreadModel, test_samples: int, seed: int, report_dir: Path
 ) -> Evaluation:
@@ -312,7 +334,11 @@ def evaluate(
         ),
         plot_predicted_vs_simulated(test, answers, report_dir / "predicted_vs_simulated.png"),
     ]
+    cases = trust.case_table(test, answers)
+    validated = trust.build_range(cases, cfg.trust)
+    metrics |= trust.range_metrics(validated)
     tables = {"accuracy": accuracy, "speed": speed, "influence": influence}
+    tables |= {"cases": cases, "validated_range": range_frame(validated)}
     users = user_table(test, answers, priors)
     if len(users):
         metrics |= user_metrics(users)

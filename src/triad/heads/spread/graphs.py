@@ -15,7 +15,7 @@ import numpy as np
 
 from triad.errors import DataError
 
-REAL_GRAPHS = ("karate_club", "les_miserables", "florentine_families")
+REAL_GRAPHS = ("karate_club", "les_miserables", "florentine_families", "davis_southern_women")
 USER_PREFIX = "user:"  # a user's own network (data.spread.path) is named user:<file name>
 
 
@@ -65,18 +65,48 @@ def real_graph(name: str) -> Graph:
         "karate_club": nx.karate_club_graph,
         "les_miserables": nx.les_miserables_graph,
         "florentine_families": nx.florentine_families_graph,
+        "davis_southern_women": nx.davis_southern_women_graph,
     }
     if name not in loaders:
         raise DataError(f"unknown real graph {name!r}; the real graphs are {', '.join(REAL_GRAPHS)}")
     return from_networkx(loaders[name](), name)
 
 
+def lattice(rows: int, columns: int, diagonals: bool) -> np.ndarray:
+    """(E, 2) edges of a rows x columns square lattice (node r * columns + c), with both diagonals if asked."""
+    index = np.arange(rows * columns).reshape(rows, columns)
+    pairs = [(index[:, :-1], index[:, 1:]), (index[:-1, :], index[1:, :])]
+    if diagonals:
+        pairs += [(index[:-1, :-1], index[1:, 1:]), (index[:-1, 1:], index[1:, :-1])]
+    return np.concatenate([np.stack([a.ravel(), b.ravel()], 1) for a, b in pairs])
+
+
 def generate(family: str, n: int, mean_degree: float, seed: int) -> Graph:
-    """One seeded random graph of ``family`` with ``n`` nodes and about ``mean_degree`` neighbours each."""
+    """One seeded random graph of ``family`` with ``n`` nodes and about ``mean_degree`` neighbours each.
+
+    Lattices have the rows x columns closest to square with at least ``n`` nodes (so they may have a few more)
+    and their own degree (4, or 8 with diagonals). Random geometric graphs: ``n`` points in the unit square,
+    joined within radius sqrt(mean_degree / (pi n)). Powerlaw-cluster (Holme-Kim): m = mean_degree / 2 edges per
+    new node, each followed by a triangle-closing step with probability 0.3-0.9. Ring lattices: Watts-Strogatz
+    with 0-5% of the edges rewired."""
     import networkx as nx
 
     rng = np.random.default_rng(seed)
-    if family == "erdos_renyi":
+    if family in ("grid", "grid_diagonal"):
+        rows = max(2, int(round(np.sqrt(n))))
+        columns = max(2, int(np.ceil(n / rows)))
+        edges = canonical_edges(lattice(rows, columns, family == "grid_diagonal"), rows * columns)
+        return Graph(rows * columns, edges, f"{family}_{rows}x{columns}")
+    if family == "random_geometric":
+        radius = float(np.sqrt(mean_degree / (np.pi * n)))
+        g = nx.random_geometric_graph(n, radius, seed=seed)
+    elif family == "powerlaw_cluster":
+        m = max(1, min(n - 1, round(mean_degree / 2)))
+        g = nx.powerlaw_cluster_graph(n, m, float(rng.uniform(0.3, 0.9)), seed=seed)
+    elif family == "ring_lattice":
+        k = max(2, 2 * round(mean_degree / 2))
+        g = nx.watts_strogatz_graph(n, min(k, n - 1), float(rng.uniform(0.0, 0.05)), seed=seed)
+    elif family == "erdos_renyi":
         g = nx.gnp_random_graph(n, min(1.0, mean_degree / (n - 1)), seed=seed)
     elif family == "barabasi_albert":
         g = nx.barabasi_albert_graph(n, max(1, min(n - 1, round(mean_degree / 2))), seed=seed)

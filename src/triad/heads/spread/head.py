@@ -46,7 +46,9 @@ class SpreadHead(Head):
         )
 
     def pyfunc(self, module: SpreadModule, datamodule: SpreadDataModule, work_dir: Path) -> PyfuncBundle:
-        return PyfuncBundle(SpreadPyfunc(), save_artifacts(module.model, self.model_cfg, work_dir), INPUT_EXAMPLE)
+        validated = ev.validated_range(module.model, datamodule.test, self.model_cfg)
+        artifacts = save_artifacts(module.model, self.model_cfg, work_dir, validated)
+        return PyfuncBundle(SpreadPyfunc(), artifacts, INPUT_EXAMPLE)
 
     def rescore(self, served: SpreadPyfunc, datamodule: SpreadDataModule) -> float:
         """Per-node MAE of a registered spread model on this test set, with its own message-passing rounds."""
@@ -75,13 +77,16 @@ class SpreadHead(Head):
                 "choosing seeds that spread far (influence maximisation)",
             ],
             limits=[
-                f"validated range: trained on {', '.join(d.families)} graphs of {span(d.train_nodes)} nodes "
+                *validated_lines(metrics, d.processes, self.model_cfg.trust),
+                f"trained on {', '.join(d.families)} graphs of {span(d.train_nodes)} nodes "
                 f"(mean degree {span(d.mean_degree)}); tested on {span(d.test_nodes)}-node graphs and "
                 f"{', '.join(d.real_graphs) or 'no real networks'}"
                 + (f" and {users} of your networks" if users else ""),
                 "parameters it learned: " + "; ".join(parameters[p] for p in d.processes),
-                "outside that range (bigger or denser graphs, other processes or parameters, more seeds) its error "
-                "is unmeasured: compare a few answers with simulation before relying on it",
+                "outside the validated range, or when a check of "
+                f"{self.model_cfg.trust.check_samples} cascades does not confirm it, the served model simulates "
+                f"({self.model_cfg.trust.fallback_samples} cascades; column method = simulated); on a graph too "
+                "large to simulate (model.spread.trust.max_work) it answers flagged, its error unmeasured",
             ],
             baselines=[
                 Baseline("test_mae", "test_prior_mae", "the DMP prior alone, no learning", "min"),
@@ -100,6 +105,29 @@ class SpreadHead(Head):
         if mae > bar:
             return False, f"{self.gate_metric} {mae:.4f} is above the bar {bar:.4f}"
         return True, f"{self.gate_metric} {mae:.4f} is within the bar {bar:.4f}"
+
+
+def validated_lines(metrics: dict[str, float], processes: list[str], bar) -> list[str]:
+    """One card line per process: the span of graph size, clustering, degree spread and p / p_c over the held-out
+    questions that met the bar (from the evaluation's ``validated_<process>_*`` metrics)."""
+    lines = []
+    for process in processes:
+        key = f"validated_{process}"
+        if f"{key}_cases" not in metrics:
+            continue
+        head = (
+            f"validated range, {process} ({int(metrics[f'{key}_passed'])} of {int(metrics[f'{key}_cases'])} held-out "
+            f"questions met per-node MAE <= {bar.max_mae:g} and size error <= {bar.max_size_rel_error:.0%})"
+        )
+        if f"{key}_nodes_low" not in metrics:
+            lines.append(head + ": none")
+            continue
+        spans = ", ".join(
+            f"{name} {metrics[f'{key}_{name}_low']:.3g}-{metrics[f'{key}_{name}_high']:.3g}"
+            for name in ("nodes", "clustering", "degree_cv", "criticality")
+        )
+        lines.append(f"{head}: {spans} (criticality: p / p_c)")
+    return lines
 
 
 HEAD = SpreadHead  # what the head registry reads (triad.heads)

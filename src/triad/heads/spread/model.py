@@ -24,10 +24,13 @@ from torch import nn
 
 from triad.heads.spread.batch import GraphBatch
 from triad.heads.spread.config import SpreadModel
+from triad.heads.spread.features import node_cycle_features
 from triad.heads.spread.simulate import PROCESSES
 
 HEAT = PROCESSES.index("heat")
 N_FEATURES = 3 + len(PROCESSES) + 4 + 1
+PRIOR_FLOOR = 1e-5  # residual: the prior is clipped to [floor, 1 - floor] before its logit (a 10,000-node graph
+# of far-away nodes then adds at most about 0.1 node of spread before the correction)
 PRIOR_ROUNDS = 100  # at most; DMP stops earlier once no message moves by PRIOR_TOLERANCE
 PRIOR_TOLERANCE = 1e-6  # DMP has converged when no message moved by more in the last round
 
@@ -156,12 +159,14 @@ def mean_adjacency(batch: GraphBatch) -> torch.Tensor:
         return torch.sparse_csr_tensor(torch.from_numpy(indptr), batch.dst[torch.from_numpy(order)], values, (n, n))
 
 
-def node_features(batch: GraphBatch, prior: bool) -> torch.Tensor:
-    """(N, N_FEATURES) float32 input features (see the module docstring)."""
+def node_features(batch: GraphBatch, prior: bool, cycles: bool = False) -> torch.Tensor:
+    """(N, N_FEATURES) float32 input features (see the module docstring); with ``cycles``, (N, N_FEATURES + 2):
+    each node's local clustering and log(1 + triangles through it) appended (``features.node_cycle_features``)."""
     degree = in_degree(batch)
     p, beta, gamma, t = batch.params.unbind(1)
     scaled = torch.stack([p, beta, gamma, torch.log1p(t)], 1)
     prior_value = dmp_prior(batch) if prior else torch.zeros_like(batch.seed)
+    cycle = node_cycle_features(batch.n_nodes, batch.src.numpy(), batch.dst.numpy()) if cycles else None
     return torch.cat(
         [
             batch.seed[:, None],
@@ -170,7 +175,8 @@ def node_features(batch: GraphBatch, prior: bool) -> torch.Tensor:
             nn.functional.one_hot(batch.process, len(PROCESSES)).float(),
             scaled,
             prior_value[:, None],
-        ],
+        ]
+        + ([torch.from_numpy(cycle)] if cycles else []),
         1,
     )
 
@@ -208,26 +214,34 @@ class MessageLayer(nn.Module):
 class SpreadGNN(nn.Module):
     """GraphBatch -> (N,) logits of each node being reached (heat: of its heat value).
 
-    Built from ``cfg`` (``model.spread``): ``hidden``, ``iterations``, ``prior`` and ``dropout``.
+    Built from ``cfg`` (``model.spread``): ``hidden``, ``iterations``, ``prior``, ``cycle_features``, ``residual``
+    and ``dropout``. With ``residual``, the readout is a correction added to the logit of the DMP prior (stochastic
+    processes), so a node the prior puts out of reach stays near 0 unless the network has a reason to lift it:
+    on large graphs the expected size is a sum over thousands of such nodes.
     """
 
     def __init__(self, cfg: SpreadModel):
         super().__init__()
         hidden = cfg.hidden
-        self.iterations, self.prior = cfg.iterations, cfg.prior
-        self.encode = nn.Sequential(nn.Linear(N_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.lift = nn.Linear(N_FEATURES, hidden)  # the raw input, offered to every round
+        self.iterations, self.prior, self.cycles = cfg.iterations, cfg.prior, cfg.cycle_features
+        self.residual = cfg.residual
+        inputs = N_FEATURES + (2 if cfg.cycle_features else 0)
+        self.encode = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.lift = nn.Linear(inputs, hidden)  # the raw input, offered to every round
         self.layer = MessageLayer(cfg)
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, batch: GraphBatch, iterations: int | None = None) -> torch.Tensor:
-        features = node_features(batch, self.prior)
+        features = node_features(batch, self.prior, self.cycles)
         adjacency = mean_adjacency(batch)
         h = self.encode(features)
         x_term = self.layer.input_term(self.lift(features))
         for _ in range(iterations or self.iterations):
             h = self.layer(h, x_term, adjacency)
         logits = self.readout(h).squeeze(1)
+        if self.residual:  # a correction to the prior's logit (heat has no prior to correct: plain logits)
+            prior = features[:, N_FEATURES - 1].clamp(PRIOR_FLOOR, 1 - PRIOR_FLOOR)
+            logits = torch.where(batch.process == HEAT, logits, torch.logit(prior) + logits)
         reached = (batch.seed > 0) & (batch.process != HEAT)
         return torch.where(reached, torch.full_like(logits, 30.0), logits)
 

@@ -13,7 +13,19 @@ network's state_dict); no pickled module. Input: a DataFrame (or a list of dicts
 
 Output: a DataFrame with one row per request: ``nodes`` (ids in order of first appearance in the
 edges, then seeds), ``probabilities`` (same order) and ``expected_size`` (their sum: the expected
-number of nodes reached).
+number of nodes reached), and how far to trust them (``trust.py``):
+
+    method                     "learned" (the network) or "simulated" (Monte-Carlo, or heat's exact kernel)
+    uncertainty                per node, same order: the Monte-Carlo standard error of a simulated answer; for a
+                               learned one, its error estimate (the validation's or the check's, the larger)
+    expected_size_uncertainty  the same for the expected size
+    flagged                    true when the network answered outside its validated range (a graph too large
+                               to simulate): its error there is unmeasured
+    reason                     in words: inside or outside the validated range (and which coordinate), what
+                               the check found, or why it simulated
+
+The validated range (``validated`` in the ``config`` artifact) is measured by the evaluation on the held-out
+test questions; a version registered before it existed has none, so all its answers are checked as outside.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ import pandas as pd
 import torch
 
 from triad.heads.base import request_rows
-from triad.heads.spread import simulate
+from triad.heads.spread import simulate, trust
 from triad.heads.spread.batch import Question
 from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.evaluate import predict
@@ -79,9 +91,29 @@ def to_question(request: dict[str, Any]) -> tuple[Question, list]:
     return Question(graph, np.array(sorted({index[s] for s in seeds}), dtype=np.int64), process, params), nodes
 
 
-def save_artifacts(network: torch.nn.Module, cfg: SpreadModel, folder: Path) -> dict[str, str]:
-    """Write the network's config and weights; returns the pyfunc artifacts (``config``, ``weights``)."""
-    return save_network(network, {"model": cfg.model_dump(mode="json")}, folder)
+# What a version saved before the trust policy and the cycle features existed gets: no cycle features (its
+# weights have none) and the policy of conf/model/spread/small.yaml at the time they were added.
+LEGACY = {
+    "cycle_features": False,
+    "residual": False,
+    "trust": {
+        "max_mae": 0.05,
+        "max_size_rel_error": 0.15,
+        "check_samples": 300,
+        "check_z": 2.0,
+        "fallback_samples": 10000,
+        "max_work": 1.0e9,
+        "heat_max_nodes": 2000,
+    },
+}
+
+
+def save_artifacts(
+    network: torch.nn.Module, cfg: SpreadModel, folder: Path, validated: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Write the network's config, its validated range (``trust.build_range``) and weights; returns the pyfunc
+    artifacts (``config``, ``weights``)."""
+    return save_network(network, {"model": cfg.model_dump(mode="json"), "validated": validated}, folder)
 
 
 class SpreadPyfunc(mlflow.pyfunc.PythonModel):
@@ -89,7 +121,8 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         config, weights = load_network(context.artifacts)
-        self.cfg = SpreadModel.model_validate(config["model"])
+        self.cfg = SpreadModel.model_validate(LEGACY | config["model"])
+        self.validated = config.get("validated")
         self.network = SpreadGNN(self.cfg)
         self.network.load_state_dict(weights)
         self.network.eval()
@@ -97,10 +130,17 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         parsed = [to_question(request) for request in request_rows(model_input)]
         answers = predict(self.network, [q for q, _ in parsed], iterations=self.cfg.eval_iterations) if parsed else []
+        cache = trust.FeatureCache()
+        served = [trust.answer(q, a, self.validated, self.cfg.trust, cache) for (q, _), a in zip(parsed, answers)]
         return pd.DataFrame(
             {
                 "nodes": [nodes for _, nodes in parsed],
-                "probabilities": [answer.astype(float).tolist() for answer in answers],
-                "expected_size": [float(answer.sum()) for answer in answers],
+                "probabilities": [a.probabilities.tolist() for a in served],
+                "expected_size": [a.expected_size for a in served],
+                "method": [a.method for a in served],
+                "uncertainty": [a.uncertainty.tolist() for a in served],
+                "expected_size_uncertainty": [a.expected_size_uncertainty for a in served],
+                "flagged": [a.flagged for a in served],
+                "reason": [a.reason for a in served],
             }
         )
