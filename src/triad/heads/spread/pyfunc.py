@@ -102,7 +102,7 @@ LEGACY = {
         "check_samples": 300,
         "check_z": 2.0,
         "fallback_samples": 10000,
-        "max_work": 1.0e9,
+        "max_work": 1.0e8,
         "heat_max_nodes": 2000,
     },
 }
