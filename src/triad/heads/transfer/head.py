@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from triad.errors import ConfigError, NotComparable
 from triad.heads.base import Baseline, CardSections, Evaluation, Head, PyfuncBundle
 from triad.heads.transfer.data import TransferDataModule, prepare
@@ -30,6 +32,8 @@ class TransferHead(Head):
         """``pretrain`` (self-supervised, on the unlabelled training images), then ``evidence`` (which reads it)."""
 
         def pretrain(out_dir: Path) -> dict[str, Any]:
+            if self.cfg.trainer.num_threads:  # as the training stage does
+                torch.set_num_threads(self.cfg.trainer.num_threads)
             return run_pretrain(
                 self.dir("data"),
                 self.model_cfg.pretrain,
@@ -40,6 +44,8 @@ class TransferHead(Head):
             )
 
         def evidence(out_dir: Path) -> dict[str, Any]:
+            if self.cfg.trainer.num_threads:
+                torch.set_num_threads(self.cfg.trainer.num_threads)
             return run_evidence(
                 self.dir("data"),
                 self.model_cfg.evidence,

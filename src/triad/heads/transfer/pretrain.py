@@ -227,6 +227,8 @@ def pretrain(
         schedule.step()
         model.update_target()
         losses.append(loss.item())
+        if len(losses) % max(1, cfg.steps // 10) == 0:
+            log.info("pretrain %s step %d/%d  loss %.3f", cfg.objective, len(losses), cfg.steps, losses[-1])
     backbone.eval()
     return losses
 
