@@ -311,7 +311,8 @@ def run_pretrain(
         seconds = time.perf_counter() - started
         torch.save({k: v.cpu() for k, v in backbone.state_dict().items()}, weights_path(out_dir, start))
         rows += [{"start": start, "step": i + 1, "loss": loss} for i, loss in enumerate(losses)]
-        first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
+        k = max(1, min(5, len(losses) // 2))  # the mean of the first and last k steps (up to 5)
+        first, last = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
         summary |= {f"{start}_loss_first": first, f"{start}_loss_last": last, f"{start}_seconds": seconds}
         log.info("pretrained from %s: loss %.3f -> %.3f in %d steps, %.0f s", start, first, last, len(losses), seconds)
     curve = pd.DataFrame(rows)
