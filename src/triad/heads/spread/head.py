@@ -64,9 +64,10 @@ class SpreadHead(Head):
         def span(r) -> str:
             return f"{r.low:g}-{r.high:g}"
 
+        relative = f" (drawn as {span(d.criticality)} x each graph's p_c)" if d.criticality else ""
         parameters = {
-            "ic": f"ic_p {span(d.ic_p)}",
-            "sir": f"sir_beta {span(d.sir_beta)}, sir_gamma {span(d.sir_gamma)}",
+            "ic": f"ic_p {span(d.ic_p)}{relative}",
+            "sir": f"sir_beta {span(d.sir_beta)}{relative}, sir_gamma {span(d.sir_gamma)}",
         }
         parameters |= {"sis": f"{parameters['sir']} over {d.sis_horizon} steps", "heat": f"heat_t {span(d.heat_t)}"}
         users = data_summary.get("user_networks") or 0
@@ -78,7 +79,7 @@ class SpreadHead(Head):
             ],
             limits=[
                 *validated_lines(metrics, d.processes, self.model_cfg.trust),
-                f"trained on {', '.join(d.families)} graphs of {span(d.train_nodes)} nodes "
+                f"validated range: trained on {', '.join(d.families)} graphs of {span(d.train_nodes)} nodes "
                 f"(mean degree {span(d.mean_degree)}); tested on {span(d.test_nodes)}-node graphs and "
                 f"{', '.join(d.real_graphs) or 'no real networks'}"
                 + (f" and {users} of your networks" if users else ""),
