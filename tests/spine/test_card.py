@@ -150,7 +150,7 @@ def test_a_registered_version_carries_its_card(store):
     # the head's intended use and limits, from its config
     assert "in place of Monte-Carlo simulation" in text
     assert "validated range: trained on erdos_renyi, barabasi_albert" in text and "graphs of 15-50 nodes" in text
-    assert "tested on 100-200-node graphs and karate_club" in text and "ic_p 0.05-0.4" in text
+    assert "tested on 100-300-node graphs and karate_club" in text and "ic_p 0.02-0.9" in text
     # the evidence: the run's pictures, linked from the card's folder
     assert (
         f"- [plots/spread_over_time.png](../../plots/spread_over_time.png): `runs:/{run_id}/plots/spread_over_time.png`"
