@@ -7,11 +7,13 @@ import torch
 
 from tests.profile import section
 from triad.heads.spread.batch import Question, make_batch
+from triad.heads.spread.config import SpreadModel
 from triad.heads.spread.data import load_split, prepare
 from triad.heads.spread.evaluate import speed_table
 from triad.heads.spread.graphs import Graph, canonical_edges, generate
 from triad.heads.spread.influence import degree_seeds, greedy_model, greedy_monte_carlo
-from triad.heads.spread.model import SpreadGNN, mean_adjacency
+from triad.heads.spread.model import PRIOR_FLOOR, SpreadGNN, dmp_prior, mean_adjacency
+from triad.heads.spread.pyfunc import LEGACY
 
 
 def _network() -> SpreadGNN:
@@ -54,6 +56,44 @@ def test_seeds_of_a_cascade_are_reached():
     probabilities = _network().probabilities(make_batch([Question(graph, np.array([4, 7]), "ic", {"p": 0.2})]))
     assert torch.all(probabilities[[4, 7]] == 1.0)
     assert torch.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_cap_at_prior_bounds_ic_and_sir_by_dmp_and_keeps_seeds_at_one():
+    """With ``cap_at_prior`` an IC/SIR answer never exceeds the DMP prior (clipped at PRIOR_FLOOR), even from a
+    network that wants every node reached; seeds stay 1; SIS and heat are not capped."""
+    graph = generate("grid", 36, 4, seed=1)  # a lattice: many short cycles, DMP well above the truth
+    seeds = np.array([0, 20])
+    questions = [
+        Question(graph, seeds, "ic", {"p": 0.3}),
+        Question(graph, seeds, "sir", {"beta": 0.3, "gamma": 0.5}),
+        Question(graph, seeds, "sis", {"beta": 0.3, "gamma": 0.5, "t": 5}),
+    ]
+    for residual in (True, False):
+        torch.manual_seed(0)
+        cfg = section("model", "spread", hidden=16, iterations=3, residual=residual, cap_at_prior=True)
+        network = SpreadGNN(cfg).eval()
+        with torch.no_grad():
+            network.readout[-1].bias.fill_(12.0)  # the uncapped network says: every node reached
+        for question in questions:
+            batch = make_batch([question])
+            probabilities = network.probabilities(batch)
+            prior = dmp_prior(batch)
+            assert torch.all(probabilities[torch.from_numpy(seeds)] == 1.0)
+            if question.process == "sis":  # reinfection: DMP is no bound there, so no cap
+                assert probabilities.min() > 0.99
+            else:
+                assert torch.all(probabilities <= prior.clamp_min(PRIOR_FLOOR) + 1e-5), question.process
+                assert probabilities.sum() < prior.sum() + graph.n * PRIOR_FLOOR
+    uncapped = SpreadGNN(section("model", "spread", hidden=16, iterations=3, residual=False, cap_at_prior=False))
+    with torch.no_grad():
+        uncapped.readout[-1].bias.fill_(12.0)
+    assert uncapped.eval().probabilities(make_batch(questions[:1])).min() > 0.99
+
+
+def test_a_version_saved_before_the_cap_loads_without_it():
+    saved = section("model", "spread").model_dump(mode="json")
+    del saved["cap_at_prior"]
+    assert SpreadModel.model_validate(LEGACY | saved).cap_at_prior is False
 
 
 def test_prepare_is_deterministic_and_loads_back(tmp_path):

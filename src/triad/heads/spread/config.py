@@ -162,6 +162,9 @@ class SpreadModel(OptimConfig):
                  that the network sees the short cycles that make DMP over-estimate spread on clustered graphs.
     residual:    read out a correction to the logit of the prior instead of a probability from scratch (needs
                  ``prior``; heat keeps plain logits).
+    cap_at_prior: cap IC and SIR reach probabilities at the DMP prior (needs ``prior``), which bounds them from
+                 above on any graph: without it the network puts a floor of a few thousandths on every far-away
+                 node, and on 10,000 nodes that is dozens of nodes of expected size. SIS and heat are not capped.
     dropout:     dropout inside the message-passing layer's update.
     gate_max_mae: the absolute bar: a version must reach a held-out per-node MAE at most this.
     num_threads: torch CPU threads while this head trains (restored after). The tensors are
@@ -175,6 +178,7 @@ class SpreadModel(OptimConfig):
     prior: bool
     cycle_features: bool
     residual: bool
+    cap_at_prior: bool
     dropout: float = Field(ge=0, lt=1)
     gate_max_mae: float = Field(gt=0)
     num_threads: int | None = Field(ge=1)
@@ -186,6 +190,10 @@ class SpreadModel(OptimConfig):
         if self.residual and not self.prior:
             raise ValueError(
                 "model.spread.residual corrects the DMP prior: set model.spread.prior=true or residual=false"
+            )
+        if self.cap_at_prior and not self.prior:
+            raise ValueError(
+                "model.spread.cap_at_prior caps at the DMP prior: set model.spread.prior=true or cap_at_prior=false"
             )
         return self
 

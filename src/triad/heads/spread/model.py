@@ -28,6 +28,7 @@ from triad.heads.spread.features import node_cycle_features
 from triad.heads.spread.simulate import PROCESSES
 
 HEAT = PROCESSES.index("heat")
+CAPPED = [PROCESSES.index("ic"), PROCESSES.index("sir")]  # where the DMP prior bounds the reach probability
 N_FEATURES = 3 + len(PROCESSES) + 4 + 1
 PRIOR_FLOOR = 1e-5  # residual: the prior is clipped to [floor, 1 - floor] before its logit (a 10,000-node graph
 # of far-away nodes then adds at most about 0.1 node of spread before the correction)
@@ -214,17 +215,19 @@ class MessageLayer(nn.Module):
 class SpreadGNN(nn.Module):
     """GraphBatch -> (N,) logits of each node being reached (heat: of its heat value).
 
-    Built from ``cfg`` (``model.spread``): ``hidden``, ``iterations``, ``prior``, ``cycle_features``, ``residual``
-    and ``dropout``. With ``residual``, the readout is a correction added to the logit of the DMP prior (stochastic
-    processes), so a node the prior puts out of reach stays near 0 unless the network has a reason to lift it:
-    on large graphs the expected size is a sum over thousands of such nodes.
+    Built from ``cfg`` (``model.spread``): ``hidden``, ``iterations``, ``prior``, ``cycle_features``, ``residual``,
+    ``cap_at_prior`` and ``dropout``. With ``residual``, the readout is a correction added to the logit of the DMP
+    prior (stochastic processes), so a node the prior puts out of reach stays near 0 unless the network has a reason
+    to lift it: on large graphs the expected size is a sum over thousands of such nodes. With ``cap_at_prior``, the
+    IC and SIR logits are capped at the prior's (clipped to [PRIOR_FLOOR, 1 - PRIOR_FLOOR]): DMP is an upper bound
+    on those reach probabilities on any graph (Karrer & Newman, 2010), so the network can only lower it.
     """
 
     def __init__(self, cfg: SpreadModel):
         super().__init__()
         hidden = cfg.hidden
         self.iterations, self.prior, self.cycles = cfg.iterations, cfg.prior, cfg.cycle_features
-        self.residual = cfg.residual
+        self.residual, self.cap = cfg.residual, cfg.cap_at_prior
         inputs = N_FEATURES + (2 if cfg.cycle_features else 0)
         self.encode = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.lift = nn.Linear(inputs, hidden)  # the raw input, offered to every round
@@ -239,9 +242,13 @@ class SpreadGNN(nn.Module):
         for _ in range(iterations or self.iterations):
             h = self.layer(h, x_term, adjacency)
         logits = self.readout(h).squeeze(1)
+        if self.residual or self.cap:
+            prior_logit = torch.logit(features[:, N_FEATURES - 1].clamp(PRIOR_FLOOR, 1 - PRIOR_FLOOR))
         if self.residual:  # a correction to the prior's logit (heat has no prior to correct: plain logits)
-            prior = features[:, N_FEATURES - 1].clamp(PRIOR_FLOOR, 1 - PRIOR_FLOOR)
-            logits = torch.where(batch.process == HEAT, logits, torch.logit(prior) + logits)
+            logits = torch.where(batch.process == HEAT, logits, prior_logit + logits)
+        if self.cap:  # IC and SIR: DMP bounds the reach probability from above (not SIS: reinfection; not heat)
+            capped = torch.isin(batch.process, torch.tensor(CAPPED, dtype=batch.process.dtype))
+            logits = torch.where(capped, torch.minimum(logits, prior_logit), logits)
         reached = (batch.seed > 0) & (batch.process != HEAT)
         return torch.where(reached, torch.full_like(logits, 30.0), logits)
 

@@ -92,10 +92,12 @@ def to_question(request: dict[str, Any]) -> tuple[Question, list]:
 
 
 # What a version saved before the trust policy and the cycle features existed gets: no cycle features (its
-# weights have none) and the policy of conf/model/spread/small.yaml at the time they were added.
+# weights have none), no residual readout and no cap at the prior (it was trained without them), and the policy of
+# conf/model/spread/small.yaml at the time they were added.
 LEGACY = {
     "cycle_features": False,
     "residual": False,
+    "cap_at_prior": False,
     "trust": {
         "max_mae": 0.05,
         "max_size_rel_error": 0.15,
