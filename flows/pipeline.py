@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from triad import dag, locks, notify, reconcile, tracking
+from triad import dag, locks, notify, reconcile, tracking, warm
 from triad.config import compose, project_root, write_params
 from triad.data.own import REPORT_JSON, report_line
 from triad.errors import TriadError
@@ -134,6 +134,8 @@ def _alert_succeeded(flow, flow_run, state) -> None:
 # so that it holds however the flow is started: ``triad pipeline``, a deployment's entrypoint
 # (``flows/pipeline.py:pipeline``, whose thread pool is unbounded) or ``triad schedule``.
 _stage_slots = threading.BoundedSemaphore(1)
+# The run's warm server (``triad.warm``, ``pipeline.warm_stages``): started by the first stage that runs.
+_warm_stages = warm.OnFirstUse(Path("."), enabled=False)
 
 
 @task(
@@ -147,7 +149,9 @@ def run_stage(stage: dag.Stage, root: Path, remote: str | None = None, force: st
     (pulling and pushing through ``remote`` if given)."""
     env = {"TRIAD_FLOW_RUN_ID": str(flow_run.id or "")}
     with _stage_slots:
-        return dag.run_if_changed(root, stage, get_run_logger(), remote, env=env, force=force)
+        return dag.run_if_changed(
+            root, stage, get_run_logger(), remote, env=env, force=force, stage_env=_warm_stages.env
+        )
 
 
 def summary_markdown(
@@ -296,13 +300,18 @@ def _run_dag(root: Path, cfg, overrides: list[str]) -> dict[str, Any]:
                 force[stage.name] = f"{why}: evaluating and registering again"
                 logger.warning("%s: %s", stage.name, force[stage.name])
 
+    global _warm_stages
+    _warm_stages = warm.OnFirstUse(root, enabled=cfg.pipeline.warm_stages)
     futures: dict[str, Any] = {}
-    for stage in stages:
-        upstream = [futures[name] for name in stage.upstream if name in futures]
-        futures[stage.name] = stage_task.submit(
-            stage, root, remote.name if remote.url else None, force.get(stage.name), wait_for=upstream
-        )
-    results = [_outcome(stage, futures[stage.name]) for stage in stages]
+    try:
+        for stage in stages:
+            upstream = [futures[name] for name in stage.upstream if name in futures]
+            futures[stage.name] = stage_task.submit(
+                stage, root, remote.name if remote.url else None, force.get(stage.name), wait_for=upstream
+            )
+        results = [_outcome(stage, futures[stage.name]) for stage in stages]
+    finally:
+        _warm_stages.stop()
 
     ran = [r for r in results if r["status"] == "ran"]
     if not ran and all(r["status"] == "skipped" for r in results):

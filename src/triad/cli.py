@@ -507,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any("=" not in word or word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    if args.command == "stage" and os.environ.get("TRIAD_WARM_SOCKET"):
+        from triad import warm  # a pipeline's warm server runs the stage, if it can (triad.warm)
+
+        code = warm.delegate(sys.argv[1:] if argv is None else list(argv))
+        if code is not None:
+            return code
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -516,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         # a log that is a file gets no MLflow download bars (each a line of carriage-return frames);
         # stage subprocesses inherit it. A value the user set is kept.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warm = sys.modules.get("triad.warm")
+    if warm is not None and warm.forked_from:
+        logging.getLogger("triad.warm").debug("running in a fork of the warm server %d", warm.forked_from)
     # The ephemeral Prefect server would try to send usage telemetry; triad does not phone home
     # unless the user opts in by setting this variable.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

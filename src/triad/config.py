@@ -137,6 +137,7 @@ class PipelineConfig(StrictModel):
     heads: list[str] | None = Field(min_length=1)
     max_parallel: int = Field(ge=1)  # stages run at once (heads are independent)
     retries: int = Field(ge=0)  # retries of a stage that failed transiently or was killed
+    warm_stages: bool  # run stages in forks of one process that has imported torch, Lightning and MLflow (triad.warm)
     schedule: ScheduleConfig
     remote: RemoteConfig
     notify: NotifyConfig

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -181,12 +182,16 @@ def run(root: Path, stage: Stage, env: dict[str, str] | None = None) -> None:
     On a terminal the stage writes to a pseudo-terminal, so it still sees a terminal (and shows its
     progress bars); otherwise to a pipe.
     """
-    bin_dir = str(Path(sys.executable).parent)
-    full_env = {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     argv = shlex.split(stage.cmd) if "&&" not in stage.cmd else ["bash", "-c", stage.cmd]
-    returncode, tail = run_keeping_tail(argv, root, full_env)
+    returncode, tail = run_keeping_tail(argv, root, stage_environment(env))
     if returncode != 0:
         raise StageFailed(stage.name, returncode, tail)
+
+
+def stage_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A stage's environment: ours, plus ``env``, with the project's virtualenv first on the PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, **(env or {}), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
 
 
 def run_keeping_tail(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
@@ -261,12 +266,14 @@ def run_if_changed(
     remote: str | None = None,
     env: dict[str, str] | None = None,
     force: str | None = None,
+    stage_env: Callable[[], dict[str, str]] | None = None,
 ) -> dict:
     """One stage as the flow runs it: run it only if DVC says it changed (or ``force`` gives a reason
     to run it anyway), then record it in dvc.lock.
 
     With a DVC ``remote``: missing outputs are pulled first (so data prepared on another machine is
     not prepared again) and the stage's outputs are pushed after it ran.
+    ``stage_env``, called only when the stage runs, adds to ``env`` (the flow's warm server, ``triad.warm``).
     Returns ``{"stage", "head", "status": "ran"|"skipped", "seconds"?}``.
     """
     if remote and pull_missing(root, stage, remote):
@@ -277,7 +284,7 @@ def run_if_changed(
         return {"stage": stage.name, "head": stage.head, "status": "skipped"}
     logger.info("%s changed (%s): running `%s`", stage.name, describe_changes(changed), stage.cmd)
     started = time.perf_counter()
-    run(root, stage, env=env)
+    run(root, stage, env={**(env or {}), **(stage_env() if stage_env else {})})
     commit(root, stage.name)
     if remote:
         push(root, stage, remote)
