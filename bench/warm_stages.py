@@ -23,7 +23,7 @@ from pathlib import Path
 
 from triad import dag, warm
 
-DEFAULT_STAGES = ("prepare translator", "prepare spread", "evaluate spread")
+DEFAULT_STAGES = ("prepare translator", "prepare diffusion", "prepare spread")  # no MLflow runs or versions
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
