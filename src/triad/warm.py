@@ -116,7 +116,11 @@ _PASSED_ON = (signal.SIGINT, signal.SIGTERM)
 
 
 def _pass_on(child: int, signum: int) -> None:
+    """Pass a signal the client got on to its stage; not a terminal's Ctrl-C, which reaches the stage
+    itself (the server, and so the stage, is in the flow's process group), so that it gets it once."""
     try:
+        if signum == signal.SIGINT and os.getpgid(child) == os.getpgrp():
+            return
         os.kill(child, signum)
     except ProcessLookupError:
         pass
@@ -174,6 +178,7 @@ def serve(path: str, parent: int) -> Stage | None:
         stream.flush()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the stages; the flow stops us
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     running: dict[int, _Running] = {}

@@ -220,7 +220,7 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
     client = _mlflow_client(state)
     for seed, registry in zip(seeds, registries):
         run_id = registry["run_id"]
-        # Each flow run's MLflow runs (training, and the evidence stage's) are rows in PostgreSQL.
+        # Each flow run's MLflow runs (training, and the pretraining and evidence stages') are rows in PostgreSQL.
         flow_run_id = client.get_run(run_id).data.tags["prefect.flow_run_id"]
         runs = dict(
             _query(
@@ -230,7 +230,7 @@ def test_a_deployment_and_a_cli_pipeline_at_once(home, state, tmp_path):
                 (flow_run_id,),
             )
         )
-        assert len(runs) == 2 and set(runs.values()) == {"FINISHED"} and run_id in runs, runs
+        assert len(runs) == 3 and set(runs.values()) == {"FINISHED"} and run_id in runs, runs
         assert _flow_run(state, flow_run_id).state.is_completed()  # recorded on the shared Prefect server
         # Its own params, config artifact (in the server's store), metric, logged model and version.
         ((params_seed,),) = _query(state, "SELECT value FROM params WHERE run_uuid = %s AND key = 'seed'", (run_id,))

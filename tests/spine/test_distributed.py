@@ -122,8 +122,8 @@ def test_two_node_torchrun_rendezvous_matches_one_process(project, reference):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     names = sorted(mlflow.search_runs(experiment_names=["triad-transfer"])["tags.mlflow.runName"])
     summary = json.loads((project / "artifacts/transfer/train/run.json").read_text())
-    # ONE run for the two-node training (rank zero's), and rank zero alone ran the evidence step
-    assert names == sorted([f"transfer-{summary['fingerprint'][:8]}", "transfer-evidence"])
+    # ONE run for the two-node training (rank zero's); rank zero alone ran the pretraining and evidence steps
+    assert names == sorted([f"transfer-{summary['fingerprint'][:8]}", "transfer-evidence", "transfer-pretrain"])
 
 
 def test_checkpoint_from_two_processes_resumes_on_one(project):
