@@ -75,6 +75,24 @@ def test_dmp_prior_matches_the_dense_reference_on_loopy_graphs():
     np.testing.assert_allclose(dmp_prior(batch).numpy(), dmp_prior_dense(batch).numpy(), atol=2e-5)
 
 
+def test_the_accelerated_prior_reaches_the_plain_fixed_point_in_fewer_rounds():
+    """At the critical point plain DMP rounds crawl; the Anderson rounds reach the same fixed point in 30."""
+    import networkx as nx
+
+    from triad.heads.spread.features import graph_features
+    from triad.heads.spread.graphs import from_networkx
+
+    graph = from_networkx(nx.barabasi_albert_graph(3000, 5, seed=0), "ba")
+    p_c = graph_features(graph).critical_p
+    batch = make_batch([Question(graph, np.array([0, 17, 400]), "ic", {"p": p_c})])
+    fixed = dmp_prior(batch, rounds=20_000, tolerance=1e-9, accelerate=False).numpy()
+    fast = dmp_prior(batch, rounds=30).numpy()
+    plain = dmp_prior(batch, rounds=30, accelerate=False).numpy()
+    assert np.abs(fast - fixed).max() < 1e-5
+    assert np.abs(plain - fixed).max() > 1e-4  # 30 plain rounds are not there yet
+    assert fast.sum() == pytest.approx(fixed.sum(), rel=1e-5)
+
+
 def test_mean_adjacency_is_the_neighbour_mean():
     graph = generate("barabasi_albert", 40, 4, 2)
     batch = make_batch([Question(graph, np.array([0]), "ic", {"p": 0.1}), Question(STAR, np.array([0]), "ic", {})])

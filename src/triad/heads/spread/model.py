@@ -16,6 +16,7 @@ stochastic processes a seed is reached by definition: its output is 1.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -34,6 +35,9 @@ PRIOR_FLOOR = 1e-5  # residual: the prior is clipped to [floor, 1 - floor] befor
 # of far-away nodes then adds at most about 0.1 node of spread before the correction)
 PRIOR_ROUNDS = 100  # at most; DMP stops earlier once no message moves by PRIOR_TOLERANCE
 PRIOR_TOLERANCE = 1e-6  # DMP has converged when no message moved by more in the last round
+PRIOR_SLOW = 0.8  # a round that moves the messages by more than this share of the last round's move starts the
+# Anderson acceleration (``_Anderson``): near the critical point plain rounds shrink the move by about 1% each
+PRIOR_DEPTH = 2  # rounds of history the acceleration extrapolates from
 
 
 def transmissibility(process: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -48,7 +52,62 @@ def transmissibility(process: torch.Tensor, params: torch.Tensor) -> torch.Tenso
     return torch.where(process == HEAT, torch.zeros_like(t), t).clamp(0, 1)
 
 
-def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS, tolerance: float = PRIOR_TOLERANCE) -> torch.Tensor:
+class _Anderson:
+    """Anderson acceleration of the DMP rounds, never below the plain round.
+
+    A plain round maps messages m to g = G(m) with residual f = g - m. From the last ``PRIOR_DEPTH`` changes
+    of g and f it takes the gamma that minimises |f - sum_i gamma_i df_i| (a PRIOR_DEPTH x PRIOR_DEPTH
+    least-squares problem in float64) and moves to g - sum_i gamma_i dg_i, clipped to [0, 1] and to at least
+    g while no message is above its fixed point. Started from the seeds, the plain rounds rise monotonically
+    to the fixed point, so that floor keeps every step at or above where the plain iteration would be; a
+    step that overshoots (some g below m) is free to come back down.
+
+    Measured (``dmp_prior`` with and without it, 2 cores, one question from 5 seed nodes) on a 100,000-node,
+    1,000,000-edge Barabasi-Albert graph: 0.41 s against 2.44 s at the critical point (where 100 plain rounds
+    had not converged: 6e-5 from the fixed point, against 4e-6), 0.46 against 0.69 s at 0.8 p_c, 0.85-1.24 s
+    against 1.15-1.77 s at 1.5-2 p_c, equal below. On 10,000-node lattices and ring lattices near and above
+    p_c, where the slow part is the front moving one hop a round, it does not help and costs 20-40% more
+    per round (tens of milliseconds).
+    """
+
+    def __init__(self, depth: int = PRIOR_DEPTH, below: float = PRIOR_TOLERANCE) -> None:
+        self.depth = depth
+        self.below = below
+        self.g: list[np.ndarray] = []
+        self.f: list[np.ndarray] = []
+        self.started = False
+
+    def step(self, message: np.ndarray, g: np.ndarray) -> np.ndarray:
+        self.started = True
+        self.g.append(g)
+        self.f.append(g - message)
+        if len(self.g) > self.depth + 1:
+            self.g.pop(0)
+            self.f.pop(0)
+        if len(self.g) < 2:
+            return g
+        df = [b - a for a, b in zip(self.f, self.f[1:])]
+        gram = np.array([[np.dot(a, b) for b in df] for a in df], dtype=np.float64)
+        right = np.array([np.dot(a, self.f[-1]) for a in df], dtype=np.float64)
+        gram += 1e-10 * max(np.trace(gram), 1e-30) * np.eye(len(df))
+        try:
+            gamma = np.linalg.solve(gram, right)
+        except np.linalg.LinAlgError:
+            return g
+        if not np.all(np.isfinite(gamma)):
+            return g
+        step = g.copy()
+        for weight, a, b in zip(gamma, self.g, self.g[1:]):
+            step -= np.float32(weight) * (b - a)
+        np.clip(step, 0.0, 1.0, out=step)
+        if self.f[-1].min() >= -self.below:  # still below the fixed point: never behind the plain round
+            np.maximum(step, g, out=step)
+        return step
+
+
+def dmp_prior(
+    batch: GraphBatch, rounds: int = PRIOR_ROUNDS, tolerance: float = PRIOR_TOLERANCE, accelerate: bool = True
+) -> torch.Tensor:
     """(N,) dynamic message passing for a cascade with per-edge transmissibility T (no gradient flows).
 
     m[u->v] is the probability that u is reached without v's help; on a tree the fixed point is exact:
@@ -60,7 +119,9 @@ def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS, tolerance: float = 
     block is a ``repeat``; the only random access per round is one gather (each edge's reverse); float32
     with in-place operations. Measured on a 100,000-node, 1,000,000-edge graph: about 4x faster per round
     than ``dmp_prior_dense`` (the first version, float64 with a scatter and two gathers per round), with
-    the same fixed point to 1e-5 (the tests compare them on small graphs).
+    the same fixed point to 1e-5 (the tests compare them on small graphs). Once a round moves the messages
+    by more than ``PRIOR_SLOW`` of the last round's move (slow convergence, as near the critical point),
+    the rounds are Anderson-accelerated (``_Anderson``; ``accelerate=False``: plain rounds throughout).
     """
     src = batch.src.numpy()
     seed = batch.seed.numpy()
@@ -91,6 +152,8 @@ def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS, tolerance: float = 
         log_in[has_edges] = np.add.reduceat(incoming, starts)
         return incoming
 
+    anderson = _Anderson()
+    previous_move = math.inf
     for _ in range(rounds):
         incoming = sum_in(message)
         np.subtract(np.repeat(log_in, degree), incoming, out=updated)
@@ -98,9 +161,15 @@ def dmp_prior(batch: GraphBatch, rounds: int = PRIOR_ROUNDS, tolerance: float = 
         np.multiply(updated, keep, out=updated)
         np.subtract(np.float32(1.0), updated, out=updated)
         moved = float(np.abs(updated - message).max())
-        message, updated = updated, message
         if moved < tolerance:
+            message = updated
             break
+        if accelerate and (anderson.started or moved > PRIOR_SLOW * previous_move):
+            message = anderson.step(message, updated)
+            updated = np.empty_like(message)
+        else:
+            message, updated = updated, message
+        previous_move = moved
     sum_in(message)
     return torch.from_numpy(1.0 - (1.0 - seed) * np.exp(log_in))
 
