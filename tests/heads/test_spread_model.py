@@ -13,7 +13,7 @@ from triad.heads.spread.evaluate import speed_table
 from triad.heads.spread.graphs import Graph, canonical_edges, generate
 from triad.heads.spread.influence import degree_seeds, greedy_model, greedy_monte_carlo
 from triad.heads.spread.model import PRIOR_FLOOR, SpreadGNN, dmp_prior, mean_adjacency
-from triad.heads.spread.pyfunc import LEGACY
+from triad.heads.spread.pyfunc import stored_model_config
 
 
 def _network() -> SpreadGNN:
@@ -93,7 +93,14 @@ def test_cap_at_prior_bounds_ic_and_sir_by_dmp_and_keeps_seeds_at_one():
 def test_a_version_saved_before_the_cap_loads_without_it():
     saved = section("model", "spread").model_dump(mode="json")
     del saved["cap_at_prior"]
-    assert SpreadModel.model_validate(LEGACY | saved).cap_at_prior is False
+    assert SpreadModel.model_validate(stored_model_config(saved)).cap_at_prior is False
+
+
+def test_a_version_saved_with_a_work_budget_gets_the_time_budget():
+    saved = section("model", "spread").model_dump(mode="json")
+    saved["trust"] = {k: v for k, v in saved["trust"].items() if k != "max_seconds"} | {"max_work": 1.0e8}
+    trust = SpreadModel.model_validate(stored_model_config(saved)).trust
+    assert trust.max_seconds == 2.0 and not hasattr(trust, "max_work")
 
 
 def test_prepare_is_deterministic_and_loads_back(tmp_path):

@@ -21,7 +21,15 @@ from triad.heads.spread.features import (
     transmissibility,
 )
 from triad.heads.spread.graphs import Graph, canonical_edges, from_networkx, generate, lattice
-from triad.heads.spread.trust import answer, build_range, case_table, outside
+from triad.heads.spread.trust import (
+    Budget,
+    FeatureCache,
+    answer,
+    build_range,
+    case_table,
+    outside,
+    simulated_outright,
+)
 
 
 def grid(rows: int, columns: int, diagonals: bool = False) -> Graph:
@@ -124,10 +132,16 @@ def test_a_question_far_outside_the_range_is_simulated_or_flagged():
     assert "criticality 1.4" in served.reason and "answered by 2000 simulated cascades" in served.reason
     assert served.expected_size == pytest.approx(served.probabilities.sum()) and served.expected_size < 0.5 * graph.n
     assert 0 < served.expected_size_uncertainty < 0.1 * served.expected_size and served.uncertainty.max() > 0
+    # The server skips the network for such a question: its answer does not depend on it.
+    assert simulated_outright(question, validated, cfg, FeatureCache(), Budget(question, cfg, 0))
+    unasked = answer(question, None, validated, cfg)
+    assert unasked.method == "simulated" and unasked.reason == served.reason
+    np.testing.assert_array_equal(unasked.probabilities, served.probabilities)
     # Too large to simulate within the budget: the network's answer, flagged, with the worst error seen.
-    tight = cfg.model_copy(update={"max_work": 100.0})
+    tight = cfg.model_copy(update={"max_seconds": 1e-4})
     flagged = answer(question, wrong, validated, tight)
     assert flagged.method == "learned" and flagged.flagged and "too large to simulate" in flagged.reason
+    assert "more than model.spread.trust.max_seconds" in flagged.reason
     np.testing.assert_array_equal(flagged.probabilities, wrong)
     assert flagged.uncertainty[1] == pytest.approx(validated["ic"]["worst_mae"])
 
@@ -148,3 +162,18 @@ def test_inside_the_range_the_network_answers_only_when_a_check_confirms_it():
     refused = answer(question, bad, validated, cfg)
     assert refused.method == "simulated" and "a check did not confirm the network" in refused.reason
     assert abs(refused.expected_size - good.sum()) < 0.1 * good.sum()
+    # Inside the range the network's answer is needed: the server must not skip it.
+    assert not simulated_outright(question, validated, cfg, FeatureCache(), Budget(question, cfg, 0))
+    with pytest.raises(ValueError, match="the network's answer is needed"):
+        answer(question, None, validated, cfg)
+
+
+def test_the_simulation_budget_is_measured_per_question():
+    """A pilot times the question itself: far-travelling cascades afford fewer, and the pilot stays within budget."""
+    cfg = section("model", "spread").trust.model_copy(update={"max_seconds": 2.0})
+    graph = grid(40, 40)
+    sub, sup = (Budget(Question(graph, np.array([0]), "ic", {"p": p}), cfg, 0) for p in (0.2, 0.9))
+    assert sub.affordable() > 5 * sup.affordable() > 0  # 0.9 reaches all 1,600 nodes; 0.2 a handful
+    assert sub.pilot_seconds < 0.1 * cfg.max_seconds and sup.pilot_seconds < 0.1 * cfg.max_seconds
+    heat = Budget(Question(graph, np.array([0]), "heat", {"t": 1.0}), cfg, 0)
+    assert heat.allows(10**9) is (graph.n <= cfg.heat_max_nodes)  # heat is exact: its size decides

@@ -132,10 +132,10 @@ class TrustConfig(StrictModel):
                  spread and distance to the critical point. The check applies the same bars.
     check_samples: cascades of the cheap check run on every question inside the range (0: no check).
     check_z:     the check's own Monte-Carlo noise allowed for, in standard errors of its expected size.
-    fallback_samples: cascades when the answer is simulated instead (fewer if max_work allows fewer).
-    max_work:    simulation budget per question, in cascades x (nodes + directed edges): a graph on which not
-                 even check_samples cascades fit is not simulated (outside the range: the network's answer,
-                 flagged, with an error estimate).
+    fallback_samples: cascades when the answer is simulated instead (fewer if max_seconds allows fewer).
+    max_seconds: simulation time per question (check and fallback; a timed pilot estimates how many cascades
+                 fit): a question on which not even check_samples cascades fit is not simulated (outside the
+                 range: the network's answer, flagged, with an error estimate).
     heat_max_nodes: heat is checked or answered exactly (dense eigendecomposition) up to this many nodes.
     """
 
@@ -144,7 +144,7 @@ class TrustConfig(StrictModel):
     check_samples: int = Field(ge=0)
     check_z: float = Field(ge=0)
     fallback_samples: int = Field(ge=10)
-    max_work: float = Field(gt=0)
+    max_seconds: float = Field(gt=0)
     heat_max_nodes: int = Field(ge=0)
 
 

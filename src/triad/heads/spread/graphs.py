@@ -10,6 +10,7 @@ is (u_i -> v_i) for i < E and (v_i -> u_i) at i + E, so the reverse of directed 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -20,7 +21,21 @@ USER_PREFIX = "user:"  # a user's own network (data.spread.path) is named user:<
 
 
 @dataclass
+class Neighbours:
+    """The graph's directed edges as CSR: node u's neighbours are ``indices[indptr[u]:indptr[u + 1]]``.
+
+    indptr: (n + 1,) int64; indices: (2E,) int64; degree: (n,) int64.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    degree: np.ndarray
+
+
+@dataclass
 class Graph:
+    """A graph is not changed once made (``neighbours`` is computed once)."""
+
     n: int
     edges: np.ndarray  # (E, 2) int64, u < v
     name: str = ""
@@ -35,6 +50,16 @@ class Graph:
         """(src, dst), each (2E,) int64: the forward copies, then the reversed ones."""
         u, v = self.edges[:, 0], self.edges[:, 1]
         return np.concatenate([u, v]), np.concatenate([v, u])
+
+    @cached_property
+    def neighbours(self) -> Neighbours:
+        """The CSR of ``directed_edges`` by source, built once per graph (a sort: 0.11 s on 2,000,000 directed
+        edges, which every simulation of a question's check and fallback would otherwise repeat)."""
+        src, dst = self.directed_edges()
+        degree = np.bincount(src, minlength=self.n)
+        indptr = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(degree, out=indptr[1:])
+        return Neighbours(indptr, dst[np.argsort(src, kind="stable")], degree)
 
 
 def canonical_edges(pairs, n: int) -> np.ndarray:

@@ -86,8 +86,9 @@ class SpreadHead(Head):
                 "parameters it learned: " + "; ".join(parameters[p] for p in d.processes),
                 "outside the validated range, or when a check of "
                 f"{self.model_cfg.trust.check_samples} cascades does not confirm it, the served model simulates "
-                f"({self.model_cfg.trust.fallback_samples} cascades; column method = simulated); on a graph too "
-                "large to simulate (model.spread.trust.max_work) it answers flagged, its error unmeasured",
+                f"({self.model_cfg.trust.fallback_samples} cascades, or as many as fit in "
+                f"{self.model_cfg.trust.max_seconds:g} s; column method = simulated); where not even the check "
+                "fits in that time (model.spread.trust.max_seconds) it answers flagged, its error unmeasured",
             ],
             baselines=[
                 Baseline("test_mae", "test_prior_mae", "the DMP prior alone, no learning", "min"),

@@ -104,10 +104,24 @@ LEGACY = {
         "check_samples": 300,
         "check_z": 2.0,
         "fallback_samples": 10000,
-        "max_work": 1.0e8,
+        "max_seconds": 2.0,
         "heat_max_nodes": 2000,
     },
 }
+# Versions saved before the simulation budget was time (2026-12-03) store ``trust.max_work`` (cascades x (nodes +
+# directed edges)); they get the time budget of conf/model/spread/small.yaml instead.
+RETIRED_TRUST = {"max_work": ("max_seconds", 2.0)}
+
+
+def stored_model_config(model: dict[str, Any]) -> dict[str, Any]:
+    """A saved network's ``model`` config, with ``LEGACY`` defaults and retired trust settings replaced."""
+    model = LEGACY | model
+    trust = dict(model["trust"])
+    for old, (new, value) in RETIRED_TRUST.items():
+        if old in trust:
+            del trust[old]
+            trust.setdefault(new, value)
+    return model | {"trust": trust}
 
 
 def save_artifacts(
@@ -123,7 +137,7 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         config, weights = load_network(context.artifacts)
-        self.cfg = SpreadModel.model_validate(LEGACY | config["model"])
+        self.cfg = SpreadModel.model_validate(stored_model_config(config["model"]))
         self.validated = config.get("validated")
         self.network = SpreadGNN(self.cfg)
         self.network.load_state_dict(weights)
@@ -131,9 +145,17 @@ class SpreadPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         parsed = [to_question(request) for request in request_rows(model_input)]
-        answers = predict(self.network, [q for q, _ in parsed], iterations=self.cfg.eval_iterations) if parsed else []
-        cache = trust.FeatureCache()
-        served = [trust.answer(q, a, self.validated, self.cfg.trust, cache) for (q, _), a in zip(parsed, answers)]
+        cache, cfg = trust.FeatureCache(), self.cfg.trust
+        budgets = [trust.Budget(q, cfg, seed=0) for q, _ in parsed]
+        # A question that will be simulated anyway (outside the validated range) skips the network: on a
+        # 100,000-node graph that saves its DMP prior and forward pass (0.7-3 s).
+        asks = [not trust.simulated_outright(q, self.validated, cfg, cache, b) for (q, _), b in zip(parsed, budgets)]
+        needed = [q for (q, _), ask in zip(parsed, asks) if ask]
+        found = iter(predict(self.network, needed, iterations=self.cfg.eval_iterations) if needed else [])
+        answers = [next(found) if ask else None for ask in asks]
+        served = [
+            trust.answer(q, a, self.validated, cfg, cache, budget=b) for (q, _), a, b in zip(parsed, answers, budgets)
+        ]
         return pd.DataFrame(
             {
                 "nodes": [nodes for _, nodes in parsed],

@@ -111,26 +111,6 @@ def adjacency(graph: Graph) -> torch.Tensor:
 MEMORY = 1 << 28  # bytes: the fast simulator's per-chunk state (8 bytes per cascade and node) stays under this
 
 
-@dataclass
-class Neighbours:
-    """The graph's directed edges as CSR: node u's neighbours are ``indices[indptr[u]:indptr[u + 1]]``.
-
-    indptr: (n + 1,) int64; indices: (2E,) int64; degree: (n,) int64.
-    """
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    degree: np.ndarray
-
-    @classmethod
-    def of(cls, graph: Graph) -> Neighbours:
-        src, dst = graph.directed_edges()
-        degree = np.bincount(src, minlength=graph.n)
-        indptr = np.zeros(graph.n + 1, dtype=np.int64)
-        np.cumsum(degree, out=indptr[1:])
-        return cls(indptr, dst[np.argsort(src, kind="stable")], degree)
-
-
 def successes(attempts: int, p: float, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions, in 0..attempts-1, of the successes among ``attempts`` independent Bernoulli(p) trials.
 
@@ -192,7 +172,7 @@ def cascades(
     seed_nodes = np.unique(_seed_mask(graph, seeds).nonzero().squeeze(1).numpy())
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
     graph_n = graph.n
-    edges = Neighbours.of(graph)
+    edges = graph.neighbours
     counts = np.zeros(0, dtype=np.int64)  # (steps reached + 1) * n first-infection counts, step-major
     sizes = []
     most = _chunk(graph_n, samples)

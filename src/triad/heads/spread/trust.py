@@ -9,16 +9,17 @@ with the errors seen (95th percentile over the passing questions, worst over all
 
 **The policy** (``answer``), per question:
 
-1. Outside the range (or no range stored: a version registered before this existed): simulate, if the graph
-   is small enough for ``trust.max_work`` (cascades x (nodes + directed edges)); else the network's answer,
-   *flagged*, its uncertainty the worst error the validation saw (outside the range the error is unmeasured).
+1. Outside the range (or no range stored: a version registered before this existed): simulate, if at least
+   ``check_samples`` cascades fit in ``trust.max_seconds`` (``Budget``: a timed pilot); else the network's
+   answer, *flagged*, its uncertainty the worst error the validation saw (outside the range the error is
+   unmeasured).
 2. Inside: a cheap check of ``trust.check_samples`` cascades (heat: the exact kernel). The network's answer
    stands (method ``learned``) only if the check *confirms* it within the bars: the expected size within
    ``max_size_rel_error`` after ``check_z`` standard errors of the check's own noise, and the per-node error's
    root mean square (estimated as mean((model - check)^2 - check variance), an upper bound on the MAE) within
    ``max_mae``. Otherwise: simulate (method ``simulated``, ``fallback_samples`` cascades or as many as
-   ``max_work`` allows; uncertainty the Monte-Carlo standard error). A graph too large for the check keeps
-   the network's answer with the validated error as its uncertainty.
+   ``max_seconds`` allows; uncertainty the Monte-Carlo standard error). A question too slow for the check
+   keeps the network's answer with the validated error as its uncertainty.
 
 Every answer carries ``method``, ``uncertainty`` (per node), ``expected_size_uncertainty``, ``flagged`` and a
 ``reason`` in words.
@@ -27,6 +28,7 @@ Every answer carries ``method``, ``uncertainty`` (per node), ``expected_size_unc
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,15 +172,45 @@ class Check:
     detail: str
 
 
-def affordable_samples(graph, cfg: TrustConfig) -> int:
-    """How many cascades ``max_work`` allows on this graph."""
-    return int(cfg.max_work // max(graph.n + 2 * len(graph.edges), 1))
+class Budget:
+    """How many cascades of one question fit in ``trust.max_seconds``, from a timed pilot (computed once).
 
+    A simulation's cost per cascade depends on how far the cascades travel (a sub-critical cascade on a
+    100,000-node graph is over in a few steps, a super-critical one on a 10,000-node lattice takes a hundred
+    steps and touches every edge), so no count of nodes and edges predicts it: measured per cascade, the fast
+    simulator ran 2e7 to 1.6e10 (cascades x (nodes + directed edges)) per second on these families. The pilot
+    runs 1, then 4, 16 and 64 cascades while each took under 2% of the budget, and the last (largest) one's
+    time per cascade sets how many fit in the rest. The count therefore depends on the machine's speed; an answer
+    states how many cascades it used.
+    """
 
-def can_simulate(q: Question, samples: int, cfg: TrustConfig) -> bool:
-    if q.process == "heat":
-        return q.graph.n <= cfg.heat_max_nodes
-    return affordable_samples(q.graph, cfg) >= samples
+    PILOTS = (1, 4, 16, 64)
+
+    def __init__(self, q: Question, cfg: TrustConfig, seed: int) -> None:
+        self.q, self.cfg, self.seed = q, cfg, seed
+        self._affordable: int | None = None
+        self.pilot_seconds = 0.0
+        self.spent = 0  # cascades already run for this question (the check's)
+
+    def affordable(self) -> int:
+        if self._affordable is None:
+            _ = self.q.graph.neighbours  # built once per graph (cached), outside the pilot's time per cascade
+            for count in self.PILOTS:
+                started = time.perf_counter()
+                simulate_question(self.q, count, self.seed + 7919)
+                seconds = time.perf_counter() - started
+                self.pilot_seconds += seconds
+                per_cascade = seconds / count  # the largest pilot's: its fixed costs shared by the most cascades
+                if seconds > 0.02 * self.cfg.max_seconds:
+                    break
+            left = self.cfg.max_seconds - self.pilot_seconds
+            self._affordable = int(left / per_cascade) if left > 0 else 0
+        return self._affordable - self.spent
+
+    def allows(self, samples: int) -> bool:
+        if self.q.process == "heat":
+            return self.q.graph.n <= self.cfg.heat_max_nodes
+        return self.affordable() >= samples
 
 
 def simulate_question(q: Question, samples: int, seed: int) -> simulate.Estimate:
@@ -209,8 +241,10 @@ def check(q: Question, model: np.ndarray, cfg: TrustConfig, seed: int) -> Check:
     return Check(samples, mean, se, size, size_se, rmse, size_error, confirmed, detail)
 
 
-def _simulated(q: Question, cfg: TrustConfig, seed: int, reason: str, values: dict[str, float]) -> Answer:
-    samples = 0 if q.process == "heat" else min(cfg.fallback_samples, affordable_samples(q.graph, cfg))
+def _simulated(
+    q: Question, cfg: TrustConfig, budget: Budget, seed: int, reason: str, values: dict[str, float]
+) -> Answer:
+    samples = 0 if q.process == "heat" else min(cfg.fallback_samples, budget.affordable())
     estimate = simulate_question(q, max(samples, 1), seed)
     size, size_se = (float(estimate.mean.sum()), 0.0) if q.process == "heat" else estimate.final_size
     how = "the exact heat kernel" if q.process == "heat" else f"{samples} simulated cascades"
@@ -237,48 +271,64 @@ def _learned(
     )
 
 
+def simulated_outright(
+    q: Question, validated: dict[str, Any] | None, cfg: TrustConfig, features: FeatureCache, budget: Budget
+) -> bool:
+    """Whether ``answer`` will simulate this question without looking at the network's answer (outside the
+    validated range, and the simulation fits the budget): the server then skips the network for it."""
+    away = outside(validated, q.process, question_features(features(q.graph), q.process, q.params))
+    return bool(away) and budget.allows(0 if q.process == "heat" else cfg.check_samples)
+
+
 def answer(
     q: Question,
-    model: np.ndarray,
+    model: np.ndarray | None,
     validated: dict[str, Any] | None,
     cfg: TrustConfig,
     features: FeatureCache | None = None,
     seed: int = 0,
     fallback: bool = True,
+    budget: Budget | None = None,
 ) -> Answer:
     """The policy (module docstring) for one question and the network's (n,) answer to it.
 
-    ``fallback=False`` decides without running the fallback simulation (a benchmark that only needs the
-    method): a ``simulated`` answer then carries the network's probabilities and NaN uncertainties."""
+    ``model`` may be None only for a question that ``simulated_outright`` says is simulated (pass the same
+    ``budget``: its pilot runs once). ``fallback=False`` decides without running the fallback simulation (a
+    benchmark that only needs the method): a ``simulated`` answer then carries the network's probabilities and
+    NaN uncertainties."""
     features = features or FeatureCache()
     values = question_features(features(q.graph), q.process, q.params)
     entry = (validated or {}).get(q.process, {})
     typical = (entry.get("mae_q95", cfg.max_mae), entry.get("size_rel_error_q95", cfg.max_size_rel_error))
     worst = (entry.get("worst_mae", 1.0), entry.get("worst_size_rel_error", 1.0))
-    size_model = float(model.sum())
+    budget = budget or Budget(q, cfg, seed)
+    if model is None and not (fallback and simulated_outright(q, validated, cfg, features, budget)):
+        raise ValueError("the network's answer is needed for this question (simulated_outright is false)")
+    size_model = math.nan if model is None else float(model.sum())
 
     def simulated(reason: str) -> Answer:
         if fallback:
-            return _simulated(q, cfg, seed + 1, reason, values)
+            return _simulated(q, cfg, budget, seed + 1, reason, values)
         return Answer(model, np.full(q.graph.n, np.nan), size_model, math.nan, SIMULATED, False, reason, values)
 
     away = outside(validated, q.process, values)
     check_samples = 0 if q.process == "heat" else cfg.check_samples
     if away:
         reason = f"outside the validated range ({'; '.join(away)}; this question: {describe(values)})"
-        if can_simulate(q, check_samples, cfg):
+        if budget.allows(check_samples):
             return simulated(reason)
         reason += (
-            f"; too large to simulate within model.spread.trust.max_work ({q.graph.n} nodes, {len(q.graph.edges)} "
-            "edges): the network's answer, its error unmeasured here; uncertainty: the worst error the validation "
-            "saw, which is no bound"
+            f"; too large to simulate: {check_samples} cascades would take more than model.spread.trust.max_seconds "
+            f"({cfg.max_seconds:g} s; {q.graph.n} nodes, {len(q.graph.edges)} edges): the network's answer, its "
+            "error unmeasured here; uncertainty: the worst error the validation saw, which is no bound"
         )
         return _learned(q, model, worst[0], worst[1] * size_model, True, reason, values)
-    if cfg.check_samples == 0 or not can_simulate(q, check_samples, cfg):
+    if cfg.check_samples == 0 or not budget.allows(check_samples):
         why = "checks are off (check_samples 0)" if cfg.check_samples == 0 else "too large for the check"
         reason = f"inside the validated range; not checked: {why}; uncertainty: the validation's 95th percentile error"
         return _learned(q, model, typical[0], typical[1] * size_model, False, reason, values)
     found = check(q, model, cfg, seed)
+    budget.spent += check_samples
     if not found.confirmed:
         return simulated(f"inside the validated range, but a check did not confirm the network: {found.detail}")
     per_node = max(typical[0], found.rmse)
