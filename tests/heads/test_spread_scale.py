@@ -93,6 +93,16 @@ def test_the_accelerated_prior_reaches_the_plain_fixed_point_in_fewer_rounds():
     assert fast.sum() == pytest.approx(fixed.sum(), rel=1e-5)
 
 
+def test_the_prior_takes_the_rounds_a_long_graph_needs():
+    """Messages cross a graph one hop a round: on a 400-node path (a tree: DMP is exact, P_v = p**v) the
+    default round budget reaches the far end, where the old fixed 100 rounds stopped at node 100."""
+    n, p = 400, 0.995
+    path = Graph(n, canonical_edges([(i, i + 1) for i in range(n - 1)], n), "path")
+    batch = make_batch([Question(path, np.array([0]), "ic", {"p": p})])
+    np.testing.assert_allclose(dmp_prior(batch).numpy(), p ** np.arange(n), rtol=1e-4)
+    assert dmp_prior(batch, rounds=100).numpy()[150] == 0.0
+
+
 def test_mean_adjacency_is_the_neighbour_mean():
     graph = generate("barabasi_albert", 40, 4, 2)
     batch = make_batch([Question(graph, np.array([0]), "ic", {"p": 0.1}), Question(STAR, np.array([0]), "ic", {})])
