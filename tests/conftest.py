@@ -58,6 +58,18 @@ def project(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def harness():
+    """One temporary Prefect server for every test that runs a flow in this process (about 10 s to start).
+
+    The flows' runs share its database; no test counts Prefect's flow runs, each reads back only its own.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def sqlite_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -195,14 +195,6 @@ open("out.txt", "w").write("done")
 """
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def flaky(tmp_path, monkeypatch) -> Path:
     """A project whose pipeline is the one stage ``flaky``; ``mode.txt`` says whether it fails."""

@@ -23,17 +23,10 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 HEADS = ["transfer", "diffusion", "translator", "spread"]
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _would_run(root: Path, stages: list[str]) -> set[str]:

@@ -19,7 +19,6 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from tests.line_project import add_line_head
 from tests.tiny import tiny
@@ -37,12 +36,6 @@ def _would_run(root: Path) -> set[str]:
         [str(BIN / "dvc"), "repro", "--dry", *TRANSLATOR_STAGES], cwd=root, capture_output=True, text=True, check=True
     )
     return set(re.findall(r"Running stage '([a-z_]+)'", out.stdout))
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_flow_end_to_end(project, harness, capsys):
