@@ -107,8 +107,35 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(command, cwd=root, capture_output=True, text=True)
 
 
+def _in_process(root: Path, what: str, action: Callable):
+    """``action(repo)`` on the DVC repository at ``root``, in this process, whose working directory it is.
+
+    The flow asks DVC twice per stage (status, then commit). The CLI paid about 1 s of start-up each time
+    (``dvc status`` 0.8 s and ``dvc commit`` 1.3 s against 0.2 s and 0.6 s in process, on a tiny stage on
+    2 busy cores); the API pays its import once. DVC's own log lines stay out of the run's log, as the
+    CLI's captured output did; a failure raises with DVC's message.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    logging.getLogger("dvc").setLevel(logging.ERROR)
+    with _DVC_LOCK:
+        try:
+            with Repo(str(root)) as repo:
+                return action(repo)
+        except DvcException as exc:
+            raise RuntimeError(f"dvc {what} failed:\n{exc}") from exc
+
+
+def _here(root: Path) -> bool:
+    """Whether this process works in ``root``: DVC's API resolves stages and writes from the working directory."""
+    return Path.cwd().resolve() == Path(root).resolve()
+
+
 def changes(root: Path, stage: str) -> list:
-    """What DVC says changed for ``stage`` (empty when it is up to date)."""
+    """What DVC says changed for ``stage`` (empty when it is up to date): ``dvc status``'s entries."""
+    if _here(root):
+        return _in_process(root, f"status {stage}", lambda repo: repo.status(targets=[stage])).get(stage, [])
     result = _dvc(root, "status", "--json", stage)
     if result.returncode != 0:
         raise RuntimeError(f"dvc status {stage} failed:\n{result.stderr.strip()}")
@@ -116,7 +143,10 @@ def changes(root: Path, stage: str) -> list:
 
 
 def commit(root: Path, stage: str) -> None:
-    """Record ``stage``'s deps and outs in dvc.lock and its outs in the DVC cache."""
+    """Record ``stage``'s deps and outs in dvc.lock and its outs in the DVC cache (``dvc commit --force``)."""
+    if _here(root):
+        _in_process(root, f"commit {stage}", lambda repo: repo.commit(stage, force=True))
+        return
     result = _dvc(root, "commit", "--force", stage)
     if result.returncode != 0:
         raise RuntimeError(f"dvc commit {stage} failed:\n{result.stderr.strip()}")

@@ -108,3 +108,30 @@ def test_each_stage_depends_on_the_head_code_it_runs():
         listed = {REPO / dep for dep in stage.deps}
         missing = sorted(str(m.relative_to(REPO)) for m in code if not any(m == d or d in m.parents for d in listed))
         assert not missing, f"dvc.yaml stage {stage.name} runs {missing} but does not list them in its deps"
+
+
+@pytest.mark.parametrize("where", ["root", "elsewhere"])
+def test_status_and_commit_in_process_and_through_the_cli_agree(tmp_path, monkeypatch, where):
+    """From the project's root the flow asks DVC's API in process; from elsewhere, the ``dvc`` CLI. Same answers."""
+    from tests.conftest import make_project
+    from triad import dag
+
+    root = make_project(tmp_path / "project")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  copy:\n    cmd: cp in.txt out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
+    )
+    (root / "in.txt").write_text("one\n")
+    monkeypatch.chdir(root if where == "root" else tmp_path)
+    assert dag._here(root) == (where == "root")
+    assert dag.changes(root, "copy") == [
+        {"changed deps": {"in.txt": "modified"}},
+        {"changed outs": {"out.txt": "deleted"}},
+    ]
+    (root / "out.txt").write_text("one\n")
+    dag.commit(root, "copy")
+    assert dag.changes(root, "copy") == []
+    assert "out.txt" in (root / "dvc.lock").read_text()
+    (root / "in.txt").write_text("two\n")
+    assert dag.changes(root, "copy") == [{"changed deps": {"in.txt": "modified"}}]
+    with pytest.raises(RuntimeError, match="dvc commit nowhere failed:\n.*'nowhere' does not exist"):
+        dag.commit(root, "nowhere")
