@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -305,3 +306,23 @@ def test_down_stops_everything(home, state):
     report = _triad("services", "status", "--dir", str(home))
     assert report.returncode == 1 and "stopped" in report.stdout
     assert services.down(home) == []  # nothing left to stop
+
+
+def test_a_service_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, monkeypatch, capsys):
+    """``down`` never waits for ever: a process group that ignores SIGTERM is killed, and it says which."""
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True)"
+    ignore += "; time.sleep(120)"
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", ignore], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert stubborn.stdout.readline() == "ready\n"  # its handler is set
+    layout = services.Layout(tmp_path)
+    layout.pid("mlflow").parent.mkdir(parents=True, exist_ok=True)
+    layout.pid("mlflow").write_text(f"{stubborn.pid}\n")
+    monkeypatch.setattr(services, "STOP_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    assert services._stop(layout, "mlflow")
+    assert stubborn.wait(timeout=10) == -signal.SIGKILL
+    assert 1.0 <= time.monotonic() - started < 5
+    assert "mlflow: did not stop within 1 s of SIGTERM; killed" in capsys.readouterr().err
+    assert not layout.pid("mlflow").exists()

@@ -23,17 +23,20 @@ BIN = Path(sys.executable).parent
 
 
 def _pipeline(project: Path, log: Path, *args: str) -> subprocess.Popen:
+    """``triad pipeline *args`` on the session's Prefect test server (no temporary server of its own to start)."""
+    from prefect.settings import PREFECT_API_URL
+
     with open(log, "w") as out:
         return subprocess.Popen(
             [str(BIN / "triad"), "pipeline", *args],
             cwd=project,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_API_URL": PREFECT_API_URL.value()},
         )
 
 
-def test_a_second_pipeline_waits_for_the_first_and_registers_its_own_run(project, tmp_path, monkeypatch):
+def test_a_second_pipeline_waits_for_the_first_and_registers_its_own_run(project, harness, tmp_path, monkeypatch):
     add_line_head(project, monkeypatch)  # a real pipeline of three stages that runs in seconds
     only = "pipeline.heads=[line]"
     lock = project / ".triad" / "pipeline.lock"
