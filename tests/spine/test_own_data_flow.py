@@ -46,8 +46,9 @@ def _add_one_file(raw: Path) -> None:
             handle.write("\n")
 
 
-def test_every_head_on_a_users_own_files(project, harness, tmp_path):
+def test_every_head_on_a_users_own_files(project, harness, tmp_path, monkeypatch):
     """One flow run trains all four heads on their users' files (sharing one Prefect server and the two cores)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two stages at once, one torch thread each: no oversubscription
     fixtures = {head: importlib.import_module(f"tests.heads.own_{head}") for head in HEADS}
     folders = {head: tmp_path / f"userdata-{head}" for head in HEADS}
     made = [override for head in HEADS for override in fixtures[head].make(folders[head])]
