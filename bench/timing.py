@@ -50,3 +50,66 @@ def compare(what: str, work: float, unit: str, ours: list[float], theirs: list[f
         f"{ratio:.2f}x (median of {len(ratios)} rounds: {' '.join(f'{r:.2f}' for r in ratios)})"
     )
     return ratio
+
+
+# kernel families, by name (first match wins): where a GPU step's time goes
+KERNEL_FAMILIES = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "mha")),
+    ("optimizer", ("adam", "multi_tensor", "foreach", "fused_sgd")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "matmul", "aten::mm", "addmm", "bmm")),
+    ("fused (Inductor Triton)", ("triton",)),
+)
+
+
+def kernel_family(name: str) -> str:
+    lowered = name.lower()
+    for family, needles in KERNEL_FAMILIES:
+        if any(needle in lowered for needle in needles):
+            return family
+    return "other"
+
+
+def profile_calls(fn: Callable[[], object], calls: int, device: torch.device, top: int = 12) -> dict[str, float]:
+    """Profile ``calls`` calls of ``fn`` (already warm) and print where the time went.
+
+    On a GPU: each kernel family's device milliseconds per call and share of device time, the device's
+    busy time against the wall time (the rest is the GPU waiting on the host: launches, Python, syncs),
+    then the ``top`` kernels. On a CPU the same for operators' self CPU time. Returns ms per call by family.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    if on_gpu:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if on_gpu:
+            torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - start) * 1e3 / calls
+
+    def self_us(event) -> float:
+        if on_gpu:
+            return float(getattr(event, "self_device_time_total", 0.0) or getattr(event, "self_cuda_time_total", 0.0))
+        return float(event.self_cpu_time_total)
+
+    wanted = torch.autograd.DeviceType.CUDA if on_gpu else torch.autograd.DeviceType.CPU
+    rows = [(e.key, self_us(e) / 1e3 / calls) for e in prof.key_averages() if e.device_type == wanted]
+    rows = [(name, ms) for name, ms in rows if ms > 0]
+    busy = sum(ms for _, ms in rows)
+    families: dict[str, float] = {}
+    for name, ms in rows:
+        families[kernel_family(name)] = families.get(kernel_family(name), 0.0) + ms
+    where = "device" if on_gpu else "self CPU"
+    print(
+        f"profile over {calls} call(s): wall {wall_ms:.1f} ms per call, "
+        f"{where} time {busy:.1f} ms ({busy / wall_ms:.0%})"
+    )
+    for family, ms in sorted(families.items(), key=lambda item: -item[1]):
+        print(f"  {family:<24} {ms:8.2f} ms per call  {ms / busy:6.1%}")
+    print(f"  top {top} by {where} time:")
+    for name, ms in sorted(rows, key=lambda row: -row[1])[:top]:
+        print(f"    {ms:8.2f} ms  {kernel_family(name):<12} {name[:110]}")
+    return families

@@ -22,7 +22,7 @@ and 4 backward, and 12 d per query-key pair per attention layer; embedding looku
   124M-parameter model at sequence 1024.
 
 Run:  python bench/translator_throughput.py [--size small|base] [--rounds 5] [--device cuda] [--bf16] [--compile]
-           [--gpt | --gpt-only] [--gpt-batch 8 32] [--compile-mode max-autotune]
+           [--gpt | --gpt-only] [--gpt-batch 8 32] [--compile-mode max-autotune] [--profile 3]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from timing import compare, seconds_per_call, take_turns
+from timing import compare, profile_calls, seconds_per_call, take_turns
 
 from triad.heads.translator.decoding import greedy_decode
 from triad.heads.translator.language_model import next_token_loss
@@ -174,6 +174,13 @@ def main(argv: list[str]) -> None:
         default=[8],
         help="sequences of 1024 tokens per GPT step; several values time each (default 8)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after timing each GPT batch, profile this many steps: time by kernel family and the top kernels",
+    )
     args = parser.parse_args(argv)
     print("command: python bench/translator_throughput.py " + shlex.join(argv))
 
@@ -282,6 +289,8 @@ def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
         print(
             f"GPT {count_parameters(gpt) / 1e6:.0f}M, seq 1024, batch {batch}: {rate:,.0f} tokens/s, {mfu}", flush=True
         )
+        if args.profile:
+            profile_calls(gpt_step, args.profile, device)
 
 
 if __name__ == "__main__":
