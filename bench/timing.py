@@ -57,12 +57,19 @@ KERNEL_FAMILIES = (
     ("attention", ("flash", "fmha", "attention", "sdpa", "mha")),
     ("optimizer", ("adam", "multi_tensor", "foreach", "fused_sgd")),
     ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "matmul", "aten::mm", "addmm", "bmm")),
-    ("fused (Inductor Triton)", ("triton",)),
 )
 
 
 def kernel_family(name: str) -> str:
+    """``attention``, ``optimizer``, ``matmul``, ``fused (Inductor Triton)`` or ``other``, from a kernel's
+    (or CPU operator's) name. Inductor names its kernels after the operators they fuse
+    (``triton_poi_fused_addmm_gelu_0`` is a pointwise bias and GELU), so its kernels are sorted by their
+    prefix first: ``triton_tem`` is a matmul template (max-autotune), any other ``triton_`` a fused kernel."""
     lowered = name.lower()
+    if lowered.startswith("triton_tem"):
+        return "matmul"
+    if lowered.startswith("triton"):
+        return "fused (Inductor Triton)"
     for family, needles in KERNEL_FAMILIES:
         if any(needle in lowered for needle in needles):
             return family

@@ -4,10 +4,12 @@ of device time, and a mistyped override or stage name in ``bench/gpu_checks.py``
 from __future__ import annotations
 
 import importlib.util
+import re
 import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from triad.config import compose
 from triad.heads import get_head
@@ -60,3 +62,46 @@ def test_each_checks_overrides_compose_and_its_stages_exist(name):
             assert step in STANDARD_STAGES | extra, f"{name}: the {head} head has no stage {step!r}"
         else:
             pytest.fail(f"{name}: unexpected triad command {command}")
+
+
+def test_each_device_call_names_only_existing_checks():
+    """``bench/gpu_call.sh`` is what a session runs on the device: a check it names that gpu_checks lacks
+    would only be found there, at the cost of the call."""
+    calls = re.findall(r"^\s*(\w+)\) carry=(\S+) checks=(\S+) ", (REPO / "bench" / "gpu_call.sh").read_text(), re.M)
+    assert {call for call, _, _ in calls} == {"trainings", "throughput"}
+    for call, carry, checks in calls:
+        named = set(re.split(r"[,+]", checks))
+        assert named <= set(CHECKS), f"{call}: unknown checks {sorted(named - set(CHECKS))}"
+        assert carry in {".gpu", ".gpu2"}, f"{call}: carry {carry} is not one bench/gpu_carry.sh builds"
+
+
+def load_timing():
+    spec = importlib.util.spec_from_file_location("timing", REPO / "bench" / "timing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "kernel, family",
+    [
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+        ("nvjet_tst_256x128_64x4_2x1_v_bz_coopA_TNT", "matmul"),
+        ("void flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>", "attention"),
+        ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
+        ("triton_poi_fused_addmm_gelu_0", "fused (Inductor Triton)"),
+        ("triton_tem_fused_mm_3", "matmul"),
+        ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>", "other"),
+        ("aten::mm", "matmul"),
+    ],
+)
+def test_kernels_are_sorted_into_families(kernel, family):
+    assert load_timing().kernel_family(kernel) == family
+
+
+def test_a_profile_puts_a_matrix_products_time_in_matmul(capsys):
+    timing = load_timing()
+    a, b = torch.randn(384, 384), torch.randn(384, 384)
+    families = timing.profile_calls(lambda: (a @ b).relu_(), 3, torch.device("cpu"))
+    assert max(families, key=families.get) == "matmul", families
+    assert "matmul" in capsys.readouterr().out
