@@ -22,7 +22,7 @@ and 4 backward, and 12 d per query-key pair per attention layer; embedding looku
   124M-parameter model at sequence 1024.
 
 Run:  python bench/translator_throughput.py [--size small|base] [--rounds 5] [--device cuda] [--bf16] [--compile]
-           [--gpt | --gpt-only] [--gpt-batch 8 32] [--compile-mode max-autotune] [--profile 3]
+           [--gpt | --gpt-only] [--gpt-batch 8 32] [--compile-mode max-autotune] [--explain] [--profile 3]
 """
 
 from __future__ import annotations
@@ -175,6 +175,11 @@ def main(argv: list[str]) -> None:
         help="sequences of 1024 tokens per GPT step; several values time each (default 8)",
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="before timing, trace the GPT model and loss with torch._dynamo.explain: graphs, graph breaks, why",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -266,6 +271,15 @@ def time_gpt(args, device: torch.device, autocast, peak: float | None) -> None:
     # the loss is compiled with the model, as nanoGPT's forward returns it: Inductor then fuses the fp32
     # cast and the softmax instead of writing (B*T, 50304) fp32 logits out and reading them back, eagerly
     loss_fn = torch.compile(lm_loss, dynamic=False, mode=args.compile_mode) if args.compile else lm_loss
+    if args.explain:  # graph breaks would split the compiled step and put Python back between its pieces
+        with autocast():
+            explained = torch._dynamo.explain(lm_loss)(torch.randint(0, 50304, (1, 1025), device=device))
+        print(
+            f"dynamo: {explained.graph_count} graph(s), {explained.graph_break_count} graph break(s), "
+            f"{explained.op_count} ops in the model and loss"
+        )
+        for reason in explained.break_reasons:
+            print(f"  graph break: {str(reason.reason)[:200]}")
     per_token = flops_per_token(count_parameters(gpt), 12, 1024, 768)
     print(
         f"GPT on {device}, precision {'bf16' if args.bf16 else 'fp32'}, compile {args.compile} "
