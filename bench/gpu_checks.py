@@ -63,6 +63,24 @@ t = bench(lambda: y.copy_(x))
 print(f"measured device copy: {2 * x.numel() * 4 / t / 1e12:.2f} TB/s (bytes read + written)")
 """
 
+# triad's UNet against diffusers' at the medium profile's shape (conf/model/diffusion/medium.yaml), on the GPU
+DIFFUSION_BENCH = [
+    PY,
+    "bench/diffusion_throughput.py",
+    "--device",
+    "cuda",
+    "--batch-size",
+    "256",
+    "--channels",
+    "64",
+    "--res-blocks",
+    "2",
+    "--steps",
+    "20",
+    "--sample-batch",
+    "500",
+]
+
 CHECKS: dict[str, tuple[list[str], int]] = {
     "env": ([PY, "-c", ENV_CODE], 60),
     "translator_bench": (
@@ -135,73 +153,9 @@ CHECKS: dict[str, tuple[list[str], int]] = {
         ],
         360,
     ),
-    "diffusion_bench": (
-        [
-            PY,
-            "bench/diffusion_throughput.py",
-            "--device",
-            "cuda",
-            "--bf16",
-            "--compile",
-            "--batch-size",
-            "256",
-            "--channels",
-            "64",
-            "--res-blocks",
-            "2",
-            "--steps",
-            "20",
-            "--sample-steps",
-            "10",
-            "50",
-            "--sample-batch",
-            "500",
-        ],
-        150,
-    ),
-    "diffusion_bf16": (
-        [
-            PY,
-            "bench/diffusion_throughput.py",
-            "--device",
-            "cuda",
-            "--bf16",
-            "--batch-size",
-            "256",
-            "--channels",
-            "64",
-            "--res-blocks",
-            "2",
-            "--steps",
-            "20",
-            "--sample-steps",
-            "50",
-            "--sample-batch",
-            "500",
-        ],
-        150,
-    ),
-    "diffusion_eager": (
-        [
-            PY,
-            "bench/diffusion_throughput.py",
-            "--device",
-            "cuda",
-            "--batch-size",
-            "256",
-            "--channels",
-            "64",
-            "--res-blocks",
-            "2",
-            "--steps",
-            "20",
-            "--sample-steps",
-            "50",
-            "--sample-batch",
-            "500",
-        ],
-        150,
-    ),
+    "diffusion_bench": ([*DIFFUSION_BENCH, "--bf16", "--compile", "--sample-steps", "10", "50"], 150),
+    "diffusion_bf16": ([*DIFFUSION_BENCH, "--bf16", "--sample-steps", "50"], 150),
+    "diffusion_eager": ([*DIFFUSION_BENCH, "--sample-steps", "50"], 150),
     # the stages the measured run took (bench/GPU.md, 2026-11-26: BLEU 41.3 after the 3-minute cap, 20 epochs);
     # the language-model stage is left out: it does not change the translator
     "translator_multi30k": (

@@ -108,7 +108,8 @@ def profile_calls(fn: Callable[[], object], calls: int, device: torch.device, to
     busy = sum(ms for _, ms in rows)
     families: dict[str, float] = {}
     for name, ms in rows:
-        families[kernel_family(name)] = families.get(kernel_family(name), 0.0) + ms
+        family = kernel_family(name)
+        families[family] = families.get(family, 0.0) + ms
     where = "device" if on_gpu else "self CPU"
     print(
         f"profile over {calls} call(s): wall {wall_ms:.1f} ms per call, "

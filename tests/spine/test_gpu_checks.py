@@ -18,11 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 STANDARD_STAGES = {"prepare", "train", "evaluate"}
 
 
-def load_checks() -> dict[str, tuple[list[str], int]]:
-    spec = importlib.util.spec_from_file_location("gpu_checks", REPO / "bench" / "gpu_checks.py")
+def load_bench(name: str):
+    """The module ``bench/<name>.py`` (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.CHECKS
+    return module
 
 
 def triad_commands(argv: list[str]) -> list[list[str]]:
@@ -36,7 +37,7 @@ def triad_commands(argv: list[str]) -> list[list[str]]:
     return commands
 
 
-CHECKS = load_checks()
+CHECKS = load_bench("gpu_checks").CHECKS
 TRIAD_CHECKS = sorted(name for name, (argv, _) in CHECKS.items() if triad_commands(argv))
 
 
@@ -75,13 +76,6 @@ def test_each_device_call_names_only_existing_checks():
         assert carry in {".gpu", ".gpu2"}, f"{call}: carry {carry} is not one bench/gpu_carry.sh builds"
 
 
-def load_timing():
-    spec = importlib.util.spec_from_file_location("timing", REPO / "bench" / "timing.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     "kernel, family",
     [
@@ -96,11 +90,11 @@ def load_timing():
     ],
 )
 def test_kernels_are_sorted_into_families(kernel, family):
-    assert load_timing().kernel_family(kernel) == family
+    assert load_bench("timing").kernel_family(kernel) == family
 
 
 def test_a_profile_puts_a_matrix_products_time_in_matmul(capsys):
-    timing = load_timing()
+    timing = load_bench("timing")
     a, b = torch.randn(384, 384), torch.randn(384, 384)
     families = timing.profile_calls(lambda: (a @ b).relu_(), 3, torch.device("cpu"))
     assert max(families, key=families.get) == "matmul", families
